@@ -1,0 +1,185 @@
+"""Model configurations: one dataclass for both families, presets, and inference from weights.
+
+A state dict alone determines every field that changes tensor shapes; the few that do not
+(RoPE theta, base resolution, norm eps) take the official values.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Literal, Mapping
+
+from .errors import LuminaCheckpointError
+
+Family = Literal["flag_dit", "next_dit"]
+FAMILIES: tuple[str, ...] = ("flag_dit", "next_dit")
+FAMILY_NAMES = {"flag_dit": "Flag-DiT (Lumina-T2I)", "next_dit": "Next-DiT (Lumina-Next)"}
+
+
+def ffn_hidden_dim(dim: int, multiple_of: int, ffn_dim_multiplier: float | None = None) -> int:
+    """SwiGLU width as the official code computes it: 2/3 of 4·dim, scaled, rounded up."""
+    hidden = int(2 * (4 * dim) / 3)
+    if ffn_dim_multiplier is not None:
+        hidden = int(ffn_dim_multiplier * hidden)
+    return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
+
+
+@dataclass(frozen=True)
+class LuminaConfig:
+    """Everything needed to build a Flag-DiT or Next-DiT module."""
+
+    family: Family
+    dim: int
+    n_layers: int
+    n_heads: int
+    cap_feat_dim: int
+    n_kv_heads: int | None = None  # None means multi-head attention (= n_heads)
+    ffn_hidden: int | None = None  # None: derived from multiple_of like the official code
+    multiple_of: int = 256
+    patch_size: int = 2
+    in_channels: int = 4
+    learn_sigma: bool = True
+    qk_norm: bool = True
+    norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    base_image_size: int = 1024  # training resolution in pixels; extrapolation is relative to it
+    vae_downsample: int = 8
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
+        if self.dim % self.n_heads:
+            raise ValueError(f"dim {self.dim} is not divisible by n_heads {self.n_heads}")
+        if self.n_heads % self.kv_heads:
+            raise ValueError(f"n_heads {self.n_heads} is not a multiple of n_kv_heads {self.kv_heads}")
+        axes = 2 if self.family == "next_dit" else 1
+        if self.head_dim % (2 * axes):
+            raise ValueError(f"head_dim {self.head_dim} must be divisible by {2 * axes} for {axes}-D RoPE")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def hidden_dim(self) -> int:
+        return self.ffn_hidden or ffn_hidden_dim(self.dim, self.multiple_of)
+
+    @property
+    def adaln_dim(self) -> int:
+        return min(self.dim, 1024)
+
+    @property
+    def out_channels(self) -> int:
+        return self.in_channels * 2 if self.learn_sigma else self.in_channels
+
+    @property
+    def patch_features(self) -> int:
+        return self.patch_size * self.patch_size * self.in_channels
+
+    @property
+    def base_latent_tokens(self) -> tuple[int, int]:
+        side = self.base_image_size // (self.vae_downsample * self.patch_size)
+        return side, side
+
+    @property
+    def base_seqlen(self) -> int:
+        """Token count at the training resolution, the official proportional-attention base."""
+        rows, cols = self.base_latent_tokens
+        # Flag-DiT's official base counts two extra tokens per row (its [nextline] plus one more)
+        return rows * cols + 2 * rows if self.family == "flag_dit" else rows * cols
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "LuminaConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def with_(self, **changes: Any) -> "LuminaConfig":
+        return replace(self, **changes)
+
+
+PRESETS: dict[str, LuminaConfig] = {
+    # lumina_t2i/models/model.py: DiT_Llama_5B_patch2, LLaMA-2-7B captions
+    "lumina-t2i-5b": LuminaConfig("flag_dit", dim=3072, n_layers=32, n_heads=32, cap_feat_dim=4096),
+    # lumina_next_t2i*/models: NextDiT_2B_GQA_patch2, Gemma-2B captions
+    "lumina-next-2b": LuminaConfig("next_dit", dim=2304, n_layers=24, n_heads=32, n_kv_heads=8, cap_feat_dim=2048),
+}
+
+_LAYER_KEY = re.compile(r"^layers\.(\d+)\.")
+
+
+def guess_family(keys: Any) -> Family | None:
+    """Family from official key names, or None when neither family's markers are present."""
+    keys = set(keys)
+    if "eol_token" in keys or "layers.0.attention_norm.weight" in keys:
+        return "flag_dit"
+    if "layers.0.attention_norm1.weight" in keys:
+        return "next_dit"
+    return None
+
+
+def _shape(state_dict: Mapping[str, Any], key: str, source: str, family: str | None) -> tuple[int, ...]:
+    if key not in state_dict:
+        raise LuminaCheckpointError(
+            f"missing key {key!r}", source=source, family=family, keys=[key],
+            hint="the file is not a complete Lumina checkpoint",
+        )
+    return tuple(state_dict[key].shape)
+
+
+def _infer_channels(patch_features: int, out_features: int) -> tuple[int, int, bool]:
+    """(patch_size, in_channels, learn_sigma) from x_embedder's and final_layer's widths."""
+    learn_sigma = out_features == 2 * patch_features
+    for channels in (4, 16, 8, 3, 1, 2):  # SDXL VAE first, then Flux/SD3-style latents
+        if patch_features % channels:
+            continue
+        patch = math.isqrt(patch_features // channels)
+        if patch * patch * channels == patch_features:
+            return patch, channels, learn_sigma
+    raise ValueError(f"cannot split x_embedder width {patch_features} into patch² × channels")
+
+
+def infer_config(state_dict: Mapping[str, Any], source: str = "state dict") -> LuminaConfig:
+    """Read a LuminaConfig off official-named weights (shapes only, values are never touched)."""
+    family = guess_family(state_dict.keys())
+    if family is None:
+        raise LuminaCheckpointError(
+            "no Lumina model found: neither Flag-DiT keys (eol_token, layers.0.attention_norm.weight) "
+            "nor Next-DiT keys (layers.0.attention_norm1.weight) are present",
+            source=source, keys=sorted(state_dict.keys())[:5],
+            hint="pick a Lumina-T2I, Lumina-Next-T2I or Lumina-Next-SFT checkpoint",
+        )
+    dim, patch_features = _shape(state_dict, "x_embedder.weight", source, family)
+    out_features = _shape(state_dict, "final_layer.linear.weight", source, family)[0]
+    n_heads = _shape(state_dict, "layers.0.attention.gate", source, family)[0]
+    kv_width = _shape(state_dict, "layers.0.attention.wk.weight", source, family)[0]
+    cap_feat_dim = _shape(state_dict, "layers.0.attention_y_norm.weight", source, family)[0]
+    ffn_hidden = _shape(state_dict, "layers.0.feed_forward.w1.weight", source, family)[0]
+    n_layers = 1 + max(int(m.group(1)) for k in state_dict if (m := _LAYER_KEY.match(k)))
+    try:
+        patch, channels, learn_sigma = _infer_channels(patch_features, out_features)
+    except ValueError as err:
+        raise LuminaCheckpointError(str(err), source=source, family=family, keys=["x_embedder.weight"]) from None
+    head_dim = dim // n_heads
+    n_kv_heads = kv_width // head_dim
+    return LuminaConfig(
+        family=family, dim=dim, n_layers=n_layers, n_heads=n_heads,
+        n_kv_heads=None if n_kv_heads == n_heads else n_kv_heads,
+        cap_feat_dim=cap_feat_dim, ffn_hidden=ffn_hidden, patch_size=patch, in_channels=channels,
+        learn_sigma=learn_sigma, qk_norm="layers.0.attention.q_norm.weight" in state_dict,
+    )
+
+
+__all__ = ["LuminaConfig", "PRESETS", "FAMILIES", "FAMILY_NAMES", "infer_config", "guess_family", "ffn_hidden_dim"]

@@ -1,0 +1,127 @@
+"""Lumina attention: KQ-norm, RoPE, self-attention plus zero-init tanh-gated cross-attention to text.
+
+The backend is a plain function: flash-attn (varlen for padded batches) on CUDA in half
+precision when it is installed, torch SDPA otherwise. A mask is passed only when some sequence
+is really padded, so SDPA keeps its fast kernels, and grouped K/V heads are never repeated in
+memory (the query heads sharing a K/V head are folded into the sequence axis instead).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .rope import apply_rope
+
+_HAS_FLASH = importlib.util.find_spec("flash_attn") is not None
+
+
+@dataclass
+class LayerContext:
+    """Everything a block needs besides its input, computed once per forward."""
+
+    adaln_input: Tensor  # (B, adaln_dim)
+    cap_feats: Tensor  # (B, Lc, cap_feat_dim), raw text-encoder features
+    cap_mask: Tensor | None  # (B, Lc) bool, None when no caption is padded
+    rotations: Tensor  # (B or 1, L, head_dim/2) complex64
+    x_mask: Tensor | None  # (B, L) bool, None when no image sequence is padded
+    self_scale: float | None  # None: 1/sqrt(head_dim)
+
+
+def _use_flash(q: Tensor) -> bool:
+    return _HAS_FLASH and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
+
+
+def _sdpa(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, scale: float | None) -> Tensor:
+    b, lq, h, d = q.shape
+    kv = k.shape[2]
+    rep = h // kv
+    # Query head i reads K/V head i // rep (repeat_interleave order): fold the rep heads of each
+    # group into the query axis so SDPA sees plain multi-head attention over unrepeated K/V.
+    qf = q.reshape(b, lq, kv, rep, d).permute(0, 2, 3, 1, 4).reshape(b, kv, rep * lq, d)
+    mask = None if key_mask is None else key_mask[:, None, None, :]
+    out = F.scaled_dot_product_attention(qf, k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, scale=scale)
+    return out.reshape(b, kv, rep, lq, d).permute(0, 3, 1, 2, 4).reshape(b, lq, h, d)
+
+
+def _flash(
+    q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, query_mask: Tensor | None, scale: float | None
+) -> Tensor:
+    from flash_attn import flash_attn_func, flash_attn_varlen_func
+
+    if key_mask is None and query_mask is None:
+        return flash_attn_func(q, k, v, softmax_scale=scale)
+    b, lq, h, d = q.shape
+    lk = k.shape[1]
+    qm = torch.ones(b, lq, dtype=torch.bool, device=q.device) if query_mask is None else query_mask
+    km = torch.ones(b, lk, dtype=torch.bool, device=q.device) if key_mask is None else key_mask
+
+    def unpad(mask: Tensor) -> tuple[Tensor, Tensor, int]:
+        lens = mask.sum(1, dtype=torch.int32)
+        cu = F.pad(torch.cumsum(lens, 0, dtype=torch.int32), (1, 0))
+        return mask.flatten().nonzero().flatten(), cu, int(lens.max())
+
+    qi, cu_q, max_q = unpad(qm)
+    ki, cu_k, max_k = unpad(km)
+    out = flash_attn_varlen_func(
+        q.reshape(b * lq, h, d)[qi], k.reshape(b * lk, *k.shape[2:])[ki], v.reshape(b * lk, *v.shape[2:])[ki],
+        cu_q, cu_k, max_q, max_k, softmax_scale=scale,
+    )
+    full = q.new_zeros(b * lq, h, d)
+    full[qi] = out
+    return full.reshape(b, lq, h, d)
+
+
+def attend(
+    q: Tensor, k: Tensor, v: Tensor, *, key_mask: Tensor | None = None,
+    query_mask: Tensor | None = None, scale: float | None = None,
+) -> Tensor:
+    """(B, Lq, H, d) queries over (B, Lk, KV, d) keys/values → (B, Lq, H, d); H must be a multiple of KV."""
+    if _use_flash(q):
+        return _flash(q, k, v, key_mask, query_mask, scale)
+    return _sdpa(q, k, v, key_mask, scale)
+
+
+def proportional_scale(seqlen: int, base_seqlen: int, head_dim: int) -> float:
+    """Lumina-Next proportional attention: keeps attention entropy steady as token count grows."""
+    return math.sqrt(math.log(seqlen, base_seqlen) / head_dim)
+
+
+class LuminaAttention(nn.Module):
+    """Self-attention over image tokens plus gated cross-attention to caption features, one wo."""
+
+    def __init__(self, dim: int, n_heads: int, n_kv_heads: int, cap_feat_dim: int, qk_norm: bool) -> None:
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, dim // n_heads
+        kv_width = n_kv_heads * self.head_dim
+        self.wq = nn.Linear(dim, n_heads * self.head_dim, bias=False)
+        self.wk = nn.Linear(dim, kv_width, bias=False)
+        self.wv = nn.Linear(dim, kv_width, bias=False)
+        self.wk_y = nn.Linear(cap_feat_dim, kv_width, bias=False)
+        self.wv_y = nn.Linear(cap_feat_dim, kv_width, bias=False)
+        self.wo = nn.Linear(n_heads * self.head_dim, dim, bias=False)
+        self.gate = nn.Parameter(torch.zeros(n_heads))  # zero-init: text enters gradually in training
+        # Official KQ-norm is a LayerNorm over all heads at once (not per head), before the reshape.
+        make_norm = (lambda width: nn.LayerNorm(width, eps=1e-5)) if qk_norm else (lambda width: nn.Identity())
+        self.q_norm, self.k_norm, self.ky_norm = make_norm(n_heads * self.head_dim), make_norm(kv_width), make_norm(kv_width)
+
+    def forward(self, x: Tensor, cap_y: Tensor, ctx: LayerContext) -> Tensor:
+        b, n, _ = x.shape
+        q = self.q_norm(self.wq(x)).view(b, n, self.n_heads, self.head_dim)
+        k = self.k_norm(self.wk(x)).view(b, n, self.n_kv_heads, self.head_dim)
+        v = self.wv(x).view(b, n, self.n_kv_heads, self.head_dim)
+        q, k = apply_rope(q, ctx.rotations), apply_rope(k, ctx.rotations)
+        out = attend(q, k, v, key_mask=ctx.x_mask, query_mask=ctx.x_mask, scale=ctx.self_scale)
+
+        # Cross-attention reuses the normed, rotated queries; caption keys carry no positions.
+        lc = cap_y.shape[1]
+        ky = self.ky_norm(self.wk_y(cap_y)).view(b, lc, self.n_kv_heads, self.head_dim)
+        vy = self.wv_y(cap_y).view(b, lc, self.n_kv_heads, self.head_dim)
+        out_y = attend(q, ky, vy, key_mask=ctx.cap_mask, query_mask=ctx.x_mask)
+        out = out + out_y * self.gate.tanh().to(out_y.dtype).view(1, 1, -1, 1)
+        return self.wo(out.flatten(2))

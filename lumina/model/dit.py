@@ -1,0 +1,194 @@
+"""The forward pass both families share: validate, patchify and pack, embed t and caption, run the
+blocks, unpack. A family file supplies its block, its final layer's form and its token layout."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..config import FAMILY_NAMES, LuminaConfig
+from ..errors import LuminaInputError
+from ..tokens import TokenLayout, pack, pad_positions, pad_sequences, patchify, unpack, unpatchify
+from .attention import LayerContext, proportional_scale
+from .layers import FinalLayer, TimestepEmbedder, caption_embedder, pooled_caption
+from .options import DEFAULT_OPTIONS, ForwardOptions
+from .rope import rope_angles, rope_table
+
+Latents = Tensor | Sequence[Tensor]
+
+
+class LuminaDiT(nn.Module):
+    """Base class; `model(x, t, cap_feats, cap_mask)` returns the velocity (t=0 noise, t=1 data)."""
+
+    family: ClassVar[str]
+    final_shift: ClassVar[bool]  # Flag-DiT's final adaLN has shift and scale, Next-DiT's scale only
+
+    def __init__(self, config: LuminaConfig) -> None:
+        super().__init__()
+        if config.family != self.family:
+            raise ValueError(f"{type(self).__name__} needs a {self.family} config, got {config.family}")
+        self.config = config
+        c = config
+        self.x_embedder = nn.Linear(c.patch_features, c.dim)
+        self.t_embedder = TimestepEmbedder(c.adaln_dim)
+        self.cap_embedder = caption_embedder(c.cap_feat_dim, c.adaln_dim)
+        self.layers = nn.ModuleList([self.make_block(c) for _ in range(c.n_layers)])
+        self.final_layer = FinalLayer(c.dim, c.adaln_dim, c.patch_size**2 * c.out_channels, self.final_shift)
+        self.pad_token = nn.Parameter(torch.zeros(c.dim))
+
+    # -- family hooks -----------------------------------------------------------------------
+    def make_block(self, config: LuminaConfig) -> nn.Module:
+        raise NotImplementedError
+
+    def token_layout(self, frames: int, rows: int, cols: int) -> TokenLayout:
+        raise NotImplementedError
+
+    def positions(self, layout: TokenLayout) -> Tensor:
+        """(L, A) RoPE positions of each slot."""
+        raise NotImplementedError
+
+    def embed_grid(self, grid: Tensor, layout: TokenLayout) -> Tensor:
+        """(B, F, R, C, D) embedded patches → (B, L, D) sequence."""
+        return pack(grid, layout)
+
+    interpolate_positions: ClassVar[bool] = False
+
+    # -- forward ----------------------------------------------------------------------------
+    def forward(
+        self, x: Latents, t: Tensor | float, cap_feats: Tensor, cap_mask: Tensor | None = None,
+        options: ForwardOptions | None = None, *, return_sigma: bool = False,
+    ) -> Latents:
+        """Velocity for the C latent channels (with return_sigma, all 2C output channels).
+
+        x: (B, C, H, W) latents, or a list of (C, H_i, W_i) latents of different sizes.
+        t: (B,) or a scalar in [0, 1], 0 = noise. cap_feats: (B, Lc, cap_feat_dim) text-encoder
+        features; cap_mask: (B, Lc), 1 for real tokens (None = all real).
+        """
+        options = options or DEFAULT_OPTIONS
+        if isinstance(x, Tensor):
+            self._check_batch(x)
+            grids, is_list = [x], False
+        else:
+            grids, is_list = self._check_items(list(x)), True
+            if all(g.shape == grids[0].shape for g in grids):  # same sizes: one batch, no [PAD]
+                grids, is_list = [torch.cat(grids)], False
+                x = grids[0]
+        batch = sum(g.shape[0] for g in grids)
+        t, cap_feats, cap_mask = self._check_conditioning(batch, t, cap_feats, cap_mask)
+        dtype = self.x_embedder.weight.dtype
+
+        seqs, layouts, positions = [], [], []
+        for g in grids:
+            patches = patchify(g.to(dtype), self.config.patch_size)  # (b, F, R, C, p·p·ch)
+            layout = self.token_layout(*patches.shape[1:4])
+            if layout.frames == 1:  # embed the (b, R, C, ·) grid, the shape the official hooks see
+                embedded = self.x_embedder(patches[:, 0]).unsqueeze(1)
+            else:
+                embedded = self.x_embedder(patches)
+            seqs.append(self.embed_grid(embedded, layout))
+            layouts.append(layout)
+            positions.append(self.positions(layout).to(g.device))
+        if is_list:
+            seq, x_mask = pad_sequences([s[0] for s in seqs], self.pad_token)
+            pos = pad_positions(positions)
+        else:
+            seq, x_mask, pos = seqs[0], None, positions[0][None]
+
+        scaling = options.rope_scaling(float(t[0]))
+        angles = rope_angles(
+            pos, self.config.head_dim, self.config.rope_theta, scaling, interpolate_positions=self.interpolate_positions
+        )
+        self_scale = None
+        if options.proportional_attention:
+            base = options.base_seqlen or self.config.base_seqlen
+            self_scale = proportional_scale(seq.shape[1], base, self.config.head_dim)
+
+        cap_feats = cap_feats.to(dtype)
+        adaln_input = self.t_embedder(t) + self.cap_embedder(pooled_caption(cap_feats, cap_mask))
+        ctx = LayerContext(
+            adaln_input=adaln_input, cap_feats=cap_feats,
+            cap_mask=None if cap_mask is None or bool(cap_mask.all()) else cap_mask,
+            rotations=rope_table(angles), x_mask=x_mask, self_scale=self_scale,
+        )
+        h = seq
+        for layer in self.layers:
+            h = layer(h, ctx)
+        out = self.final_layer(h, adaln_input)
+
+        keep = self.config.out_channels if return_sigma else self.config.in_channels
+        results = []
+        for i, layout in enumerate(layouts):
+            rows = out[i : i + 1] if is_list else out
+            latent = unpatchify(unpack(rows, layout), self.config.patch_size, self.config.out_channels)
+            results.append(latent[:, :keep].squeeze(2))
+        if is_list:
+            return [r[0] for r in results]
+        return results[0] if isinstance(x, Tensor) else list(results[0])
+
+    # -- validation -------------------------------------------------------------------------
+    def _check_batch(self, x: Tensor) -> None:
+        c = self.config
+        if x.ndim != 4:
+            raise LuminaInputError(
+                f"x must be a (batch, {c.in_channels}, height, width) latent for {FAMILY_NAMES[self.family]}, "
+                f"got shape {tuple(x.shape)}"
+            )
+        self._check_latent("x", x.shape[1:])
+
+    def _check_items(self, items: list[Tensor]) -> list[Tensor]:
+        if not items:
+            raise LuminaInputError("x is an empty list; pass at least one latent")
+        for i, item in enumerate(items):
+            if item.ndim != 3:
+                raise LuminaInputError(
+                    f"x[{i}] must be a ({self.config.in_channels}, height, width) latent, got shape {tuple(item.shape)}"
+                )
+            self._check_latent(f"x[{i}]", item.shape)
+        return [item.unsqueeze(0) for item in items]
+
+    def _check_latent(self, where: str, shape: Sequence[int]) -> None:
+        c, p = self.config, self.config.patch_size
+        ch, hgt, wid = shape
+        if ch != c.in_channels:
+            raise LuminaInputError(
+                f"{where} has {ch} channels but this {FAMILY_NAMES[self.family]} model takes {c.in_channels}-channel "
+                f"latents; encode images with the matching VAE"
+            )
+        if hgt % p or wid % p or hgt == 0 or wid == 0:
+            raise LuminaInputError(
+                f"{where} latent size {hgt}×{wid} is not a positive multiple of the patch size {p}; "
+                f"use an image size that is a multiple of {p * c.vae_downsample} pixels"
+            )
+
+    def _check_conditioning(
+        self, batch: int, t: Tensor | float, cap_feats: Tensor, cap_mask: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        c = self.config
+        device = self.x_embedder.weight.device
+        t = torch.as_tensor(t, dtype=torch.float32, device=device)
+        if t.ndim == 0:
+            t = t.expand(batch)
+        if t.shape != (batch,):
+            raise LuminaInputError(f"t must be a scalar or have shape ({batch},), got {tuple(t.shape)}")
+        if cap_feats.ndim != 3 or cap_feats.shape[0] != batch:
+            raise LuminaInputError(
+                f"cap_feats must have shape ({batch}, tokens, {c.cap_feat_dim}), got {tuple(cap_feats.shape)}"
+            )
+        if cap_feats.shape[-1] != c.cap_feat_dim:
+            raise LuminaInputError(
+                f"cap_feats width {cap_feats.shape[-1]} does not match this {FAMILY_NAMES[self.family]} model's "
+                f"caption width {c.cap_feat_dim} (Gemma-2B gives 2048, LLaMA-2-7B 4096); use the text encoder the model was trained with"
+            )
+        if cap_mask is not None:
+            if tuple(cap_mask.shape) != tuple(cap_feats.shape[:2]):
+                raise LuminaInputError(f"cap_mask shape {tuple(cap_mask.shape)} does not match cap_feats {tuple(cap_feats.shape[:2])}")
+            cap_mask = cap_mask.to(device=device, dtype=torch.bool)
+            empty = (~cap_mask.any(dim=1)).nonzero().flatten().tolist()
+            if empty:
+                raise LuminaInputError(
+                    f"cap_mask rows {empty} mark no tokens; attention over no keys is undefined. "
+                    "Keep at least the BOS token of an empty prompt"
+                )
+        return t, cap_feats.to(device), cap_mask

@@ -1,0 +1,89 @@
+"""Building blocks shared by Flag-DiT and Next-DiT. Module names follow the official state-dict
+keys, so official checkpoints load without renaming."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm computed in fp32 and cast back before the weight, as the official fallback does."""
+
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).type_as(x) * self.weight
+
+
+def timestep_sinusoid(t: Tensor, dim: int = 256, max_period: float = 10000.0) -> Tensor:
+    """(B,) → (B, dim) [cos | sin] features; Lumina feeds t ∈ [0, 1] unscaled."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t[:, None].float() * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class TimestepEmbedder(nn.Module):
+    def __init__(self, width: int, frequency_dim: int = 256) -> None:
+        super().__init__()
+        self.frequency_dim = frequency_dim
+        self.mlp = nn.Sequential(nn.Linear(frequency_dim, width), nn.SiLU(), nn.Linear(width, width))
+
+    def forward(self, t: Tensor) -> Tensor:
+        return self.mlp(timestep_sinusoid(t, self.frequency_dim).to(self.mlp[0].weight.dtype))
+
+
+def caption_embedder(cap_feat_dim: int, width: int) -> nn.Sequential:
+    """Pooled caption → adaLN width: LayerNorm then Linear (keys cap_embedder.0 / .1)."""
+    return nn.Sequential(nn.LayerNorm(cap_feat_dim, eps=1e-5), nn.Linear(cap_feat_dim, width))
+
+
+def pooled_caption(cap_feats: Tensor, cap_mask: Tensor | None) -> Tensor:
+    """Masked mean over caption tokens, the text half of the adaLN input."""
+    if cap_mask is None:
+        return cap_feats.float().mean(dim=1).to(cap_feats.dtype)
+    weights = cap_mask.float().unsqueeze(-1)
+    return ((cap_feats * weights).sum(dim=1) / weights.sum(dim=1)).to(cap_feats.dtype)
+
+
+class FeedForward(nn.Module):
+    """SwiGLU: w2(silu(w1 x) · w3 x)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.w1 = nn.Linear(dim, hidden, bias=False)
+        self.w2 = nn.Linear(hidden, dim, bias=False)
+        self.w3 = nn.Linear(dim, hidden, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+def adaln_modulation(width: int, out: int) -> nn.Sequential:
+    """SiLU → Linear, key adaLN_modulation.1."""
+    return nn.Sequential(nn.SiLU(), nn.Linear(width, out))
+
+
+class FinalLayer(nn.Module):
+    """Affine-free LayerNorm, adaLN modulation (scale only, or shift and scale), linear head."""
+
+    def __init__(self, dim: int, adaln_dim: int, out_features: int, with_shift: bool) -> None:
+        super().__init__()
+        self.with_shift = with_shift
+        self.norm_final = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(dim, out_features)
+        self.adaLN_modulation = adaln_modulation(adaln_dim, (2 if with_shift else 1) * dim)
+
+    def forward(self, x: Tensor, adaln_input: Tensor) -> Tensor:
+        mod = self.adaLN_modulation(adaln_input).unsqueeze(1)
+        if self.with_shift:
+            shift, scale = mod.chunk(2, dim=-1)
+            return self.linear(self.norm_final(x) * (1 + scale) + shift)
+        return self.linear(self.norm_final(x) * (1 + mod))
