@@ -1,16 +1,21 @@
-"""Lumina-T2X in pure PyTorch: Flag-DiT and Next-DiT, checkpoints, and (soon) sampling.
+"""Lumina-T2X in pure PyTorch: Flag-DiT and Next-DiT, checkpoints, and flow-ODE sampling.
 
 Importable without ComfyUI. Time convention everywhere: t=0 is noise, t=1 is data, and the
 model predicts the velocity data − noise.
 """
 
 from .checkpoints import load_model, read_state_dict, save_diffusers, save_official, to_official
+from .conditioning import Conditioning
 from .config import PRESETS, LuminaConfig, infer_config
 from .errors import LuminaCheckpointError, LuminaError, LuminaInputError
+from .extrapolation import extrapolation_options
 from .model import FlagDiT, ForwardOptions, LuminaDiT, NextDiT, build_model
+from .sampling import sample, seeded_noise
+from .solvers import SamplingInterrupted, StepInfo
 
 __all__ = [
     "load_model", "save_official", "save_diffusers", "read_state_dict", "to_official",
     "LuminaConfig", "PRESETS", "infer_config", "build_model", "LuminaDiT", "FlagDiT", "NextDiT",
-    "ForwardOptions", "LuminaError", "LuminaCheckpointError", "LuminaInputError",
+    "ForwardOptions", "Conditioning", "sample", "seeded_noise", "extrapolation_options", "StepInfo",
+    "SamplingInterrupted", "LuminaError", "LuminaCheckpointError", "LuminaInputError",
 ]
