@@ -25,6 +25,7 @@ from .model import LuminaDiT, build_model
 
 StateDict = dict[str, Tensor]
 CONFIG_METADATA_KEY = "lumina_config"
+DIFFUSERS_CONFIG_KEY = "diffusers_config.json"
 
 OFFICIAL_FILES = (
     "consolidated_ema.00-of-01.safetensors", "consolidated.00-of-01.safetensors",
@@ -129,7 +130,7 @@ def _read_safetensors(path: Path, dtype: torch.dtype | None) -> tuple[StateDict,
         ) from None
 
 
-def _read_torch(path: Path, dtype: torch.dtype | None) -> StateDict:
+def _read_torch(path: Path, dtype: torch.dtype | None, ema: bool = True) -> StateDict:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure gets the same advice
@@ -139,7 +140,8 @@ def _read_torch(path: Path, dtype: torch.dtype | None) -> StateDict:
             hint="it is truncated, not a PyTorch file, or pickles code (refused for safety); "
             "use the .safetensors release or re-save it as a plain state dict",
         ) from None
-    for wrapper in ("ema", "model", "state_dict", "module"):  # training checkpoints nest the weights
+    wrappers = ("ema", "model", "state_dict", "module") if ema else ("model", "state_dict", "module", "ema")
+    for wrapper in wrappers:  # training checkpoints nest the weights
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
             break
@@ -164,12 +166,15 @@ def read_state_dict(path: str | os.PathLike, dtype: torch.dtype | None = None, e
     elif file.suffix == ".safetensors":
         sd, meta = _read_safetensors(file, dtype)
     elif file.suffix in (".pth", ".pt", ".bin", ".ckpt"):
-        sd, meta = _read_torch(file, dtype), {}
+        sd, meta = _read_torch(file, dtype, ema), {}
     else:
         raise LuminaCheckpointError(
             f"unknown file type {file.suffix!r}", source=str(file),
             hint="use a .safetensors or .pth Lumina checkpoint",
         )
+    diffusers_json = file.parent / "config.json"
+    if diffusers_json.is_file() and file.name.startswith("diffusion_pytorch_model"):
+        meta = {**meta, DIFFUSERS_CONFIG_KEY: diffusers_json.read_text()}
     return sd, meta, str(file)
 
 
@@ -221,20 +226,29 @@ def diffusers_to_official(state_dict: Mapping[str, Tensor], source: str = "state
     return out
 
 
-def official_to_diffusers(state_dict: Mapping[str, Tensor]) -> StateDict:
+def official_to_diffusers(state_dict: Mapping[str, Tensor], source: str = "state dict") -> StateDict:
     """Official Next-DiT names → diffusers LuminaNextDiT2DModel names (duplicates restored)."""
     if guess_family(state_dict.keys()) != "next_dit":
         raise LuminaCheckpointError(
             "diffusers has no Flag-DiT (Lumina-T2I) model; only Next-DiT converts to diffusers",
-            family=guess_family(state_dict.keys()),
+            source=source, family=guess_family(state_dict.keys()),
+            hint="save Flag-DiT in the official format with save_official",
         )
     out: StateDict = {}
+    unknown = []
     for key, value in state_dict.items():
+        parts = key.split(".", 2)
         if key in _OFFICIAL_TO_DIFFUSERS_GLOBAL:
             out[_OFFICIAL_TO_DIFFUSERS_GLOBAL[key]] = value
-            continue
-        _, index, suffix = key.split(".", 2)
-        out[f"layers.{index}.{_OFFICIAL_TO_DIFFUSERS_LAYER[suffix]}"] = value
+        elif len(parts) == 3 and parts[0] == "layers" and parts[2] in _OFFICIAL_TO_DIFFUSERS_LAYER:
+            out[f"layers.{parts[1]}.{_OFFICIAL_TO_DIFFUSERS_LAYER[parts[2]]}"] = value
+        else:
+            unknown.append(key)
+    if unknown:
+        raise LuminaCheckpointError(
+            "keys with no diffusers counterpart", source=source, family="next_dit", keys=unknown,
+            hint="pass the weights of one Next-DiT model with official key names",
+        )
     for key in list(out):
         parts = key.split(".", 2)
         for duplicate, original in _DIFFUSERS_DUPLICATES.items():
@@ -290,9 +304,16 @@ def check_state_dict(model: LuminaDiT, state_dict: Mapping[str, Tensor], source:
         )
 
 
-def _config_from_metadata(metadata: Mapping[str, str]) -> LuminaConfig | None:
+def _config_from_metadata(metadata: Mapping[str, str], sd: Mapping[str, Tensor], source: str) -> LuminaConfig:
+    """Our saved config if present; else shapes, with a diffusers config.json settling the one
+    thing shapes cannot (patch size vs channels: x_embedder width is p²·C)."""
     raw = metadata.get(CONFIG_METADATA_KEY)
-    return LuminaConfig.from_dict(json.loads(raw)) if raw else None
+    if raw:
+        return LuminaConfig.from_dict(json.loads(raw))
+    channels = None
+    if DIFFUSERS_CONFIG_KEY in metadata:
+        channels = json.loads(metadata[DIFFUSERS_CONFIG_KEY]).get("in_channels")
+    return infer_config(sd, source, in_channels=channels)
 
 
 def load_model(
@@ -315,7 +336,7 @@ def load_model(
     else:
         raw, metadata, source = read_state_dict(path_or_state_dict, dtype, ema)
     sd, _ = to_official(raw, source)
-    config = config or _config_from_metadata(metadata) or infer_config(sd, source)
+    config = config or _config_from_metadata(metadata, sd, source)
     with torch.device("meta"):
         model = build_model(config)
     check_state_dict(model, sd, source)
@@ -347,10 +368,11 @@ def diffusers_config(config: LuminaConfig) -> dict[str, Any]:
     base = int(2 * (4 * config.dim) / 3)
     multiple_of, multiplier = config.multiple_of, None
     if ffn_hidden_dim(config.dim, multiple_of) != config.hidden_dim:
-        if config.hidden_dim >= base:
-            multiple_of = config.hidden_dim  # rounds the base width up to exactly our width
-        else:
-            multiple_of, multiplier = 1, config.hidden_dim / base
+        # With multiple_of = our width, diffusers rounds any width in (0, ours] up to exactly ours;
+        # a multiplier first brings a larger base width below it.
+        multiple_of = config.hidden_dim
+        if config.hidden_dim < base:
+            multiplier = config.hidden_dim / base
     return {
         "_class_name": "LuminaNextDiT2DModel",
         "sample_size": config.base_image_size // config.vae_downsample,
@@ -367,8 +389,8 @@ def save_diffusers(model_or_sd: LuminaDiT | Mapping[str, Tensor], folder: str | 
     sd = _plain_state_dict(model_or_sd)
     config = config or getattr(model_or_sd, "config", None) or infer_config(sd)
     folder = Path(folder)
+    converted = official_to_diffusers(sd, source=str(folder))  # before mkdir: a refusal leaves nothing behind
     folder.mkdir(parents=True, exist_ok=True)
-    converted = official_to_diffusers(sd)
     # the duplicated query tensors must be real copies: safetensors refuses shared storage
     save_file({k: v.clone() for k, v in converted.items()}, str(folder / DIFFUSERS_FILES[0]), metadata={"format": "pt"})
     (folder / "config.json").write_text(json.dumps(diffusers_config(config), indent=2))

@@ -139,10 +139,13 @@ def _shape(state_dict: Mapping[str, Any], key: str, source: str, family: str | N
     return tuple(state_dict[key].shape)
 
 
-def _infer_channels(patch_features: int, out_features: int) -> tuple[int, int, bool]:
-    """(patch_size, in_channels, learn_sigma) from x_embedder's and final_layer's widths."""
+def _infer_channels(patch_features: int, out_features: int, in_channels: int | None = None) -> tuple[int, int, bool]:
+    """(patch_size, in_channels, learn_sigma) from x_embedder's and final_layer's widths.
+
+    The width is p²·C, so 64 could be p=2 with 16 channels or p=4 with 4; without a hint the
+    released models' 4-channel SDXL latents win."""
     learn_sigma = out_features == 2 * patch_features
-    for channels in (4, 16, 8, 3, 1, 2):  # SDXL VAE first, then Flux/SD3-style latents
+    for channels in (in_channels,) if in_channels else (4, 16, 8, 3, 1, 2):
         if patch_features % channels:
             continue
         patch = math.isqrt(patch_features // channels)
@@ -151,8 +154,9 @@ def _infer_channels(patch_features: int, out_features: int) -> tuple[int, int, b
     raise ValueError(f"cannot split x_embedder width {patch_features} into patch² × channels")
 
 
-def infer_config(state_dict: Mapping[str, Any], source: str = "state dict") -> LuminaConfig:
-    """Read a LuminaConfig off official-named weights (shapes only, values are never touched)."""
+def infer_config(state_dict: Mapping[str, Any], source: str = "state dict", in_channels: int | None = None) -> LuminaConfig:
+    """Read a LuminaConfig off official-named weights (shapes only, values are never touched).
+    `in_channels` settles the patch-size/channel ambiguity when known (e.g. from a config.json)."""
     family = guess_family(state_dict.keys())
     if family is None:
         raise LuminaCheckpointError(
@@ -169,7 +173,7 @@ def infer_config(state_dict: Mapping[str, Any], source: str = "state dict") -> L
     ffn_hidden = _shape(state_dict, "layers.0.feed_forward.w1.weight", source, family)[0]
     n_layers = 1 + max(int(m.group(1)) for k in state_dict if (m := _LAYER_KEY.match(k)))
     try:
-        patch, channels, learn_sigma = _infer_channels(patch_features, out_features)
+        patch, channels, learn_sigma = _infer_channels(patch_features, out_features, in_channels)
     except ValueError as err:
         raise LuminaCheckpointError(str(err), source=source, family=family, keys=["x_embedder.weight"]) from None
     head_dim = dim // n_heads

@@ -67,14 +67,14 @@ class LuminaDiT(nn.Module):
         features; cap_mask: (B, Lc), 1 for real tokens (None = all real).
         """
         options = options or DEFAULT_OPTIONS
-        if isinstance(x, Tensor):
-            self._check_batch(x)
-            grids, is_list = [x], False
-        else:
+        list_input = not isinstance(x, Tensor)
+        if list_input:
             grids, is_list = self._check_items(list(x)), True
             if all(g.shape == grids[0].shape for g in grids):  # same sizes: one batch, no [PAD]
                 grids, is_list = [torch.cat(grids)], False
-                x = grids[0]
+        else:
+            self._check_batch(x)
+            grids, is_list = [x], False
         batch = sum(g.shape[0] for g in grids)
         t, cap_feats, cap_mask = self._check_conditioning(batch, t, cap_feats, cap_mask)
         dtype = self.x_embedder.weight.dtype
@@ -125,7 +125,7 @@ class LuminaDiT(nn.Module):
             results.append(latent[:, :keep].squeeze(2))
         if is_list:
             return [r[0] for r in results]
-        return results[0] if isinstance(x, Tensor) else list(results[0])
+        return list(results[0]) if list_input else results[0]
 
     # -- validation -------------------------------------------------------------------------
     def _check_batch(self, x: Tensor) -> None:

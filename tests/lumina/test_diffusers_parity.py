@@ -41,12 +41,6 @@ DIFFUSERS_CONFIGS = {
         ffn_dim_multiplier=0.68, cross_attention_dim=32,
     ),
 }
-FFN_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason="lumina.checkpoints.diffusers_config writes ffn_dim_multiplier=hidden/base with multiple_of=1, "
-    "and int((464/682)*682) == 463 in floating point, so diffusers rebuilds a 463-wide FFN and "
-    "from_pretrained refuses the 464-wide weights",
-)
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -203,7 +197,7 @@ def test_other_diffusers_file_layouts_load(tmp_path: Path, layout: str) -> None:
 
 @pytest.mark.parametrize(
     "config_name",
-    [pytest.param(n, marks=FFN_XFAIL) if n == "ffn_multiplier" else n for n in DIFFUSERS_CONFIGS],
+    DIFFUSERS_CONFIGS,
 )
 def test_diffusers_round_trip_is_exact_and_loadable(tmp_path: Path, config_name: str) -> None:
     """diffusers → ours → save_diffusers gives diffusers' own tensors back, and diffusers can
@@ -217,11 +211,6 @@ def test_diffusers_round_trip_is_exact_and_loadable(tmp_path: Path, config_name:
     assert torch.equal(_diffusers_forward(reloaded, x, t, cap, mask), _diffusers_forward(dm, x, t, cap, mask))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="load_model ignores a diffusers folder's config.json; x_embedder width p²·C = 64 is read as "
-    "patch 4 × 4 channels although the config says patch_size=2, in_channels=16",
-)
 def test_diffusers_config_json_decides_patch_and_channels(tmp_path: Path) -> None:
     dm = LuminaNextDiT2DModel(
         sample_size=16, patch_size=2, in_channels=16, hidden_size=64, num_layers=1,

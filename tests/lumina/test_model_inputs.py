@@ -113,11 +113,6 @@ def test_same_size_list_equals_batched_tensor(model, gen):
         assert (listed[i] - batched[i]).abs().max() <= ATOL
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lumina bug: LuminaDiT.forward rebinds `x = grids[0]` on the same-size fast path, so the "
-    "final `isinstance(x, Tensor)` check returns a (B, C, H, W) tensor instead of a list",
-)
 def test_same_size_list_returns_list(model, gen):
     x, t, cap, mask = inputs(gen)
     with torch.no_grad():
