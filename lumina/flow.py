@@ -128,7 +128,11 @@ def time_grid(
             f"steps={steps} gives no interval to integrate with convention {convention!r}; "
             f"use steps ≥ {2 if convention == 'grid_points' else 1}"
         )
+    if schedule == "shift" and not shift > 0:
+        raise ValueError(f"shift={shift} must be positive (1 = no shift)")
     if schedule == "sigmoid":
+        if not sigmoid_scale > 0:
+            raise ValueError(f"sigmoid_scale={sigmoid_scale} must be positive")
         return sigmoid_time_grid(points, sigmoid_scale)
     grid = torch.linspace(0, 1, points)
     return time_shift(grid, shift) if schedule == "shift" else grid

@@ -72,7 +72,9 @@ def guided_velocity(
 
 
 
-def _check_settings(steps: int, solver: str, schedule: str, step_convention: str, cfg: float, cfg_mode: str) -> None:
+def _check_settings(
+    steps: int, solver: str, schedule: str, step_convention: str, cfg: float, cfg_mode: str, shift: float
+) -> None:
     if solver not in SOLVERS:
         raise LuminaInputError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
     if schedule not in SCHEDULES:
@@ -88,6 +90,8 @@ def _check_settings(steps: int, solver: str, schedule: str, step_convention: str
         )
     if cfg < 0:
         raise LuminaInputError(f"cfg={cfg} is negative; use 1 for no guidance, 4 for the official default")
+    if schedule == "shift" and not shift > 0:
+        raise LuminaInputError(f"shift={shift} must be positive (1 = no shift; the official demos use 4)")
 
 
 def _check_shape(model: LuminaDiT, shape: Sequence[int]) -> None:
@@ -136,7 +140,7 @@ def sample(
     CFG); Lumina-Next's demo uses solver="midpoint". Returns the final latent in fp32, or with
     `trajectory` the state at every grid point (B stacked along a new first axis).
     """
-    _check_settings(steps, solver, schedule, step_convention, cfg, cfg_mode)
+    _check_settings(steps, solver, schedule, step_convention, cfg, cfg_mode, shift)
     if start_time is not None and strength is not None:
         raise LuminaInputError("give start_time (λ) or strength, not both")
     if (start_time is not None or strength is not None) != (x_start is not None):
@@ -170,7 +174,7 @@ def sample(
             lam = float(grid[0]) if len(grid) else 1.0
         else:
             lam = start_time
-            grid = lam + (1 - lam) * grid
+            grid = lam + (1 - lam) * grid if lam < 1.0 else grid[-1:]
         x = noisy_start(latent, noise, lam)
         if len(grid) < 2:  # nothing left to integrate: λ = 1 or strength 0 returns the latent
             return x[None] if trajectory else x

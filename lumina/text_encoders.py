@@ -1,0 +1,141 @@
+"""Text encoders for captions: local transformers folders, tokenised and read like the official code.
+
+Next-DiT (Gemma-2B): right padding to the batch's longest prompt rounded up to a multiple of 8,
+at most 256 tokens with truncation, BOS added, the attention mask passed to the LM, features =
+`hidden_states[-2]` (second-to-last layer, before the final norm).
+Flag-DiT (LLaMA-2-7B): BOS and EOS added, no truncation, padding with id 0 on the right, no
+mask given to the (causal) LM, features = `last_hidden_state`.
+Prompt and negative prompt are encoded together as one batch, as the official demos do.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .conditioning import Conditioning
+from .errors import LuminaError
+
+
+class LuminaTextEncoderError(LuminaError):
+    """A text-encoder folder that cannot be used."""
+
+
+@dataclass(frozen=True)
+class EncoderConvention:
+    name: str
+    hidden_state: int | None  # index into hidden_states; None = last_hidden_state
+    mask_to_model: bool
+    add_bos: bool
+    add_eos: bool
+    max_length: int | None  # truncation length; None = never truncate
+    pad_to_multiple_of: int | None
+    pad_token_id: int | None  # force this pad id (LLaMA has none of its own)
+
+
+CONVENTIONS = {
+    "gemma": EncoderConvention("gemma", -2, True, True, False, 256, 8, None),
+    "llama": EncoderConvention("llama", None, False, True, True, None, None, 0),
+}
+MODEL_TYPE_TO_CONVENTION = {"gemma": "gemma", "gemma2": "gemma", "llama": "llama"}
+
+
+def convention_for(model_type: str, name: str = "auto") -> EncoderConvention:
+    """The official convention by name, or by the encoder's `model_type` ("gemma" for unknown)."""
+    if name != "auto":
+        if name not in CONVENTIONS:
+            raise LuminaTextEncoderError(f"unknown text-encoder convention {name!r}; choose auto, {', '.join(CONVENTIONS)}")
+        return CONVENTIONS[name]
+    return CONVENTIONS[MODEL_TYPE_TO_CONVENTION.get(model_type, "gemma")]
+
+
+@dataclass
+class TextEncoder:
+    """A tokenizer, a transformers base model, and how Lumina reads them."""
+
+    tokenizer: object
+    model: torch.nn.Module
+    convention: EncoderConvention
+    source: str = ""
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def tokenize(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.convention
+        tok = self.tokenizer
+        ids = []
+        for prompt in prompts:
+            # Special tokens are placed here, not by the tokenizer, so every tokenizer class obeys
+            # the convention (Gemma's adds BOS itself; LLaMA's needs add_bos/add_eos switched on).
+            body = tok(prompt, add_special_tokens=False)["input_ids"]
+            seq = ([tok.bos_token_id] if c.add_bos and tok.bos_token_id is not None else []) + list(body)
+            if c.add_eos and tok.eos_token_id is not None:
+                seq.append(tok.eos_token_id)
+            if c.max_length is not None:
+                seq = seq[: c.max_length]
+            ids.append(seq)
+        longest = max(len(s) for s in ids)
+        if c.pad_to_multiple_of:  # 256 is a multiple of 8, so this never exceeds max_length
+            m = c.pad_to_multiple_of
+            longest = -(-longest // m) * m
+        pad = c.pad_token_id if c.pad_token_id is not None else (tok.pad_token_id if tok.pad_token_id is not None else 0)
+        input_ids = torch.full((len(ids), longest), pad, dtype=torch.long)
+        mask = torch.zeros((len(ids), longest), dtype=torch.long)
+        for i, s in enumerate(ids):
+            input_ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+            mask[i, : len(s)] = 1
+        return input_ids, mask
+
+    @torch.inference_mode()
+    def encode(self, prompts: Sequence[str], device: torch.device | str | None = None) -> Conditioning:
+        """Features and mask for a batch of prompts (encode prompt and negative together)."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        device = device or next(self.model.parameters()).device
+        input_ids, mask = self.tokenize(prompts)
+        input_ids, mask = input_ids.to(device), mask.to(device)
+        c = self.convention
+        out = self.model(
+            input_ids=input_ids, attention_mask=mask if c.mask_to_model else None,
+            output_hidden_states=c.hidden_state is not None,
+        )
+        feats = out.last_hidden_state if c.hidden_state is None else out.hidden_states[c.hidden_state]
+        return Conditioning(feats, mask.bool())
+
+
+def is_text_encoder_folder(path: str | os.PathLike) -> bool:
+    path = Path(path)
+    return path.is_dir() and (path / "config.json").is_file() and any(
+        (path / n).is_file() for n in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
+    )
+
+
+def load_text_encoder(
+    folder: str | os.PathLike, dtype: torch.dtype | None = None, device: str | torch.device = "cpu",
+    convention: str = "auto",
+) -> TextEncoder:
+    """A local transformers folder (Gemma-2B, LLaMA-2-7B or any causal LM), offline only."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    folder = Path(folder)
+    if not is_text_encoder_folder(folder):
+        raise LuminaTextEncoderError(
+            f"{folder} is not a text-encoder folder: it needs config.json and tokenizer files "
+            "(download e.g. google/gemma-2b or meta-llama/Llama-2-7b-hf into it)"
+        )
+    try:
+        config = AutoConfig.from_pretrained(folder, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        model = AutoModel.from_pretrained(folder, local_files_only=True, dtype=dtype or "auto")
+    except (OSError, ValueError, KeyError) as err:
+        raise LuminaTextEncoderError(f"cannot load the text encoder in {folder}: {err}") from None
+    if hasattr(model, "get_decoder") and not hasattr(model.config, "hidden_size"):
+        model = model.get_decoder()
+    model = model.to(device).eval().requires_grad_(False)
+    return TextEncoder(tokenizer, model, convention_for(getattr(config, "model_type", ""), convention), str(folder))
