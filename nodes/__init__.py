@@ -1,4 +1,30 @@
-"""ComfyUI nodes: thin adapters over `lumina` (the node classes land with issue #4)."""
+"""ComfyUI nodes: thin adapters over `lumina`; `bridge` is the only module touching ComfyUI internals."""
 
-NODE_CLASS_MAPPINGS: dict = {}
-NODE_DISPLAY_NAME_MAPPINGS: dict = {}
+from .conditioning import LuminaTextEncode
+from .latents import LuminaEmptyLatent
+from .loaders import LuminaModelLoader, LuminaTextEncoderLoader
+from .paths import register_folders
+from .sampling import LuminaFlowSampler, LuminaMidpointSampler, LuminaOfficialCFG, LuminaScheduler
+
+register_folders()
+
+NODE_CLASS_MAPPINGS = {
+    "LuminaModelLoader": LuminaModelLoader,
+    "LuminaTextEncoderLoader": LuminaTextEncoderLoader,
+    "LuminaTextEncode": LuminaTextEncode,
+    "LuminaEmptyLatent": LuminaEmptyLatent,
+    "LuminaFlowSampler": LuminaFlowSampler,
+    "LuminaScheduler": LuminaScheduler,
+    "LuminaMidpointSampler": LuminaMidpointSampler,
+    "LuminaOfficialCFG": LuminaOfficialCFG,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "LuminaModelLoader": "Lumina Model Loader",
+    "LuminaTextEncoderLoader": "Lumina Text Encoder Loader",
+    "LuminaTextEncode": "Lumina Text Encode",
+    "LuminaEmptyLatent": "Lumina Empty Latent",
+    "LuminaFlowSampler": "Lumina Flow Sampler",
+    "LuminaScheduler": "Lumina Scheduler (SIGMAS)",
+    "LuminaMidpointSampler": "Lumina Midpoint Sampler (SAMPLER)",
+    "LuminaOfficialCFG": "Lumina Official CFG",
+}

@@ -1,0 +1,226 @@
+"""The only module that touches ComfyUI internals: a Lumina model as ComfyUI's standard MODEL.
+
+A `LuminaBaseModel` (a `comfy.model_base.BaseModel`) holds our `LuminaDiT` as `diffusion_model`
+inside a `ModelPatcher`, so ComfyUI's memory manager loads and offloads it, LoRA-style weight
+patches apply, and core samplers (KSampler, SamplerCustom) can drive it through our flow
+model-sampling object. Every time/sign conversion is a `lumina.flow` call.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+import comfy.conds
+import comfy.latent_formats
+import comfy.model_base
+import comfy.model_management
+import comfy.model_patcher
+import comfy.utils
+
+from ..lumina import flow
+from ..lumina.conditioning import Conditioning
+from ..lumina.guidance import OFFICIAL_GUIDED_CHANNELS
+from ..lumina.model import ForwardOptions, LuminaDiT
+
+OPTIONS_KEY = "lumina_options"  # transformer_options entry holding a lumina ForwardOptions
+CAPTION_KEY = "lumina_caption"  # model cond: caption features with the mask as a last channel
+DEFAULT_SHIFT = 4.0  # the official demos' time_shifting_factor
+
+
+class LuminaFlowSampling(torch.nn.Module):
+    """ComfyUI model sampling for Lumina's flow: sigma = 1 − t, the model's output is −velocity
+    and `denoised = x − sigma·output` (the CONST / rectified-flow rules of newer ComfyUI)."""
+
+    def __init__(self, shift: float = DEFAULT_SHIFT) -> None:
+        super().__init__()
+        self.shift = shift
+        t = torch.arange(1, 1001, dtype=torch.float32) / 1000  # sigma grid for core schedulers
+        self.register_buffer("sigmas", flow.sigma_shift(t, shift))
+
+    @property
+    def sigma_min(self) -> torch.Tensor:
+        return self.sigmas[0]
+
+    @property
+    def sigma_max(self) -> torch.Tensor:
+        return self.sigmas[-1]
+
+    def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
+        return sigma
+
+    def sigma(self, timestep: torch.Tensor) -> torch.Tensor:
+        return timestep
+
+    def percent_to_sigma(self, percent: float) -> float:
+        if percent <= 0.0:
+            return 1.0
+        if percent >= 1.0:
+            return 0.0
+        return float(flow.sigma_shift(torch.tensor(flow.sigma_from_t(percent)), self.shift))
+
+    def calculate_input(self, sigma: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return noise
+
+    def calculate_denoised(self, sigma: torch.Tensor, model_output: torch.Tensor, model_input: torch.Tensor) -> torch.Tensor:
+        t = flow.t_from_sigma(sigma.reshape(-1))
+        return flow.denoised_from_velocity(model_input, flow.velocity_from_comfy_output(model_output), t)
+
+    def noise_scaling(self, sigma: torch.Tensor, noise: torch.Tensor, latent_image: torch.Tensor, max_denoise: bool = False) -> torch.Tensor:
+        return flow.interpolate(noise, latent_image, flow.t_from_sigma(sigma.reshape(-1)))
+
+    def inverse_noise_scaling(self, sigma: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        return latent
+
+
+class CaptionCond(comfy.conds.CONDRegular):
+    """Caption features (B, L, D) with their mask appended as channel D. Captions of different
+    lengths batch together by right-padding with masked zeros, which changes nothing (unlike
+    core's repeat-padding of cross-attention, which would change the pooled caption)."""
+
+    def can_concat(self, other: "CaptionCond") -> bool:
+        return self.cond.shape[2] == other.cond.shape[2]
+
+    def concat(self, others: list["CaptionCond"]) -> torch.Tensor:
+        conds = [self.cond] + [o.cond for o in others]
+        length = max(c.shape[1] for c in conds)
+        return torch.cat([F.pad(c, (0, 0, 0, length - c.shape[1])) for c in conds])
+
+
+def pack_caption(cap_feats: torch.Tensor, cap_mask: torch.Tensor) -> torch.Tensor:
+    return torch.cat([cap_feats.float(), cap_mask.to(cap_feats.device, torch.float32)[..., None]], dim=-1)
+
+
+def unpack_caption(packed: torch.Tensor) -> Conditioning:
+    return Conditioning(packed[..., :-1], packed[..., -1] > 0.5)
+
+
+class _LuminaModelConfig:
+    """The slice of a ComfyUI model config that BaseModel and the model manager read."""
+
+    def __init__(self, lumina_model: LuminaDiT) -> None:
+        self.unet_config = {"disable_unet_model_creation": True}
+        self.latent_format = comfy.latent_formats.SDXL()  # SDXL VAE, scale 0.13025
+        self.manual_cast_dtype = None
+        self.sampling_settings: dict = {}
+        self.memory_usage_factor = 2.0
+        self.custom_operations = None
+        self.optimizations = {"fp8": False}
+        self.lumina_config = lumina_model.config
+
+
+class LuminaBaseModel(comfy.model_base.BaseModel):
+    def __init__(self, lumina_model: LuminaDiT, shift: float = DEFAULT_SHIFT, device: torch.device | None = None) -> None:
+        super().__init__(_LuminaModelConfig(lumina_model), comfy.model_base.ModelType.EPS, device=device)
+        self.diffusion_model = lumina_model
+        self.model_sampling = LuminaFlowSampling(shift)
+
+    def get_dtype(self) -> torch.dtype:
+        return self.diffusion_model.x_embedder.weight.dtype
+
+    def extra_conds(self, **kwargs) -> dict:
+        out = {}
+        feats = kwargs.get("cross_attn")
+        if feats is not None:
+            mask = kwargs.get("attention_mask")
+            if mask is None:
+                mask = torch.ones(feats.shape[:2], dtype=torch.bool)
+            out[CAPTION_KEY] = CaptionCond(pack_caption(feats, mask))
+        return out
+
+    def apply_model(self, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={}, **kwargs):
+        sigma = t
+        if CAPTION_KEY not in kwargs:
+            raise ValueError("this Lumina model needs conditioning from the Lumina Text Encode node")
+        caption = unpack_caption(kwargs[CAPTION_KEY])
+        options = transformer_options.get(OPTIONS_KEY)
+        dtype = self.get_dtype()
+        velocity = self.diffusion_model(
+            x.to(dtype), flow.t_from_sigma(sigma.float()), caption.cap_feats.to(dtype), caption.cap_mask, options
+        ).float()
+        return self.model_sampling.calculate_denoised(sigma, flow.comfy_output_from_velocity(velocity), x)
+
+
+def make_model_patcher(lumina_model: LuminaDiT, shift: float = DEFAULT_SHIFT) -> comfy.model_patcher.ModelPatcher:
+    """ComfyUI's standard MODEL around a lumina model (weights stay on the offload device until used)."""
+    load_device = comfy.model_management.get_torch_device()
+    offload_device = comfy.model_management.unet_offload_device()
+    base = LuminaBaseModel(lumina_model.to(offload_device), shift)
+    return comfy.model_patcher.ModelPatcher(base, load_device=load_device, offload_device=offload_device)
+
+
+def lumina_model_of(model: comfy.model_patcher.ModelPatcher) -> LuminaDiT:
+    inner = getattr(getattr(model, "model", None), "diffusion_model", None)
+    if not isinstance(inner, LuminaDiT):
+        raise ValueError("this node needs a model from the Lumina Model Loader (got a different model type)")
+    return inner
+
+
+def forward_options_of(model: comfy.model_patcher.ModelPatcher) -> ForwardOptions | None:
+    return model.model_options.get("transformer_options", {}).get(OPTIONS_KEY)
+
+
+def with_forward_options(model: comfy.model_patcher.ModelPatcher, options: ForwardOptions) -> comfy.model_patcher.ModelPatcher:
+    """A clone carrying per-call options; the input MODEL is left untouched."""
+    clone = model.clone()
+    clone.model_options = {**clone.model_options, "transformer_options": {**clone.model_options.get("transformer_options", {}), OPTIONS_KEY: options}}
+    return clone
+
+
+def official_cfg_function(args: dict) -> torch.Tensor:
+    """sampler_cfg_function giving core samplers the official CFG: channels 0–2 guided, the rest
+    conditional. In denoised space this is the same per-channel rule as on velocities."""
+    cond, uncond, scale = args["cond_denoised"], args["uncond_denoised"], args["cond_scale"]
+    k = OFFICIAL_GUIDED_CHANNELS
+    guided = torch.cat([uncond[:, :k] + scale * (cond[:, :k] - uncond[:, :k]), cond[:, k:]], dim=1)
+    return args["input"] - guided
+
+
+def with_official_cfg(model: comfy.model_patcher.ModelPatcher) -> comfy.model_patcher.ModelPatcher:
+    clone = model.clone()
+    clone.set_model_sampler_cfg_function(official_cfg_function)
+    return clone
+
+
+def load_to_device(model: comfy.model_patcher.ModelPatcher) -> torch.device:
+    """Let ComfyUI's memory manager place the model; returns the device it runs on."""
+    comfy.model_management.load_models_gpu([model])
+    return model.load_device
+
+
+def preview_callback(model: comfy.model_patcher.ModelPatcher, steps: int):
+    """Progress bar, latent previews and interrupt for our own step loop."""
+    import latent_preview  # ComfyUI's top-level module
+
+    preview = latent_preview.prepare_callback(model, steps)
+
+    def callback(info) -> None:
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        preview(info.step - 1, info.denoised if info.denoised is not None else info.x, info.x, info.total)
+
+    return callback
+
+
+def text_encoder_patcher(module: torch.nn.Module) -> comfy.model_patcher.ModelPatcher:
+    return comfy.model_patcher.ModelPatcher(
+        module, load_device=comfy.model_management.text_encoder_device(),
+        offload_device=comfy.model_management.text_encoder_offload_device(),
+    )
+
+
+def unet_dtype_for(choice: str) -> torch.dtype:
+    """Weight dtype: explicit choices as given; auto is fp32 on CPU, bf16 on GPUs that run it
+    well, fp16 on the others."""
+    fixed = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    device = comfy.model_management.get_torch_device()
+    if choice == "fp16" and device.type == "cpu":
+        raise ValueError("fp16 weights are for GPUs: on a CPU they run hundreds of times slower; choose bf16 or fp32")
+    if choice in fixed:
+        return fixed[choice]
+    if device.type == "cpu":
+        return torch.float32
+    return torch.bfloat16 if comfy.model_management.should_use_bf16(device) else torch.float16
+
+
+def repeat_to_batch(tensor: torch.Tensor, batch: int) -> torch.Tensor:
+    return comfy.utils.repeat_to_batch_size(tensor, batch)

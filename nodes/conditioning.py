@@ -1,0 +1,34 @@
+"""Text → standard CONDITIONING carrying Lumina caption features and their attention mask."""
+
+from __future__ import annotations
+
+from .loaders import CATEGORY
+
+
+def conditioning_from(cap_feats, cap_mask) -> list:
+    """ComfyUI's CONDITIONING: [[features (1, L, D), {"attention_mask": (1, L)}]]."""
+    return [[cap_feats, {"attention_mask": cap_mask}]]
+
+
+class LuminaTextEncode:
+    """Encodes the prompt and the negative prompt together, as the official demos do."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "text_encoder": ("LUMINA_TEXT_ENCODER",),
+                "prompt": ("STRING", {"multiline": True, "default": ""}),
+                "negative_prompt": ("STRING", {"multiline": True, "default": ""}),
+            }
+        }
+
+    RETURN_TYPES = ("CONDITIONING", "CONDITIONING")
+    RETURN_NAMES = ("positive", "negative")
+    FUNCTION = "encode"
+    CATEGORY = CATEGORY
+
+    def encode(self, text_encoder, prompt: str, negative_prompt: str):
+        both = text_encoder.encode([prompt, negative_prompt])
+        feats, mask = both.cap_feats.float().cpu(), both.cap_mask.cpu()
+        return conditioning_from(feats[:1], mask[:1]), conditioning_from(feats[1:], mask[1:])

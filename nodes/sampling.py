@@ -1,0 +1,168 @@
+"""Sampling nodes: the exact official sampler, and a schedule/sampler pair for core SamplerCustom."""
+
+from __future__ import annotations
+
+import torch
+
+import comfy.samplers
+
+from ..lumina import flow
+from ..lumina.conditioning import Conditioning
+from ..lumina.extrapolation import EXTRAPOLATION_MODES, extrapolation_options
+from ..lumina.flow import SCHEDULES, time_grid
+from ..lumina.guidance import CFG_MODES
+from ..lumina.sampling import sample, seeded_noise
+from ..lumina.solvers import SOLVERS
+from . import bridge
+from .loaders import CATEGORY
+
+CONVENTIONS = {"grid points (official)": "grid_points", "model steps": "model_steps"}
+
+
+def caption_from(conditioning: list, what: str) -> Conditioning:
+    """The first entry of a CONDITIONING as lumina captions (mask all-ones when absent)."""
+    if not conditioning:
+        raise ValueError(f"{what} conditioning is empty; connect a Lumina Text Encode output")
+    feats, extras = conditioning[0][0], conditioning[0][1]
+    mask = extras.get("attention_mask")
+    if mask is None:
+        mask = torch.ones(feats.shape[:2], dtype=torch.bool)
+    return Conditioning(feats, mask)
+
+
+class LuminaFlowSampler:
+    """Solves the flow ODE like the official demos: same grid, solver, CFG and seed → same latent."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL",),
+                "positive": ("CONDITIONING",),
+                "negative": ("CONDITIONING",),
+                "latent_image": ("LATENT",),
+                "seed": ("INT", {"default": 1, "min": 0, "max": 0xFFFFFFFFFFFFFFFF}),
+                "steps": ("INT", {"default": 30, "min": 1, "max": 1000}),
+                "step_convention": (list(CONVENTIONS), {"default": "grid points (official)"}),
+                "solver": (list(SOLVERS), {"default": "midpoint"}),
+                "schedule": (list(SCHEDULES), {"default": "shift"}),
+                "shift": ("FLOAT", {"default": 4.0, "min": 0.1, "max": 100.0, "step": 0.1}),
+                "cfg": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 100.0, "step": 0.1}),
+                "cfg_mode": (list(CFG_MODES), {"default": "official"}),
+                "extrapolation": (list(EXTRAPOLATION_MODES), {"default": "auto",
+                                  "tooltip": "auto: the official demo's RoPE scaling and proportional attention for the image size; "
+                                             "a model patched by a Lumina extrapolation node keeps its own settings"}),
+                "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                            "tooltip": "below 1: start from the latent (official img2img strength)"}),
+            }
+        }
+
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "sample"
+    CATEGORY = CATEGORY
+
+    def sample(self, model, positive, negative, latent_image, seed, steps, step_convention, solver, schedule, shift,
+               cfg, cfg_mode, extrapolation, denoise):
+        lumina_model = bridge.lumina_model_of(model)
+        latent = latent_image["samples"]
+        if latent.ndim != 4:
+            raise ValueError(f"latent of shape {tuple(latent.shape)} is not an image latent (batch, 4, h, w)")
+        height, width = latent.shape[2] * 8, latent.shape[3] * 8
+        options = bridge.forward_options_of(model) or extrapolation_options(lumina_model.config, width, height, extrapolation)
+        convention = CONVENTIONS[step_convention]
+        total = max(1, steps - 1 if convention == "grid_points" else steps)  # solver steps, for the progress bar
+
+        bridge.load_to_device(model)
+        latent_format = model.model.latent_format
+        kwargs = dict(
+            noise=seeded_noise(latent.shape, seed), steps=steps, solver=solver, schedule=schedule, shift=shift,
+            step_convention=convention, cfg=cfg, cfg_mode=cfg_mode, options=options,
+            callback=bridge.preview_callback(model, total),
+        )
+        if denoise < 1.0:
+            kwargs.update(x_start=latent_format.process_in(latent.float()), strength=denoise)
+        else:
+            kwargs.update(latent_shape=latent.shape)
+        out = sample(lumina_model, caption_from(positive, "positive"), caption_from(negative, "negative"), **kwargs)
+        return ({**latent_image, "samples": latent_format.process_out(out.cpu())},)
+
+
+class LuminaScheduler:
+    """SIGMAS of the official time grid (sigma = 1 − t) for core SamplerCustom: with the core
+    'euler' sampler and a Lumina Official CFG model this reproduces the official Euler sampler."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "steps": ("INT", {"default": 30, "min": 1, "max": 1000}),
+                "step_convention": (list(CONVENTIONS), {"default": "grid points (official)"}),
+                "schedule": (list(SCHEDULES), {"default": "shift"}),
+                "shift": ("FLOAT", {"default": 4.0, "min": 0.1, "max": 100.0, "step": 0.1}),
+                "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}),
+            }
+        }
+
+    RETURN_TYPES = ("SIGMAS",)
+    FUNCTION = "get_sigmas"
+    CATEGORY = CATEGORY
+
+    def get_sigmas(self, steps, step_convention, schedule, shift, denoise):
+        grid = time_grid(steps, schedule, shift, convention=CONVENTIONS[step_convention])
+        if denoise < 1.0:
+            grid = grid[int(len(grid) * (1 - denoise)):]
+        return (flow.sigma_from_t(grid).float(),)
+
+
+def _midpoint_sampler(model, x, sigmas, extra_args=None, callback=None, disable=None):
+    """The official midpoint rule as a k-diffusion-style sampler over ComfyUI's denoised model.
+
+    Both evaluations of a step happen at σ > 0, where the velocity follows exactly from the
+    denoised prediction (denoised = x + σ·v, lumina.flow), so no division by σ = 0 ever occurs.
+    """
+    extra_args = extra_args or {}
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        s0, s1 = sigmas[i], sigmas[i + 1]
+        t0, t1 = flow.t_from_sigma(s0), flow.t_from_sigma(s1)
+        half = 0.5 * (t1 - t0)
+        d0 = model(x, s0 * s_in, **extra_args)
+        v0 = (d0 - x) / s0
+        x_mid = x + v0 * half
+        s_mid = flow.sigma_from_t(t0 + half)
+        v_mid = (model(x_mid, s_mid * s_in, **extra_args) - x_mid) / s_mid
+        x = x + (t1 - t0) * v_mid
+        if callback is not None:
+            callback({"x": x, "i": i, "sigma": s0, "sigma_hat": s0, "denoised": d0})
+    return x
+
+
+class LuminaMidpointSampler:
+    """SAMPLER for core SamplerCustom: the official midpoint solver (core has Euler already)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    RETURN_TYPES = ("SAMPLER",)
+    FUNCTION = "get_sampler"
+    CATEGORY = CATEGORY
+
+    def get_sampler(self):
+        return (comfy.samplers.KSAMPLER(_midpoint_sampler),)
+
+
+class LuminaOfficialCFG:
+    """Patches a Lumina MODEL so core samplers apply the official CFG (channels 0–2 guided)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",)}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+    CATEGORY = CATEGORY
+
+    def patch(self, model):
+        bridge.lumina_model_of(model)
+        return (bridge.with_official_cfg(model),)

@@ -1,0 +1,5 @@
+"""Stand-in for torchvision.models: every public name raises NotImplementedError when called."""
+
+from . import _fallback
+
+__getattr__ = _fallback(__name__)
