@@ -20,6 +20,7 @@ import comfy.utils
 
 from ..lumina import flow
 from ..lumina.conditioning import Conditioning
+from ..lumina.extrapolation import extrapolation_options
 from ..lumina.guidance import OFFICIAL_GUIDED_CHANNELS
 from ..lumina.model import ForwardOptions, LuminaDiT
 
@@ -118,6 +119,11 @@ class LuminaBaseModel(comfy.model_base.BaseModel):
     def get_dtype(self) -> torch.dtype:
         return self.diffusion_model.x_embedder.weight.dtype
 
+    def default_options(self, x: torch.Tensor) -> ForwardOptions:
+        """Without a patch, core samplers get what the official demo uses at this image size."""
+        vae = self.diffusion_model.config.vae_downsample
+        return extrapolation_options(self.diffusion_model.config, x.shape[-1] * vae, x.shape[-2] * vae, "auto")
+
     def extra_conds(self, **kwargs) -> dict:
         out = {}
         feats = kwargs.get("cross_attn")
@@ -133,7 +139,7 @@ class LuminaBaseModel(comfy.model_base.BaseModel):
         if CAPTION_KEY not in kwargs:
             raise ValueError("this Lumina model needs conditioning from the Lumina Text Encode node")
         caption = unpack_caption(kwargs[CAPTION_KEY])
-        options = transformer_options.get(OPTIONS_KEY)
+        options = transformer_options.get(OPTIONS_KEY) or self.default_options(x)
         dtype = self.get_dtype()
         velocity = self.diffusion_model(
             x.to(dtype), flow.t_from_sigma(sigma.float()), caption.cap_feats.to(dtype), caption.cap_mask, options

