@@ -324,9 +324,35 @@ def build_all(models_dir: Path) -> TinyAssets:
     )
 
 
+def substitute_tiny(graph: dict, assets: "TinyAssets", prefix: str, side_divisor: int = 16, steps: int = 3) -> dict:
+    """An API workflow with the tiny files in place of the released ones, sides ÷ side_divisor and
+    few steps: what the e2e tests and the offline demo run."""
+    g = json.loads(json.dumps(graph))
+    names = {
+        "Lumina-Next-SFT/consolidated.00-of-01.safetensors": assets.name(assets.next_dit),
+        "Lumina-T2I/consolidated.00-of-01.safetensors": assets.name(assets.flag_dit),
+        "gemma-2b": assets.name(assets.gemma), "Llama-2-7b-hf": assets.name(assets.llama),
+        "sdxl_vae.safetensors": assets.vae_name,
+    }
+    for node in g.values():
+        inputs = node["inputs"]
+        for key in ("ckpt_name", "text_encoder", "vae_name"):
+            if isinstance(inputs.get(key), str):
+                inputs[key] = names.get(inputs[key], inputs[key])
+        if node["class_type"] == "LuminaEmptyLatent":
+            inputs["width"] //= side_divisor
+            inputs["height"] //= side_divisor
+        if node["class_type"] == "LuminaFlowSampler":
+            inputs["steps"] = steps
+        if node["class_type"] == "SaveImage":
+            inputs["filename_prefix"] = prefix
+    return g
+
+
 if __name__ == "__main__":  # python tests/e2e/assets.py OUT_DIR: build the assets for a manual look
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for `lumina`
     built = build_all(Path(sys.argv[1]))
     print(f"built in {built.build_seconds:.2f} s into {built.models_dir}")
+

@@ -14,6 +14,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from comfy_harness import ComfyExecutionError, ComfyValidationError
+from assets import substitute_tiny as tiny
 from workflow_format import ui_to_api
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,30 +32,6 @@ OUR_NODES = {
     "LuminaMidpointSampler": set(),
     "LuminaOfficialCFG": {"model"},
 }
-
-
-def tiny(graph: dict, assets, prefix: str, side_divisor: int = 16, steps: int = 3) -> dict:
-    """A workflow with the tiny files substituted and small sizes and step counts."""
-    g = copy.deepcopy(graph)
-    names = {
-        "Lumina-Next-SFT/consolidated.00-of-01.safetensors": assets.name(assets.next_dit),
-        "Lumina-T2I/consolidated.00-of-01.safetensors": assets.name(assets.flag_dit),
-        "gemma-2b": assets.name(assets.gemma), "Llama-2-7b-hf": assets.name(assets.llama),
-        "sdxl_vae.safetensors": assets.vae_name,
-    }
-    for node in g.values():
-        inputs = node["inputs"]
-        for key in ("ckpt_name", "text_encoder", "vae_name"):
-            if isinstance(inputs.get(key), str):
-                inputs[key] = names.get(inputs[key], inputs[key])
-        if node["class_type"] == "LuminaEmptyLatent":
-            inputs["width"] //= side_divisor
-            inputs["height"] //= side_divisor
-        if node["class_type"] == "LuminaFlowSampler":
-            inputs["steps"] = steps
-        if node["class_type"] == "SaveImage":
-            inputs["filename_prefix"] = prefix
-    return g
 
 
 def t2i_graph(assets, prefix: str, *, ckpt=None, encoder=None, size=64, **sampler) -> dict:
