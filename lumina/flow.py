@@ -95,8 +95,9 @@ def sigmoid_time_grid(points: int, scale: float = 4.0) -> Tensor:
     """A sigmoid-shaped grid from 0 to 1: dense at both ends, sparse in the middle.
 
     Points u_i = linspace(−1, 1) are mapped through sigmoid(scale·u) and renormalised so the grid
-    starts at exactly 0 and ends at exactly 1. After Lumina-Next's sigmoid time discretisation
-    (arXiv 2406.18583, §3.3), which the official repository does not implement.
+    starts at exactly 0 and ends at exactly 1. This is our parameterisation of the idea behind
+    Lumina-Next's sigmoid time discretisation (arXiv 2406.18583); the official repository has no
+    code for it, and the paper's exact constants are not reproduced here.
     """
     u = torch.linspace(-1.0, 1.0, points, dtype=torch.float64)
     s = torch.sigmoid(scale * u)
