@@ -7,6 +7,7 @@ Nodes and the trainer's validation both call `sample`.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence
 
 import torch
@@ -180,6 +181,7 @@ def sample(
             return x[None] if trajectory else x
 
     guided = uncond is not None and cfg != 1.0
+    options = _per_call_features(options, x.shape[0], groups=2 if guided else 1)
     paired = guided and cfg_mode == "official" and solver == "dopri5"
     velocity = guided_velocity(
         model, cond.to(device), None if uncond is None else uncond.to(device), cfg, cfg_mode, options, paired=paired
@@ -191,6 +193,19 @@ def sample(
     with torch.inference_mode():
         out = solve(velocity, x, grid.to(device), solver, atol=atol, rtol=rtol, callback=callback, trajectory=trajectory)
     return out[:, :b] if trajectory else out[:b]
+
+
+def _per_call_features(options: ForwardOptions | None, batch: int, groups: int) -> ForwardOptions | None:
+    """Map item-level regional prompts and shared attention onto the model batch: under CFG it is
+    [conditional rows; unconditional rows], and regions apply to the conditional rows only."""
+    if options is None:
+        return None
+    changes = {}
+    if options.regions is not None and options.regions.rows is None:
+        changes["regions"] = options.regions.with_rows(tuple(range(batch)))
+    if options.shared_attention is not None and options.shared_attention.pairs is None:
+        changes["shared_attention"] = options.shared_attention.resolve(batch, groups)
+    return replace(options, **changes) if changes else options
 
 
 def _first_rows(callback: Callback | None, rows: int) -> Callback | None:

@@ -22,6 +22,28 @@ _HAS_FLASH = importlib.util.find_spec("flash_attn") is not None
 
 
 @dataclass
+class RegionalContext:
+    """Compositional generation, prepared once per forward."""
+
+    rows: Tensor  # (n,) batch rows that use the regions
+    cap_feats: Tensor  # (R, Lr, cap_feat_dim) raw region captions
+    cap_mask: Tensor | None  # (R, Lr) bool
+    weights: Tensor  # (R, L) each token's weight per region (summing to ≤ 1)
+    global_weight: Tensor  # (L,) weight of the row's own (global) caption: 1 − Σ weights
+
+
+@dataclass
+class SharedContext:
+    """Style-shared self-attention, prepared once per forward."""
+
+    targets: Tensor  # (n,) rows attending also to a reference
+    references: Tensor  # (n,) the reference row of each target
+    rotations: Tensor  # (1, L, head_dim/2) RoPE of the appended reference tokens
+    logit_bias: float
+    layers: tuple[int, int] | None
+
+
+@dataclass
 class LayerContext:
     """Everything a block needs besides its input, computed once per forward."""
 
@@ -31,6 +53,13 @@ class LayerContext:
     rotations: Tensor  # (B or 1, L, head_dim/2) complex64
     x_mask: Tensor | None  # (B, L) bool, None when no image sequence is padded
     self_scale: float | None  # None: 1/sqrt(head_dim)
+    regional: RegionalContext | None = None
+    shared: SharedContext | None = None
+    layer: int = 0  # index of the block being run
+
+    def shares_at(self, layer: int) -> bool:
+        s = self.shared
+        return s is not None and (s.layers is None or s.layers[0] <= layer < s.layers[1])
 
 
 def _use_flash(q: Tensor) -> bool:
@@ -81,8 +110,9 @@ def attend(
     q: Tensor, k: Tensor, v: Tensor, *, key_mask: Tensor | None = None,
     query_mask: Tensor | None = None, scale: float | None = None,
 ) -> Tensor:
-    """(B, Lq, H, d) queries over (B, Lk, KV, d) keys/values → (B, Lq, H, d); H must be a multiple of KV."""
-    if _use_flash(q):
+    """(B, Lq, H, d) queries over (B, Lk, KV, d) keys/values → (B, Lq, H, d); H must be a multiple of KV.
+    key_mask: (B, Lk) bool (True = attend) or float (added to the logits)."""
+    if _use_flash(q) and (key_mask is None or key_mask.dtype == torch.bool):  # float = logit bias: SDPA
         return _flash(q, k, v, key_mask, query_mask, scale)
     return _sdpa(q, k, v, key_mask, scale)
 
@@ -110,18 +140,54 @@ class LuminaAttention(nn.Module):
         make_norm = (lambda width: nn.LayerNorm(width, eps=1e-5)) if qk_norm else (lambda width: nn.Identity())
         self.q_norm, self.k_norm, self.ky_norm = make_norm(n_heads * self.head_dim), make_norm(kv_width), make_norm(kv_width)
 
-    def forward(self, x: Tensor, cap_y: Tensor, ctx: LayerContext) -> Tensor:
+    def forward(self, x: Tensor, cap_y: Tensor, ctx: LayerContext, region_y: Tensor | None = None) -> Tensor:
         b, n, _ = x.shape
         q = self.q_norm(self.wq(x)).view(b, n, self.n_heads, self.head_dim)
-        k = self.k_norm(self.wk(x)).view(b, n, self.n_kv_heads, self.head_dim)
+        k_unrotated = self.k_norm(self.wk(x)).view(b, n, self.n_kv_heads, self.head_dim)
         v = self.wv(x).view(b, n, self.n_kv_heads, self.head_dim)
-        q, k = apply_rope(q, ctx.rotations), apply_rope(k, ctx.rotations)
+        q, k = apply_rope(q, ctx.rotations), apply_rope(k_unrotated, ctx.rotations)
         out = attend(q, k, v, key_mask=ctx.x_mask, query_mask=ctx.x_mask, scale=ctx.self_scale)
+        if ctx.shares_at(ctx.layer):
+            out = self._shared_self_attention(q, k, k_unrotated, v, out, ctx)
 
         # Cross-attention reuses the normed, rotated queries; caption keys carry no positions.
-        lc = cap_y.shape[1]
-        ky = self.ky_norm(self.wk_y(cap_y)).view(b, lc, self.n_kv_heads, self.head_dim)
-        vy = self.wv_y(cap_y).view(b, lc, self.n_kv_heads, self.head_dim)
-        out_y = attend(q, ky, vy, key_mask=ctx.cap_mask, query_mask=ctx.x_mask)
+        out_y = self._cross_attention(q, cap_y, ctx.cap_mask, ctx.x_mask)
+        if region_y is not None:
+            out_y = self._regional_cross_attention(q, out_y, region_y, ctx.regional)
         out = out + out_y * self.gate.tanh().to(out_y.dtype).view(1, 1, -1, 1)
         return self.wo(out.flatten(2))
+
+    def _cross_attention(self, q: Tensor, cap_y: Tensor, cap_mask: Tensor | None, x_mask: Tensor | None) -> Tensor:
+        b, lc = cap_y.shape[:2]
+        ky = self.ky_norm(self.wk_y(cap_y)).view(b, lc, self.n_kv_heads, self.head_dim)
+        vy = self.wv_y(cap_y).view(b, lc, self.n_kv_heads, self.head_dim)
+        return attend(q, ky, vy, key_mask=cap_mask, query_mask=x_mask)
+
+    def _regional_cross_attention(self, q: Tensor, out_y: Tensor, region_y: Tensor, rg: RegionalContext) -> Tensor:
+        """Each regional caption answers only its region's queries; a row's own (global) caption
+        answers the rest. One attention call over (rows × regions)."""
+        rows = rg.rows
+        n, r, length = rows.numel(), region_y.shape[0], q.shape[1]
+        q_rows = q[rows].unsqueeze(1).expand(n, r, *q.shape[1:]).reshape(n * r, *q.shape[1:])
+        y = region_y.unsqueeze(0).expand(n, *region_y.shape).reshape(n * r, *region_y.shape[1:])
+        mask = None if rg.cap_mask is None else rg.cap_mask.unsqueeze(0).expand(n, *rg.cap_mask.shape).reshape(n * r, -1)
+        per_region = self._cross_attention(q_rows, y, mask, None).view(n, r, length, self.n_heads, self.head_dim)
+        weights = rg.weights.to(out_y.dtype)[None, :, :, None, None]
+        mixed = (per_region * weights).sum(1) + out_y[rows] * rg.global_weight.to(out_y.dtype)[None, :, None, None]
+        return out_y.index_copy(0, rows, mixed)
+
+    def _shared_self_attention(self, q: Tensor, k: Tensor, k_unrotated: Tensor, v: Tensor, out: Tensor, ctx: LayerContext) -> Tensor:
+        """Targets attend to their own tokens and to the reference's, appended after them (RoPE
+        at the appended positions, so no position repeats); other rows keep plain attention."""
+        sh = ctx.shared
+        tgt, ref = sh.targets, sh.references
+        k_ref = apply_rope(k_unrotated[ref], sh.rotations)
+        keys = torch.cat([k[tgt], k_ref], dim=1)
+        values = torch.cat([v[tgt], v[ref]], dim=1)
+        bias = None
+        if sh.logit_bias != 0.0:
+            length = k.shape[1]
+            bias = torch.zeros(tgt.numel(), 2 * length, dtype=q.dtype, device=q.device)
+            bias[:, length:] = sh.logit_bias
+        shared = attend(q[tgt], keys, values, key_mask=bias, scale=ctx.self_scale)
+        return out.index_copy(0, tgt, shared)

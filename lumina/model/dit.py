@@ -11,7 +11,9 @@ from torch import Tensor, nn
 from ..config import FAMILY_NAMES, LuminaConfig
 from ..errors import LuminaInputError
 from ..tokens import TokenLayout, pack, pad_positions, pad_sequences, patchify, unpack, unpatchify
-from .attention import LayerContext, proportional_scale
+from ..features.compositional import RegionalPrompts, patch_weights
+from ..features.style_shared import SharedAttention
+from .attention import LayerContext, RegionalContext, SharedContext, proportional_scale
 from .layers import FinalLayer, TimestepEmbedder, caption_embedder, pooled_caption
 from .options import DEFAULT_OPTIONS, ForwardOptions
 from .rope import rope_angles, rope_table
@@ -112,8 +114,14 @@ class LuminaDiT(nn.Module):
             cap_mask=None if cap_mask is None or bool(cap_mask.all()) else cap_mask,
             rotations=rope_table(angles), x_mask=x_mask, self_scale=self_scale,
         )
+        if options.regions is not None or options.shared_attention is not None:
+            if is_list:
+                raise LuminaInputError("regional prompts and shared attention need one latent size per batch, not a list")
+            ctx.regional = self._regional_context(options.regions, layouts[0], batch, dtype, seq.device)
+            ctx.shared = self._shared_context(options.shared_attention, layouts[0], batch, scaling, seq.device)
         h = seq
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
+            ctx.layer = i
             h = layer(h, ctx)
         out = self.final_layer(h, adaln_input)
 
@@ -126,6 +134,57 @@ class LuminaDiT(nn.Module):
         if is_list:
             return [r[0] for r in results]
         return list(results[0]) if list_input else results[0]
+
+    # -- per-call features ------------------------------------------------------------------
+    def _regional_context(
+        self, regions: RegionalPrompts | None, layout: TokenLayout, batch: int, dtype: torch.dtype, device: torch.device
+    ) -> RegionalContext | None:
+        if regions is None:
+            return None
+        if regions.cap_feats.shape[-1] != self.config.cap_feat_dim:
+            raise LuminaInputError(
+                f"regional caption width {regions.cap_feats.shape[-1]} does not match the model's {self.config.cap_feat_dim}"
+            )
+        rows = tuple(range(batch)) if regions.rows is None else regions.rows
+        if any(not 0 <= r < batch for r in rows):
+            raise LuminaInputError(f"regional rows {rows} are outside the batch of {batch}")
+        p = self.config.patch_size
+        per_patch = patch_weights(regions.masks.to(device), layout.rows * p, layout.cols * p, p)  # (R, rows, cols)
+        grid = per_patch.permute(1, 2, 0)[None, None]  # (1, 1, rows, cols, R): special tokens get weight 0
+        weights = pack(grid, layout, *self._zero_special_tokens(layout, grid))[0].T  # (R, L)
+        cap_mask = regions.cap_mask.to(device, torch.bool)
+        return RegionalContext(
+            rows=torch.tensor(rows, dtype=torch.long, device=device), cap_feats=regions.cap_feats.to(device, dtype),
+            cap_mask=None if bool(cap_mask.all()) else cap_mask, weights=weights, global_weight=1 - weights.sum(0),
+        )
+
+    @staticmethod
+    def _zero_special_tokens(layout: TokenLayout, grid: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        zero = grid.new_zeros(grid.shape[-1])
+        return (zero if layout.nextline else None), (zero if layout.nextframe else None)
+
+    def _shared_context(
+        self, shared: SharedAttention | None, layout: TokenLayout, batch: int, scaling, device: torch.device
+    ) -> SharedContext | None:
+        if shared is None:
+            return None
+        if shared.pairs is None:
+            shared = shared.resolve(batch)
+        if not shared.pairs:
+            return None
+        if any(not (0 <= t < batch and 0 <= r < batch) for t, r in shared.pairs):
+            raise LuminaInputError(f"shared-attention pairs {shared.pairs} are outside the batch of {batch}")
+        pos = self.positions(layout)
+        appended = pos + (layout.length if pos.shape[-1] == 1 else torch.tensor([float(layout.rows), 0.0]))
+        angles = rope_angles(
+            appended[None].to(device), self.config.head_dim, self.config.rope_theta, scaling,
+            interpolate_positions=self.interpolate_positions,
+        )
+        targets, refs = zip(*shared.pairs)
+        return SharedContext(
+            targets=torch.tensor(targets, device=device), references=torch.tensor(refs, device=device),
+            rotations=rope_table(angles), logit_bias=shared.logit_bias, layers=shared.layers,
+        )
 
     # -- validation -------------------------------------------------------------------------
     def _check_batch(self, x: Tensor) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..features.compositional import RegionalPrompts
+from ..features.style_shared import SharedAttention
 from .rope import RopeScaling, time_aware_scaling
 
 
@@ -17,6 +19,8 @@ class ForwardOptions:
       replace rope_linear / rope_ntk, chosen from the batch's first t like the official code.
     proportional_attention / base_seqlen: self-attention scale sqrt(log_base(N) / head_dim); the
       base defaults to the model's token count at its training resolution.
+    regions: compositional generation (lumina.features.compositional).
+    shared_attention: style-consistent batches (lumina.features.style_shared).
     """
 
     rope_linear: float = 1.0
@@ -25,6 +29,8 @@ class ForwardOptions:
     time_aware_watershed: float = 0.3
     proportional_attention: bool = False
     base_seqlen: int | None = None
+    regions: RegionalPrompts | None = None
+    shared_attention: SharedAttention | None = None
 
     def rope_scaling(self, t: float) -> RopeScaling:
         if self.time_aware_scale is not None:
