@@ -1,6 +1,7 @@
 """ComfyUI nodes: thin adapters over `lumina`; `bridge` is the only module touching ComfyUI internals."""
 
-from .conditioning import LuminaTextEncode
+from .conditioning import LuminaBatchTextEncode, LuminaTextEncode
+from .features import LuminaExtrapolation, LuminaRegionalPrompts, LuminaStyleShared
 from .latents import LuminaEmptyLatent
 from .loaders import LuminaModelLoader, LuminaTextEncoderLoader
 from .paths import register_folders
@@ -12,19 +13,27 @@ NODE_CLASS_MAPPINGS = {
     "LuminaModelLoader": LuminaModelLoader,
     "LuminaTextEncoderLoader": LuminaTextEncoderLoader,
     "LuminaTextEncode": LuminaTextEncode,
+    "LuminaBatchTextEncode": LuminaBatchTextEncode,
     "LuminaEmptyLatent": LuminaEmptyLatent,
     "LuminaFlowSampler": LuminaFlowSampler,
     "LuminaScheduler": LuminaScheduler,
     "LuminaMidpointSampler": LuminaMidpointSampler,
     "LuminaOfficialCFG": LuminaOfficialCFG,
+    "LuminaRegionalPrompts": LuminaRegionalPrompts,
+    "LuminaStyleShared": LuminaStyleShared,
+    "LuminaExtrapolation": LuminaExtrapolation,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "LuminaModelLoader": "Lumina Model Loader",
     "LuminaTextEncoderLoader": "Lumina Text Encoder Loader",
     "LuminaTextEncode": "Lumina Text Encode",
+    "LuminaBatchTextEncode": "Lumina Batch Text Encode",
     "LuminaEmptyLatent": "Lumina Empty Latent",
     "LuminaFlowSampler": "Lumina Flow Sampler",
     "LuminaScheduler": "Lumina Scheduler (SIGMAS)",
     "LuminaMidpointSampler": "Lumina Midpoint Sampler (SAMPLER)",
     "LuminaOfficialCFG": "Lumina Official CFG",
+    "LuminaRegionalPrompts": "Lumina Regional Prompts",
+    "LuminaStyleShared": "Lumina Style Shared Attention",
+    "LuminaExtrapolation": "Lumina Resolution Extrapolation",
 }

@@ -8,6 +8,8 @@ model-sampling object. Every time/sign conversion is a `lumina.flow` call.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 
@@ -21,10 +23,12 @@ import comfy.utils
 from ..lumina import flow
 from ..lumina.conditioning import Conditioning
 from ..lumina.extrapolation import extrapolation_options
+from ..lumina.features.style_shared import SharedAttention
 from ..lumina.guidance import OFFICIAL_GUIDED_CHANNELS
 from ..lumina.model import ForwardOptions, LuminaDiT
 
 OPTIONS_KEY = "lumina_options"  # transformer_options entry holding a lumina ForwardOptions
+SHARED_KEY = "lumina_shared_attention"  # transformer_options entry holding a SharedAttention
 CAPTION_KEY = "lumina_caption"  # model cond: caption features with the mask as a last channel
 DEFAULT_SHIFT = 4.0  # the official demos' time_shifting_factor
 
@@ -140,6 +144,10 @@ class LuminaBaseModel(comfy.model_base.BaseModel):
             raise ValueError("this Lumina model needs conditioning from the Lumina Text Encode node")
         caption = unpack_caption(kwargs[CAPTION_KEY])
         options = transformer_options.get(OPTIONS_KEY) or self.default_options(x)
+        shared = transformer_options.get(SHARED_KEY)
+        if shared is not None:  # ComfyUI batches cond/uncond chunks of equal size, in this order
+            groups = max(1, len(transformer_options.get("cond_or_uncond", [0])))
+            options = replace(options, shared_attention=shared.resolve(x.shape[0] // groups, groups))
         dtype = self.get_dtype()
         velocity = self.diffusion_model(
             x.to(dtype), flow.t_from_sigma(sigma.float()), caption.cap_feats.to(dtype), caption.cap_mask, options
@@ -170,6 +178,23 @@ def with_forward_options(model: comfy.model_patcher.ModelPatcher, options: Forwa
     """A clone carrying per-call options; the input MODEL is left untouched."""
     clone = model.clone()
     clone.model_options = {**clone.model_options, "transformer_options": {**clone.model_options.get("transformer_options", {}), OPTIONS_KEY: options}}
+    return clone
+
+
+def with_shared_attention(model: comfy.model_patcher.ModelPatcher, shared: SharedAttention) -> comfy.model_patcher.ModelPatcher:
+    clone = model.clone()
+    clone.model_options = {**clone.model_options, "transformer_options": {**clone.model_options.get("transformer_options", {}), SHARED_KEY: shared}}
+    return clone
+
+
+def shared_attention_of(model: comfy.model_patcher.ModelPatcher) -> SharedAttention | None:
+    return model.model_options.get("transformer_options", {}).get(SHARED_KEY)
+
+
+def with_sampling_shift(model: comfy.model_patcher.ModelPatcher, shift: float) -> comfy.model_patcher.ModelPatcher:
+    """A clone whose core-sampler schedule uses this time shift."""
+    clone = model.clone()
+    clone.add_object_patch("model_sampling", LuminaFlowSampling(shift))
     return clone
 
 

@@ -32,3 +32,30 @@ class LuminaTextEncode:
         both = text_encoder.encode([prompt, negative_prompt])
         feats, mask = both.cap_feats.float().cpu(), both.cap_mask.cpu()
         return conditioning_from(feats[:1], mask[:1]), conditioning_from(feats[1:], mask[1:])
+
+
+class LuminaBatchTextEncode:
+    """One prompt per line → a batch CONDITIONING, item i for latent i (e.g. a style-shared batch)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "text_encoder": ("LUMINA_TEXT_ENCODER",),
+                "prompts": ("STRING", {"multiline": True, "default": "a cat\na dog"}),
+                "negative_prompt": ("STRING", {"multiline": True, "default": ""}),
+            }
+        }
+
+    RETURN_TYPES = ("CONDITIONING", "CONDITIONING")
+    RETURN_NAMES = ("positive", "negative")
+    FUNCTION = "encode"
+    CATEGORY = CATEGORY
+
+    def encode(self, text_encoder, prompts: str, negative_prompt: str):
+        lines = [line.strip() for line in prompts.splitlines() if line.strip()]
+        if not lines:
+            raise ValueError("write at least one prompt, one per line")
+        both = text_encoder.encode([*lines, negative_prompt])
+        feats, mask = both.cap_feats.float().cpu(), both.cap_mask.cpu()
+        return conditioning_from(feats[:-1], mask[:-1]), conditioning_from(feats[-1:], mask[-1:])

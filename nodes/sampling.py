@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 import comfy.samplers
@@ -15,6 +17,7 @@ from ..lumina.sampling import sample, seeded_noise
 from ..lumina.solvers import SOLVERS
 from . import bridge
 from .loaders import CATEGORY
+from .regions import split_regions
 
 CONVENTIONS = {"grid points (official)": "grid_points", "model steps": "model_steps"}
 
@@ -54,7 +57,13 @@ class LuminaFlowSampler:
                                              "a model patched by a Lumina extrapolation node keeps its own settings"}),
                 "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
                             "tooltip": "below 1: start from the latent (official img2img strength)"}),
-            }
+            },
+            "optional": {
+                "start_time": ("FLOAT", {"default": -1.0, "min": -1.0, "max": 1.0, "step": 0.01,
+                               "tooltip": "0..1: start from the latent at time λ (Lumina-T2X editing, paper default 0.2); -1: use denoise"}),
+                "normalize_latent": ("BOOLEAN", {"default": False,
+                                     "tooltip": "channel-wise latent normalisation before editing (style edits)"}),
+            },
         }
 
     RETURN_TYPES = ("LATENT",)
@@ -62,13 +71,15 @@ class LuminaFlowSampler:
     CATEGORY = CATEGORY
 
     def sample(self, model, positive, negative, latent_image, seed, steps, step_convention, solver, schedule, shift,
-               cfg, cfg_mode, extrapolation, denoise):
+               cfg, cfg_mode, extrapolation, denoise, start_time=-1.0, normalize_latent=False):
         lumina_model = bridge.lumina_model_of(model)
         latent = latent_image["samples"]
         if latent.ndim != 4:
             raise ValueError(f"latent of shape {tuple(latent.shape)} is not an image latent (batch, 4, h, w)")
         height, width = latent.shape[2] * 8, latent.shape[3] * 8
         options = bridge.forward_options_of(model) or extrapolation_options(lumina_model.config, width, height, extrapolation)
+        cond, regions = split_regions(positive, latent.shape[2], latent.shape[3])
+        options = replace(options, regions=regions, shared_attention=bridge.shared_attention_of(model))
         convention = CONVENTIONS[step_convention]
         total = max(1, steps - 1 if convention == "grid_points" else steps)  # solver steps, for the progress bar
 
@@ -79,11 +90,13 @@ class LuminaFlowSampler:
             step_convention=convention, cfg=cfg, cfg_mode=cfg_mode, options=options,
             callback=bridge.preview_callback(model, total),
         )
-        if denoise < 1.0:
-            kwargs.update(x_start=latent_format.process_in(latent.float()), strength=denoise)
+        if start_time >= 0.0:
+            kwargs.update(x_start=latent_format.process_in(latent.float()), start_time=start_time, normalize_start=normalize_latent)
+        elif denoise < 1.0:
+            kwargs.update(x_start=latent_format.process_in(latent.float()), strength=denoise, normalize_start=normalize_latent)
         else:
             kwargs.update(latent_shape=latent.shape)
-        out = sample(lumina_model, caption_from(positive, "positive"), caption_from(negative, "negative"), **kwargs)
+        out = sample(lumina_model, cond, caption_from(negative, "negative"), **kwargs)
         return ({**latent_image, "samples": latent_format.process_out(out.cpu())},)
 
 

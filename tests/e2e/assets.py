@@ -339,9 +339,10 @@ def substitute_tiny(graph: dict, assets: "TinyAssets", prefix: str, side_divisor
         for key in ("ckpt_name", "text_encoder", "vae_name"):
             if isinstance(inputs.get(key), str):
                 inputs[key] = names.get(inputs[key], inputs[key])
-        if node["class_type"] == "LuminaEmptyLatent":
-            inputs["width"] //= side_divisor
-            inputs["height"] //= side_divisor
+        if node["class_type"] in ("LuminaEmptyLatent", "LuminaExtrapolation", "ConditioningSetArea"):
+            for key in ("width", "height", "x", "y"):
+                if key in inputs:
+                    inputs[key] //= side_divisor
         if node["class_type"] == "LuminaFlowSampler":
             inputs["steps"] = steps
         if node["class_type"] == "SaveImage":

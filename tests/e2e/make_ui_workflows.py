@@ -51,6 +51,41 @@ NOTES = {
         "'(Extrapolation)' resolutions do. Expect about 4× the memory and 5× the time of 1024².",
         FILES_NOTE,
     ],
+    "lumina_next_regional_2x2": [
+        "Compositional generation: one prompt per line on a 2×2 grid (row by row). Each region's prompt is "
+        "cross-attended only by that region's image tokens; self-attention stays global, so the image stays "
+        "one picture. An empty global prompt = the regional prompts joined (the official demo's rule).",
+        FILES_NOTE,
+    ],
+    "lumina_next_regional_core_areas": [
+        "Regional prompts from core nodes: Conditioning (Set Area) / (Set Mask) entries combined with "
+        "Conditioning (Combine). The entry without an area is the global prompt. Regions work at any batch "
+        "size and any layout in the Lumina Flow Sampler (core KSampler handles areas its own way).",
+        FILES_NOTE,
+    ],
+    "lumina_next_style_aligned_batch": [
+        "Style-consistent batch: Lumina Batch Text Encode gives item i the i-th line; Lumina Style Shared "
+        "Attention lets every item also attend to item 0's keys and values (appended before RoPE), so the "
+        "four images share one style. Item 0 is exactly what it would be alone.",
+        FILES_NOTE,
+    ],
+    "lumina_next_style_edit": [
+        "Style edit (Lumina-T2X high-resolution editing): the image latent is normalised per channel and the "
+        "flow starts at time λ = start_time = 0.2 (t = 0 is noise, 1 the image), then is solved to 1 with the "
+        "edit prompt. Raise start_time to keep more of the original.",
+        FILES_NOTE,
+    ],
+    "lumina_next_subject_edit": [
+        "Subject edit: like the style edit, without latent normalisation, so colours and layout stay closer "
+        "to the original while the prompt adds or changes a subject.",
+        FILES_NOTE,
+    ],
+    "lumina_next_2k_preset": [
+        "2K with the Lumina Resolution Extrapolation node: it sets time-aware scaled RoPE, proportional "
+        "attention (and NTK for Flag-DiT) on a copy of the model and outputs the resolution-dependent time "
+        "shift (base 4 × 2048/1024), wired into the sampler's shift.",
+        FILES_NOTE,
+    ],
     "lumina_next_img2img": [
         "Image-to-image: load an image (sides multiples of 16 px), encode with the SDXL VAE, and sample "
         "with denoise 0.6 = the official img2img strength (the first 40 % of the time grid is skipped).",

@@ -27,10 +27,14 @@ OUR_NODES = {
     "LuminaTextEncode": {"text_encoder", "prompt", "negative_prompt"},
     "LuminaEmptyLatent": {"preset", "width", "height", "batch_size"},
     "LuminaFlowSampler": {"model", "positive", "negative", "latent_image", "seed", "steps", "step_convention", "solver",
-                          "schedule", "shift", "cfg", "cfg_mode", "extrapolation", "denoise"},
+                          "schedule", "shift", "cfg", "cfg_mode", "extrapolation", "denoise", "start_time", "normalize_latent"},
     "LuminaScheduler": {"steps", "step_convention", "schedule", "shift", "denoise"},
     "LuminaMidpointSampler": set(),
     "LuminaOfficialCFG": {"model"},
+    "LuminaBatchTextEncode": {"text_encoder", "prompts", "negative_prompt"},
+    "LuminaRegionalPrompts": {"text_encoder", "region_prompts", "rows", "cols", "global_prompt", "negative_prompt"},
+    "LuminaStyleShared": {"model", "reference_index", "strength", "start_layer", "end_layer", "items"},
+    "LuminaExtrapolation": {"model", "width", "height", "mode", "proportional_attention", "watershed", "base_shift"},
 }
 
 
@@ -79,13 +83,17 @@ def test_ui_workflow_agrees_with_its_api_twin(comfy_server, api_file):
 
 @pytest.mark.parametrize("api_file", API_WORKFLOWS, ids=lambda p: p.stem)
 def test_every_workflow_runs(comfy_server, tiny_assets, example_image, unique_prefix, api_file):
-    graph = tiny(json.loads(api_file.read_text()), tiny_assets, unique_prefix)
+    original = json.loads(api_file.read_text())
+    areas = any(n["class_type"] == "ConditioningSetArea" for n in original.values())
+    graph = tiny(original, tiny_assets, unique_prefix, side_divisor=8 if areas else 16)  # core areas: ≥ 64 px
     entry = comfy_server.run(graph, timeout=300)
-    [png] = comfy_server.output_files(entry)
-    latent = next(n for n in graph.values() if n["class_type"] == "LuminaEmptyLatent")["inputs"] if any(
-        n["class_type"] == "LuminaEmptyLatent" for n in graph.values()) else {"width": 64, "height": 64}
-    with Image.open(png) as img:
-        assert img.size == (latent["width"], latent["height"])
+    empty = [n["inputs"] for n in graph.values() if n["class_type"] == "LuminaEmptyLatent"]
+    size, batch = ((empty[0]["width"], empty[0]["height"]), empty[0]["batch_size"]) if empty else ((64, 64), 1)
+    pngs = comfy_server.output_files(entry)
+    assert len(pngs) == batch
+    for png in pngs:
+        with Image.open(png) as img:
+            assert img.size == size
 
 
 def test_flag_dit_and_diffusers_checkpoints_sample(comfy_server, tiny_assets, unique_prefix):

@@ -55,6 +55,12 @@ def api_to_ui(api: Mapping[str, Any], object_info: Mapping[str, Any], notes: lis
             if _is_widget(kind):
                 if name not in node["inputs"]:
                     continue
+                if isinstance(value, list):  # a widget converted to an input, fed by a link
+                    link_id += 1
+                    links.append([link_id, int(value[0]), value[1], int(node_id), len(ui_inputs), kind])
+                    outputs.setdefault((value[0], value[1]), []).append(link_id)
+                    ui_inputs.append({"name": name, "type": kind, "link": link_id, "widget": {"name": name}})
+                    value = config.get("default", kind[0] if isinstance(kind, list) else None)
                 values.append(value)
                 if name in CONTROL_WIDGET_INPUTS and kind == "INT":
                     values.append("fixed")

@@ -1,0 +1,116 @@
+"""Training-free feature nodes: regional prompts, style-shared batches, resolution extrapolation.
+Each clones what it changes; the math is in lumina.features and lumina.extrapolation."""
+
+from __future__ import annotations
+
+from ..lumina.extrapolation import EXTRAPOLATION_MODES, extrapolation_options
+from ..lumina.features.compositional import grid_masks
+from ..lumina.features.style_shared import SharedAttention
+from ..lumina.flow import resolution_shift
+from . import bridge
+from .conditioning import conditioning_from
+from .loaders import CATEGORY
+
+
+class LuminaRegionalPrompts:
+    """One prompt per line, laid out on a rows × cols grid (row-major); the global prompt (or, if
+    empty, the regional prompts joined with spaces, like the official demo) steers the whole image.
+    The output is core-style CONDITIONING (a global entry plus one masked entry per region), so it
+    combines with ConditioningSetArea / ConditioningSetMask regions."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "text_encoder": ("LUMINA_TEXT_ENCODER",),
+                "region_prompts": ("STRING", {"multiline": True, "default": "a red apple\na green pear"}),
+                "rows": ("INT", {"default": 1, "min": 1, "max": 8}),
+                "cols": ("INT", {"default": 2, "min": 1, "max": 8}),
+                "global_prompt": ("STRING", {"multiline": True, "default": ""}),
+                "negative_prompt": ("STRING", {"multiline": True, "default": ""}),
+            }
+        }
+
+    RETURN_TYPES = ("CONDITIONING", "CONDITIONING")
+    RETURN_NAMES = ("positive", "negative")
+    FUNCTION = "encode"
+    CATEGORY = CATEGORY
+
+    def encode(self, text_encoder, region_prompts: str, rows: int, cols: int, global_prompt: str, negative_prompt: str):
+        prompts = [line.strip() for line in region_prompts.splitlines() if line.strip()]
+        if len(prompts) != rows * cols:
+            raise ValueError(
+                f"{len(prompts)} regional prompt line(s) for a {rows}×{cols} grid: write one prompt per line, "
+                f"{rows * cols} in all, row by row"
+            )
+        global_prompt = global_prompt.strip() or " ".join(prompts)
+        enc = text_encoder.encode([global_prompt, negative_prompt, *prompts])
+        feats, mask = enc.cap_feats.float().cpu(), enc.cap_mask.cpu()
+        masks = grid_masks(rows, cols, 64 * rows, 64 * cols)  # resolution-free: resized to the latent
+        positive = conditioning_from(feats[:1], mask[:1])
+        for i in range(len(prompts)):
+            entry = conditioning_from(feats[2 + i : 3 + i], mask[2 + i : 3 + i])[0]
+            entry[1]["mask"] = masks[i][None]
+            entry[1]["mask_strength"] = 1.0
+            entry[1]["set_area_to_bounds"] = False
+            positive.append(entry)
+        return positive, conditioning_from(feats[1:2], mask[1:2])
+
+
+class LuminaStyleShared:
+    """Style-consistent batches: every item also attends to a reference item's keys and values."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL",),
+                "reference_index": ("INT", {"default": 0, "min": 0, "max": 63}),
+                "strength": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 10.0, "step": 0.05}),
+                "start_layer": ("INT", {"default": 0, "min": 0, "max": 128}),
+                "end_layer": ("INT", {"default": 128, "min": 0, "max": 128, "tooltip": "exclusive; clipped to the model's depth"}),
+            },
+            "optional": {
+                "items": ("STRING", {"default": "", "tooltip": "comma-separated 0/1 per batch item (empty: all share)"}),
+            },
+        }
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+    CATEGORY = CATEGORY
+
+    def patch(self, model, reference_index: int, strength: float, start_layer: int, end_layer: int, items: str = ""):
+        bridge.lumina_model_of(model)
+        flags = tuple(part.strip() not in ("0", "false", "no") for part in items.split(",")) if items.strip() else None
+        shared = SharedAttention(reference=reference_index, items=flags, strength=strength, layers=(start_layer, end_layer))
+        return (bridge.with_shared_attention(model, shared),)
+
+
+class LuminaExtrapolation:
+    """2K from a 1K model: the official extrapolation settings for a target size on a cloned model,
+    plus the resolution-dependent time shift (connect it to the sampler's shift)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL",),
+                "width": ("INT", {"default": 2048, "min": 16, "max": 8192, "step": 16}),
+                "height": ("INT", {"default": 2048, "min": 16, "max": 8192, "step": 16}),
+                "mode": (list(EXTRAPOLATION_MODES), {"default": "auto"}),
+                "proportional_attention": ("BOOLEAN", {"default": True}),
+                "watershed": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 1.0, "step": 0.05}),
+                "base_shift": ("FLOAT", {"default": 4.0, "min": 0.1, "max": 100.0, "step": 0.1}),
+            }
+        }
+
+    RETURN_TYPES = ("MODEL", "FLOAT")
+    RETURN_NAMES = ("model", "shift")
+    FUNCTION = "patch"
+    CATEGORY = CATEGORY
+
+    def patch(self, model, width, height, mode, proportional_attention, watershed, base_shift):
+        config = bridge.lumina_model_of(model).config
+        options = extrapolation_options(config, width, height, mode, proportional_attention=proportional_attention, watershed=watershed)
+        shift = resolution_shift(width, height, base_shift, config.base_image_size)
+        return (bridge.with_sampling_shift(bridge.with_forward_options(model, options), shift), shift)

@@ -1,0 +1,61 @@
+"""CONDITIONING with areas or masks → a global caption plus lumina RegionalPrompts.
+
+Regions come from core `ConditioningSetArea` / `ConditioningSetMask` entries combined with
+`ConditioningCombine`, or from the Lumina Regional Prompts node, which writes the same entries.
+Entries without an area or mask are global: the first one is the global caption (the pooled adaLN
+input and the text of tokens outside every region); without one, the regions' captions, joined
+along the token axis, serve as the global caption.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..lumina.conditioning import Conditioning, concat
+from ..lumina.features.compositional import RegionalPrompts, box_mask
+
+
+def _caption(entry: list) -> Conditioning:
+    feats, extras = entry[0], entry[1]
+    mask = extras.get("attention_mask")
+    if mask is None:
+        mask = torch.ones(feats.shape[:2], dtype=torch.bool)
+    return Conditioning(feats.float().cpu(), mask.cpu())
+
+
+def _region_mask(extras: dict, latent_h: int, latent_w: int) -> torch.Tensor | None:
+    """A latent-resolution weight map for an area or mask entry, None for a global entry."""
+    if "area" in extras:
+        h, w, y, x = (int(v) for v in extras["area"][:4])  # latent units, as ConditioningSetArea stores them
+        return box_mask(latent_h, latent_w, y, x, h, w) * min(float(extras.get("strength", 1.0)), 1.0)
+    if "mask" in extras:
+        mask = extras["mask"].float().cpu()
+        mask = mask.reshape(-1, *mask.shape[-2:])[:1][None]  # masks are drawn at image resolution
+        mask = F.interpolate(mask, size=(latent_h, latent_w), mode="bilinear", align_corners=False)[0, 0]
+        return (mask * float(extras.get("mask_strength", 1.0))).clamp(0, 1)
+    return None
+
+
+def split_regions(conditioning: list, latent_h: int, latent_w: int) -> tuple[Conditioning, RegionalPrompts | None]:
+    """(global caption, regions or None)."""
+    if not conditioning:
+        raise ValueError("positive conditioning is empty; connect a Lumina Text Encode output")
+    globals_, captions, masks = [], [], []
+    for entry in conditioning:
+        region = _region_mask(entry[1], latent_h, latent_w)
+        if region is None:
+            globals_.append(_caption(entry))
+        else:
+            captions.append(_caption(entry))
+            masks.append(region)
+    if not captions:
+        return globals_[0], None
+    stacked = concat(captions)
+    if globals_:
+        global_caption = globals_[0]
+    else:  # regions only: every region token, side by side, is the global caption
+        keep = stacked.cap_mask.reshape(-1)
+        feats = stacked.cap_feats.reshape(-1, stacked.cap_feats.shape[-1])[keep][None]
+        global_caption = Conditioning(feats, torch.ones(feats.shape[:2], dtype=torch.bool))
+    return global_caption, RegionalPrompts(stacked.cap_feats, stacked.cap_mask, torch.stack(masks))
