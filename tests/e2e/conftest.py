@@ -141,3 +141,12 @@ _prefix_counter = itertools.count(1)
 def unique_prefix(request: pytest.FixtureRequest) -> str:
     name = re.sub(r"[^A-Za-z0-9_]+", "_", request.node.name)[:60]
     return f"e2e_{name}_{next(_prefix_counter)}"
+
+
+@pytest.fixture(scope="session")
+def example_image(e2e_workspace) -> str:
+    """A 64×64 PNG in the input folder, the image the img2img / editing workflows load."""
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (200, 40, 40)).save(e2e_workspace.input_dir / "example.png")
+    return "example.png"

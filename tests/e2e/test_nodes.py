@@ -50,12 +50,6 @@ def t2i_graph(assets, prefix: str, *, ckpt=None, encoder=None, size=64, **sample
     return graph
 
 
-@pytest.fixture(scope="module")
-def example_image(e2e_workspace) -> str:
-    Image.new("RGB", (64, 64), (200, 40, 40)).save(e2e_workspace.input_dir / "example.png")
-    return "example.png"
-
-
 # -- discovery ----------------------------------------------------------------------------------------------
 
 def test_object_info_lists_every_node_with_its_inputs(comfy_server, tiny_assets):

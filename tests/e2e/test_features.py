@@ -1,0 +1,91 @@
+"""Training-free features through the nodes in a real ComfyUI."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from assets import substitute_tiny
+
+WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows" / "api"
+
+
+def workflow(name: str, assets, prefix: str, divisor: int = 16) -> dict:
+    return substitute_tiny(json.loads((WORKFLOWS / f"{name}.json").read_text()), assets, prefix, side_divisor=divisor)
+
+
+def sampled(runner, graph: dict, node: str = "5") -> torch.Tensor:
+    entry = runner.run(graph, dump=[node])
+    return load_file(entry["dumps"][node])["0.samples"]
+
+
+def test_core_area_regions_equal_the_regional_prompts_node(comfy_inprocess, tiny_assets, unique_prefix):
+    """A 1×2 grid from our node and the same halves from core ConditioningSetArea + Combine."""
+    ours = workflow("lumina_next_regional_2x2", tiny_assets, unique_prefix)
+    ours["4"]["inputs"].update(width=128, height=64)
+    ours["3"]["inputs"].update(region_prompts="a red circle\na blue square", rows=1, cols=2, global_prompt="a red circle and a blue square")
+    core = workflow("lumina_next_regional_core_areas", tiny_assets, unique_prefix)
+    core["4"]["inputs"].update(width=128, height=64)
+    core["3"]["inputs"]["prompt"] = "a red circle and a blue square"
+    core["20"]["inputs"]["prompt"], core["21"]["inputs"]["prompt"] = "a red circle", "a blue square"
+    core["22"]["inputs"].update(width=64, height=64, x=0, y=0)
+    core["23"]["inputs"].update(width=64, height=64, x=64, y=0)
+    a, b = sampled(comfy_inprocess, ours), sampled(comfy_inprocess, core)
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+
+    plain = copy.deepcopy(core)
+    plain["5"]["inputs"]["positive"] = ["3", 0]  # the global prompt alone
+    assert (sampled(comfy_inprocess, plain) - a).abs().max() > 1e-3  # the regions do something
+
+
+def test_regions_work_at_batch_two_on_a_2x2_grid(comfy_inprocess, tiny_assets, unique_prefix):
+    graph = workflow("lumina_next_regional_2x2", tiny_assets, unique_prefix)
+    graph["4"]["inputs"]["batch_size"] = 2
+    latent = sampled(comfy_inprocess, graph)
+    assert latent.shape == (2, 4, 8, 8) and torch.isfinite(latent).all()
+    single = copy.deepcopy(graph)
+    single["4"]["inputs"]["batch_size"] = 1
+    torch.testing.assert_close(sampled(comfy_inprocess, single)[0], latent[0], atol=1e-4, rtol=0)
+
+
+def test_style_shared_reference_item_equals_its_solo_run(comfy_inprocess, tiny_assets, unique_prefix):
+    graph = workflow("lumina_next_style_aligned_batch", tiny_assets, unique_prefix)
+    graph["3"]["inputs"]["prompts"] = "a red circle\na blue square\na green triangle"
+    graph["4"]["inputs"]["batch_size"] = 3
+    shared = sampled(comfy_inprocess, graph)
+
+    solo = copy.deepcopy(graph)
+    solo["3"]["inputs"]["prompts"] = "a red circle"
+    solo["4"]["inputs"]["batch_size"] = 1
+    torch.testing.assert_close(sampled(comfy_inprocess, solo)[0], shared[0], atol=1e-4, rtol=0)
+
+    independent = copy.deepcopy(graph)
+    independent["5"]["inputs"]["model"] = ["1", 0]  # no sharing
+    plain = sampled(comfy_inprocess, independent)
+    torch.testing.assert_close(plain[0], shared[0], atol=1e-4, rtol=0)
+    assert (plain[1:] - shared[1:]).abs().max() > 1e-3  # the other items did look at the reference
+
+
+def test_edit_from_start_time_one_returns_the_image_latent(comfy_inprocess, tiny_assets, example_image, unique_prefix):
+    graph = workflow("lumina_next_style_edit", tiny_assets, unique_prefix)
+    graph["5"]["inputs"].update(start_time=1.0, normalize_latent=False)
+    encoded = comfy_inprocess.run(graph, dump=["10", "5"])
+    latent_in = load_file(encoded["dumps"]["10"])["0.samples"]
+    latent_out = load_file(encoded["dumps"]["5"])["0.samples"]
+    torch.testing.assert_close(latent_out, latent_in, atol=1e-6, rtol=1e-6)
+
+
+def test_extrapolation_node_patches_a_clone_and_sets_the_shift(comfy_inprocess, tiny_assets, unique_prefix):
+    graph = workflow("lumina_next_2k_preset", tiny_assets, unique_prefix)
+    entry = comfy_inprocess.run(graph, probe=["31"])
+    assert abs(entry["probe"]["31"][1][0] - 4.0 * 128 / 1024) < 1e-9  # base shift × side / 1024
+    plain = copy.deepcopy(graph)
+    plain["5"]["inputs"]["model"] = ["1", 0]
+    plain["5"]["inputs"]["shift"] = 4.0 * 128 / 1024
+    plain["5"]["inputs"]["extrapolation"] = "auto"
+    # at 128 px (< the 1024 px base) auto means proportional attention only: the same as the node's
+    torch.testing.assert_close(sampled(comfy_inprocess, graph), sampled(comfy_inprocess, plain), atol=1e-5, rtol=0)
