@@ -72,7 +72,6 @@ def guided_velocity(
     return guided
 
 
-
 def _check_settings(
     steps: int, solver: str, schedule: str, step_convention: str, cfg: float, cfg_mode: str, shift: float
 ) -> None:
