@@ -42,27 +42,31 @@ def guided_velocity(
     channels 0–2; x_u's channel 3 follows the unconditional prediction and is never fed back.
     Row 0 does not depend on x_u, so only an adaptive solver, whose error norm spans both rows,
     needs the pair to pick the official step sizes.
+
+    Item-level regional prompts and shared attention in `options` are mapped onto the model
+    batch here: regions to the conditional rows, shared attention within each half.
     """
-    captions: dict[int, Conditioning] = {}  # batched captions per latent batch size, built once
-
-    def batched(b: int) -> Conditioning:
-        if b not in captions:
-            captions[b] = cond.repeat_to(b) if unguided else concat([cond.repeat_to(b), uncond.repeat_to(b)])
-        return captions[b]
-
     unguided = uncond is None or cfg == 1.0
+    prepared: dict[int, tuple[Conditioning, ForwardOptions | None]] = {}  # per latent batch size, built once
+
+    def batched(b: int) -> tuple[Conditioning, ForwardOptions | None]:
+        if b not in prepared:
+            caption = cond.repeat_to(b) if unguided else concat([cond.repeat_to(b), uncond.repeat_to(b)])
+            prepared[b] = caption, _per_call_features(options, b, groups=1 if unguided else 2)
+        return prepared[b]
+
     if unguided:
         def velocity(x: Tensor, t: Tensor) -> Tensor:
-            c = batched(x.shape[0])
-            return model(x, t.expand(x.shape[0]), c.cap_feats, c.cap_mask, options).float()
+            c, opts = batched(x.shape[0])
+            return model(x, t.expand(x.shape[0]), c.cap_feats, c.cap_mask, opts).float()
 
         return velocity
 
     def guided(x: Tensor, t: Tensor) -> Tensor:
         b = x.shape[0] // 2 if paired else x.shape[0]
         half = x[:b]
-        both = batched(b)
-        out = model(torch.cat([half, half]), t.expand(2 * b), both.cap_feats, both.cap_mask, options).float()
+        both, opts = batched(b)
+        out = model(torch.cat([half, half]), t.expand(2 * b), both.cap_feats, both.cap_mask, opts).float()
         v = combine(out[:b], out[b:], cfg, cfg_mode)
         if not paired:
             return v
@@ -180,7 +184,6 @@ def sample(
             return x[None] if trajectory else x
 
     guided = uncond is not None and cfg != 1.0
-    options = _per_call_features(options, x.shape[0], groups=2 if guided else 1)
     paired = guided and cfg_mode == "official" and solver == "dopri5"
     velocity = guided_velocity(
         model, cond.to(device), None if uncond is None else uncond.to(device), cfg, cfg_mode, options, paired=paired

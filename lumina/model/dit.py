@@ -153,6 +153,12 @@ class LuminaDiT(nn.Module):
         grid = per_patch.permute(1, 2, 0)[None, None]  # (1, 1, rows, cols, R): special tokens get weight 0
         weights = pack(grid, layout, *self._zero_special_tokens(layout, grid))[0].T  # (R, L)
         cap_mask = regions.cap_mask.to(device, torch.bool)
+        empty = (~cap_mask.any(dim=1)).nonzero().flatten().tolist()
+        if empty:
+            raise LuminaInputError(
+                f"regional captions {empty} mark no tokens; attention over no keys is undefined. "
+                "Keep at least the BOS token of every regional prompt"
+            )
         return RegionalContext(
             rows=torch.tensor(rows, dtype=torch.long, device=device), cap_feats=regions.cap_feats.to(device, dtype),
             cap_mask=None if bool(cap_mask.all()) else cap_mask, weights=weights, global_weight=1 - weights.sum(0),
