@@ -28,13 +28,29 @@ def _region_mask(extras: dict, latent_h: int, latent_w: int) -> torch.Tensor | N
     """A latent-resolution weight map for an area or mask entry, None for a global entry."""
     if "area" in extras:
         h, w, y, x = (int(v) for v in extras["area"][:4])  # latent units, as ConditioningSetArea stores them
+        if y >= latent_h or x >= latent_w or h <= 0 or w <= 0:
+            raise ValueError(
+                f"a regional area at x={x * 8}, y={y * 8} px of size {w * 8}×{h * 8} px lies outside the "
+                f"{latent_w * 8}×{latent_h * 8} px image; move it inside (ConditioningSetArea x, y, width, height)"
+            )
         return box_mask(latent_h, latent_w, y, x, h, w) * min(float(extras.get("strength", 1.0)), 1.0)
     if "mask" in extras:
         mask = extras["mask"].float().cpu()
+        size = tuple(mask.shape[-2:])
+        if not _same_aspect(size, (latent_h, latent_w)):
+            raise ValueError(
+                f"a regional mask of {size[1]}×{size[0]} px does not fit the {latent_w * 8}×{latent_h * 8} px image; "
+                "draw the mask at the image's size (or its aspect ratio)"
+            )
         mask = mask.reshape(-1, *mask.shape[-2:])[:1][None]  # masks are drawn at image resolution
         mask = F.interpolate(mask, size=(latent_h, latent_w), mode="bilinear", align_corners=False)[0, 0]
         return (mask * float(extras.get("mask_strength", 1.0))).clamp(0, 1)
     return None
+
+
+def _same_aspect(size: tuple[int, int], latent: tuple[int, int], tolerance: float = 0.03) -> bool:
+    """A mask drawn for this image: same height/width ratio within a few percent (any resolution)."""
+    return abs(size[0] / size[1] - latent[0] / latent[1]) <= tolerance * latent[0] / latent[1]
 
 
 def split_regions(conditioning: list, latent_h: int, latent_w: int) -> tuple[Conditioning, RegionalPrompts | None]:

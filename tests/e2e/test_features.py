@@ -89,3 +89,36 @@ def test_extrapolation_node_patches_a_clone_and_sets_the_shift(comfy_inprocess, 
     plain["5"]["inputs"]["extrapolation"] = "auto"
     # at 128 px (< the 1024 px base) auto means proportional attention only: the same as the node's
     torch.testing.assert_close(sampled(comfy_inprocess, graph), sampled(comfy_inprocess, plain), atol=1e-5, rtol=0)
+
+
+def _node_error(runner, graph: dict) -> dict:
+    entry = runner.run(graph, check=False)
+    assert entry["status"]["status_str"] == "error"
+    return next(m[1] for m in entry["status"]["messages"] if m[0] == "execution_error")
+
+
+def test_feature_bad_inputs_are_clear_node_errors(comfy_inprocess, tiny_assets, unique_prefix):
+    outside = workflow("lumina_next_regional_core_areas", tiny_assets, unique_prefix, divisor=8)  # 128 px image
+    outside["23"]["inputs"].update(x=512, y=0)
+    error = _node_error(comfy_inprocess, outside)
+    assert error["node_type"] == "LuminaFlowSampler" and "outside the 128×128 px image" in error["exception_message"]
+
+    empty = workflow("lumina_next_regional_2x2", tiny_assets, unique_prefix)
+    empty["3"]["inputs"]["region_prompts"] = "\n \n"
+    error = _node_error(comfy_inprocess, empty)
+    assert error["node_type"] == "LuminaRegionalPrompts" and "0 regional prompt line(s) for a 2×2 grid" in error["exception_message"]
+
+    wrong_mask = workflow("lumina_next_regional_core_areas", tiny_assets, unique_prefix, divisor=8)
+    wrong_mask["40"] = {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 128, "height": 32}}
+    wrong_mask["23"] = {"class_type": "ConditioningSetMask", "inputs": {
+        "conditioning": ["21", 0], "mask": ["40", 0], "strength": 1.0, "set_cond_area": "default"}}
+    error = _node_error(comfy_inprocess, wrong_mask)
+    assert "mask of 128×32 px does not fit the 128×128 px image" in error["exception_message"]
+
+    reference = workflow("lumina_next_style_aligned_batch", tiny_assets, unique_prefix)
+    reference["30"]["inputs"]["reference_index"] = 7
+    error = _node_error(comfy_inprocess, reference)
+    assert "reference item 7 is outside the batch of 4" in error["exception_message"]
+
+    good = workflow("lumina_next_regional_2x2", tiny_assets, unique_prefix)
+    assert comfy_inprocess.run(good)["status"]["status_str"] == "success"
