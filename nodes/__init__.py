@@ -5,6 +5,7 @@ from .features import LuminaExtrapolation, LuminaRegionalPrompts, LuminaStyleSha
 from .latents import LuminaEmptyLatent
 from .loaders import LuminaModelLoader, LuminaTextEncoderLoader
 from .paths import register_folders
+from .pixel_space import LuminaPixelSpaceVAE
 from .sampling import LuminaFlowSampler, LuminaMidpointSampler, LuminaOfficialCFG, LuminaScheduler
 
 register_folders()
@@ -22,6 +23,7 @@ NODE_CLASS_MAPPINGS = {
     "LuminaRegionalPrompts": LuminaRegionalPrompts,
     "LuminaStyleShared": LuminaStyleShared,
     "LuminaExtrapolation": LuminaExtrapolation,
+    "LuminaPixelSpaceVAE": LuminaPixelSpaceVAE,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "LuminaModelLoader": "Lumina Model Loader",
@@ -36,4 +38,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LuminaRegionalPrompts": "Lumina Regional Prompts",
     "LuminaStyleShared": "Lumina Style Shared Attention",
     "LuminaExtrapolation": "Lumina Resolution Extrapolation",
+    "LuminaPixelSpaceVAE": "Lumina Pixel Space VAE",
 }

@@ -100,12 +100,23 @@ def unpack_caption(packed: torch.Tensor) -> Conditioning:
     return Conditioning(packed[..., :-1], packed[..., -1] > 0.5)
 
 
+class PixelSpaceLatentFormat(comfy.latent_formats.LatentFormat):
+    """Images in [-1, 1] are the model's own space: no scaling; previews show them as they are."""
+
+    def __init__(self) -> None:
+        self.scale_factor = 1.0
+        self.latent_channels = 3
+        self.latent_rgb_factors = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+        self.taesd_decoder_name = None
+
+
 class _LuminaModelConfig:
     """The slice of a ComfyUI model config that BaseModel and the model manager read."""
 
     def __init__(self, lumina_model: LuminaDiT) -> None:
         self.unet_config = {"disable_unet_model_creation": True}
-        self.latent_format = comfy.latent_formats.SDXL()  # SDXL VAE, scale 0.13025
+        pixel_space = lumina_model.config.vae_downsample == 1
+        self.latent_format = PixelSpaceLatentFormat() if pixel_space else comfy.latent_formats.SDXL()  # SDXL: 0.13025
         self.manual_cast_dtype = None
         self.sampling_settings: dict = {}
         self.memory_usage_factor = 2.0

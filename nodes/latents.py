@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..lumina.buckets import official_buckets
+from . import bridge
 from .loaders import CATEGORY
 
 SIDE_MULTIPLE = 16  # VAE factor 8 × patch size 2
@@ -22,12 +23,12 @@ def presets() -> dict[str, tuple[int, int]]:
     return out
 
 
-def check_size(width: int, height: int) -> None:
+def check_size(width: int, height: int, multiple: int = SIDE_MULTIPLE) -> None:
     for name, side in (("width", width), ("height", height)):
-        if side % SIDE_MULTIPLE or not SIDE_MULTIPLE <= side <= MAX_SIDE:
+        if side % multiple or not multiple <= side <= MAX_SIDE:
             raise ValueError(
-                f"{name} {side} px does not fit Lumina: use a multiple of {SIDE_MULTIPLE} between "
-                f"{SIDE_MULTIPLE} and {MAX_SIDE} (VAE factor 8 × patch size 2), e.g. {max(SIDE_MULTIPLE, round(side / 16) * 16)}"
+                f"{name} {side} px does not fit this model: use a multiple of {multiple} between {multiple} and "
+                f"{MAX_SIDE} (VAE factor × patch size), e.g. {max(multiple, round(side / multiple) * multiple)}"
             )
 
 
@@ -40,15 +41,22 @@ class LuminaEmptyLatent:
                 "width": ("INT", {"default": 1024, "min": SIDE_MULTIPLE, "max": MAX_SIDE, "step": SIDE_MULTIPLE}),
                 "height": ("INT", {"default": 1024, "min": SIDE_MULTIPLE, "max": MAX_SIDE, "step": SIDE_MULTIPLE}),
                 "batch_size": ("INT", {"default": 1, "min": 1, "max": 64}),
-            }
+            },
+            "optional": {
+                "model": ("MODEL", {"tooltip": "size the latent for this model's space (needed for pixel-space models)"}),
+            },
         }
 
     RETURN_TYPES = ("LATENT",)
     FUNCTION = "generate"
     CATEGORY = CATEGORY
 
-    def generate(self, preset: str, width: int, height: int, batch_size: int):
+    def generate(self, preset: str, width: int, height: int, batch_size: int, model=None):
         if preset != "custom":
             width, height = presets()[preset]
-        check_size(width, height)
-        return ({"samples": torch.zeros(batch_size, 4, height // 8, width // 8)},)
+        channels, factor, patch = 4, 8, 2  # the SDXL VAE's latent space
+        if model is not None:
+            config = bridge.lumina_model_of(model).config
+            channels, factor, patch = config.in_channels, config.vae_downsample, config.patch_size
+        check_size(width, height, factor * patch)
+        return ({"samples": torch.zeros(batch_size, channels, height // factor, width // factor)},)

@@ -76,7 +76,8 @@ class LuminaFlowSampler:
         latent = latent_image["samples"]
         if latent.ndim != 4:
             raise ValueError(f"latent of shape {tuple(latent.shape)} is not an image latent (batch, 4, h, w)")
-        height, width = latent.shape[2] * 8, latent.shape[3] * 8
+        factor = lumina_model.config.vae_downsample
+        height, width = latent.shape[2] * factor, latent.shape[3] * factor
         options = bridge.forward_options_of(model) or extrapolation_options(lumina_model.config, width, height, extrapolation)
         cond, regions = split_regions(positive, latent.shape[2], latent.shape[3])
         options = replace(options, regions=regions, shared_attention=bridge.shared_attention_of(model))

@@ -1,0 +1,176 @@
+"""Training configuration: dataclasses (every field documented) read from YAML, with CLI overrides.
+
+Unknown keys and impossible values fail before any work starts, naming the key and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A training config that cannot run."""
+
+
+@dataclass
+class ModelSection:
+    family: str = "next_dit"  # next_dit | flag_dit
+    dim: int = 192  # hidden width
+    n_layers: int = 6
+    n_heads: int = 4
+    n_kv_heads: int | None = 2  # None: multi-head attention
+    patch_size: int = 4
+    in_channels: int = 3  # 3 for pixel space, 4 for SDXL-VAE latents
+    multiple_of: int = 32  # SwiGLU width rounding (small for tiny models: 256 inflates them)
+    qk_norm: bool = True
+    learn_sigma: bool = True  # the official head width; the sigma half is never supervised
+    base_image_size: int = 32  # training resolution in px (the extrapolation reference)
+    vae_downsample: int = 1  # 1 = pixel space (identity "VAE"), 8 = SDXL VAE
+    init_from: str | None = None  # a checkpoint to fine-tune (any lumina.load_model form)
+
+
+@dataclass
+class DataSection:
+    kind: str = "shapes"  # shapes (procedural, built in) | folder (images + .txt) | jsonl
+    path: str | None = None  # folder or .jsonl manifest for folder/jsonl
+    image_size: int = 32  # side in px (square) for shapes; token budget side for bucketing
+    repeats: int = 64  # shapes: passes over the spec list per epoch
+    caption_dropout: float = 0.1  # probability of an empty caption (for CFG)
+    num_workers: int = 0
+
+
+@dataclass
+class TextSection:
+    encoder: str = ""  # a local transformers folder (lumina.text_encoders.load_text_encoder)
+    convention: str = "auto"  # auto | gemma | llama
+
+
+@dataclass
+class OptimSection:
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 2.0  # the official default
+    batch_size: int = 64  # global batch (split over processes)
+    steps: int = 2000
+    warmup_steps: int = 100
+
+
+@dataclass
+class RunSection:
+    out_dir: str = "runs/tiny"
+    seed: int = 0
+    mixed_precision: str = "no"  # no | bf16 (never fp16 on CPUs)
+    t_sampler: str = "uniform"  # uniform | lognorm | shift (lumina.flow.sample_t)
+    t_shift: float = 1.0  # for t_sampler=shift
+    ema_decay: float = 0.995  # 0 disables EMA
+    gradient_checkpointing: bool = False
+    log_every: int = 25
+    save_every: int = 500
+    sample_every: int = 0  # 0: no validation images
+    sample_prompts: list[str] = field(default_factory=list)
+    tensorboard: bool = False
+    resume: bool = True  # continue from out_dir/state if present
+
+
+@dataclass
+class TrainConfig:
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    text: TextSection = field(default_factory=TextSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    run: RunSection = field(default_factory=RunSection)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    text = str(hint)
+    if value is None:
+        return None
+    if hint is bool or text == "bool":
+        if isinstance(value, str):
+            return value.lower() in ("1", "true", "yes", "on")
+        return bool(value)
+    for kind in (int, float):
+        if hint is kind or text in (kind.__name__, f"{kind.__name__} | None"):
+            try:
+                return kind(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{where} must be a {kind.__name__}, got {value!r}") from None
+    if "tuple" in text and isinstance(value, (list, tuple, str)):
+        parts = value.split(",") if isinstance(value, str) else value
+        return tuple(float(p) for p in parts)
+    if "list" in text and isinstance(value, str):
+        return [value]
+    return value
+
+
+def _fill(section: Any, values: dict[str, Any], name: str) -> None:
+    hints = get_type_hints(type(section))
+    known = {f.name for f in dataclasses.fields(section)}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"unknown config key {name}.{key}; valid keys of [{name}]: {', '.join(sorted(known))}")
+        setattr(section, key, _coerce(value, hints[key], f"{name}.{key}"))
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()) -> TrainConfig:
+    """YAML file (sections model/data/text/optim/run), then `section.key=value` overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+    for item in overrides:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise ConfigError(f"override {item!r} must look like section.key=value, e.g. optim.lr=3e-4")
+        key, value = item.split("=", 1)
+        section, name = key.split(".", 1)
+        raw.setdefault(section, {})[name] = yaml.safe_load(value)
+    config = TrainConfig()
+    sections = {f.name for f in dataclasses.fields(config)}
+    for section, values in raw.items():
+        if section not in sections:
+            raise ConfigError(f"unknown config section [{section}]; valid sections: {', '.join(sorted(sections))}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"[{section}] must be a mapping of keys to values")
+        _fill(getattr(config, section), values, section)
+    validate(config)
+    return config
+
+
+def validate(config: TrainConfig, world_size: int = 1) -> None:
+    """Refuse impossible settings before any work starts."""
+    m, d, o, r, t = config.model, config.data, config.optim, config.run, config.text
+    if m.family not in ("next_dit", "flag_dit"):
+        raise ConfigError(f"model.family={m.family!r}: choose next_dit or flag_dit")
+    if d.kind not in ("shapes", "folder", "jsonl"):
+        raise ConfigError(f"data.kind={d.kind!r}: choose shapes, folder or jsonl")
+    if d.kind in ("folder", "jsonl") and (not d.path or not Path(d.path).exists()):
+        raise ConfigError(f"data.path={d.path!r} does not exist; point it at the image folder or the .jsonl manifest")
+    unit = m.patch_size * m.vae_downsample
+    if d.image_size % unit:
+        raise ConfigError(f"data.image_size={d.image_size} is not a multiple of patch_size × vae_downsample = {unit}")
+    if o.batch_size < 1 or o.batch_size % world_size:
+        raise ConfigError(f"optim.batch_size={o.batch_size} must be a positive multiple of the {world_size} process(es)")
+    if o.steps < 1:
+        raise ConfigError(f"optim.steps={o.steps} must be at least 1")
+    if not 0.0 <= d.caption_dropout < 1.0:
+        raise ConfigError(f"data.caption_dropout={d.caption_dropout} must be in [0, 1)")
+    if r.mixed_precision not in ("no", "bf16"):
+        raise ConfigError(f"run.mixed_precision={r.mixed_precision!r}: choose no or bf16 (fp16 is unusable on CPUs)")
+    if r.t_sampler not in ("uniform", "lognorm", "shift"):
+        raise ConfigError(f"run.t_sampler={r.t_sampler!r}: choose uniform, lognorm or shift")
+    if not 0.0 <= r.ema_decay < 1.0:
+        raise ConfigError(f"run.ema_decay={r.ema_decay} must be in [0, 1)")
+    if not t.encoder or not Path(t.encoder).is_dir():
+        raise ConfigError(f"text.encoder={t.encoder!r} is not a folder; give a local transformers text-encoder folder")

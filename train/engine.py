@@ -1,0 +1,203 @@
+"""The training loop on accelerate: one CPU, DDP or FSDP alike.
+
+Determinism: the data order comes from (seed, epoch), and every step's noise, times and caption
+dropout from a generator seeded by (seed, step, rank); a resumed run therefore repeats the
+uninterrupted one exactly from the saved model, optimizer and EMA.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+import lumina
+from lumina.checkpoints import save_official
+from lumina.text_encoders import load_text_encoder
+
+from .config import TrainConfig, validate
+from .data import build_dataset, epoch_order
+from .objective import flow_matching_loss
+
+log = logging.getLogger("train")
+
+
+def build_model(config: TrainConfig, cap_feat_dim: int) -> lumina.LuminaDiT:
+    m = config.model
+    if m.init_from:
+        return lumina.load_model(m.init_from, dtype=torch.float32)
+    lumina_config = lumina.LuminaConfig(
+        m.family, dim=m.dim, n_layers=m.n_layers, n_heads=m.n_heads, n_kv_heads=m.n_kv_heads if m.family == "next_dit" else None,
+        cap_feat_dim=cap_feat_dim, multiple_of=m.multiple_of, patch_size=m.patch_size, in_channels=m.in_channels,
+        learn_sigma=m.learn_sigma, qk_norm=m.qk_norm, base_image_size=m.base_image_size, vae_downsample=m.vae_downsample,
+    )
+    torch.manual_seed(config.run.seed)
+    model = lumina.build_model(lumina_config)
+    init_weights(model)
+    return model
+
+
+def init_weights(model: lumina.LuminaDiT) -> None:
+    """The official initialisation: xavier linears, N(0, 0.02) embedders and special tokens, and
+    zero for every adaLN modulation, the final projection and the cross-attention gates."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            torch.nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+    for p in model.t_embedder.mlp.parameters():
+        if p.ndim == 2:
+            torch.nn.init.normal_(p, std=0.02)
+    torch.nn.init.zeros_(model.cap_embedder[1].weight)
+    for name, p in model.named_parameters():
+        if "adaLN_modulation" in name or name.startswith("final_layer.linear") or name.endswith("attention.gate"):
+            torch.nn.init.zeros_(p)
+        elif name in ("pad_token", "eol_token"):
+            torch.nn.init.normal_(p, std=0.02)
+
+
+class CaptionCache:
+    """Text features per caption, computed once by the frozen encoder (captions repeat a lot)."""
+
+    def __init__(self, encoder) -> None:
+        self.encoder, self.cache = encoder, {}
+
+    def __call__(self, captions: list[str], device: torch.device) -> lumina.Conditioning:
+        missing = [c for c in dict.fromkeys(captions) if c not in self.cache]
+        if missing:
+            enc = self.encoder.encode(missing)
+            for i, caption in enumerate(missing):
+                n = int(enc.cap_mask[i].sum())
+                self.cache[caption] = (enc.cap_feats[i, :n].float().cpu(), n)
+        longest = max(self.cache[c][1] for c in captions)
+        dim = self.cache[captions[0]][0].shape[-1]
+        feats = torch.zeros(len(captions), longest, dim)
+        mask = torch.zeros(len(captions), longest, dtype=torch.bool)
+        for i, caption in enumerate(captions):
+            f, n = self.cache[caption]
+            feats[i, :n], mask[i, :n] = f, True
+        return lumina.Conditioning(feats.to(device), mask.to(device))
+
+
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+            e.lerp_(p.detach().float(), 1 - decay)
+
+
+def lr_at(step: int, config: TrainConfig) -> float:
+    warm = config.optim.warmup_steps
+    return config.optim.lr * min(1.0, (step + 1) / warm) if warm else config.optim.lr
+
+
+def fit(config: TrainConfig, accelerator=None) -> Path:
+    """Train; returns the output folder (checkpoints/, state/, config.yaml, log.jsonl)."""
+    from accelerate import Accelerator
+
+    accelerator = accelerator or Accelerator(mixed_precision=config.run.mixed_precision, cpu=not torch.cuda.is_available())
+    validate(config, accelerator.num_processes)
+    out = Path(config.run.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if accelerator.is_main_process:
+        (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+    encoder = load_text_encoder(config.text.encoder, dtype=torch.float32, device=accelerator.device, convention=config.text.convention)
+    captions = CaptionCache(encoder)
+    model = build_model(config, encoder.hidden_size)
+    if config.run.gradient_checkpointing:
+        for layer in model.layers:
+            layer.forward = _checkpointed(layer.forward)
+    ema = copy.deepcopy(model).float().requires_grad_(False) if config.run.ema_decay > 0 else None
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr, betas=tuple(config.optim.betas),
+                                  weight_decay=config.optim.weight_decay)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    dataset = build_dataset(config)
+
+    step = _resume(config, out, accelerator, ema)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    local = config.optim.batch_size // world
+    per_epoch = len(dataset) // config.optim.batch_size
+    if per_epoch == 0:
+        raise ValueError(f"the dataset has {len(dataset)} items, fewer than one batch of {config.optim.batch_size}")
+    log_file = out / "log.jsonl"
+    started = time.perf_counter()
+    model.train()
+    while step < config.optim.steps:
+        epoch, index = divmod(step, per_epoch)
+        batch_ids = epoch_order(len(dataset), config.optim.batch_size, config.run.seed, epoch)[index]
+        items = [dataset[i] for i in batch_ids[rank * local : (rank + 1) * local]]
+        g = torch.Generator().manual_seed(config.run.seed * 1_000_003 + step * 101 + rank)
+        texts = [("" if torch.rand((), generator=g) < config.data.caption_dropout else c) for _, c in items]
+        images = torch.stack([img for img, _ in items]).to(accelerator.device)
+        cond = captions(texts, accelerator.device)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, config)
+        with accelerator.autocast():
+            loss = flow_matching_loss(model, images, cond.cap_feats, cond.cap_mask, g, config.run.t_sampler, config.run.t_shift)
+        accelerator.backward(loss)
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema_update(ema, accelerator.unwrap_model(model), config.run.ema_decay)
+        step += 1
+        if accelerator.is_main_process and (step % config.run.log_every == 0 or step == config.optim.steps):
+            record = {"step": step, "loss": float(loss), "grad_norm": float(grad_norm), "lr": lr_at(step - 1, config),
+                      "seconds": round(time.perf_counter() - started, 2)}
+            with log_file.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            log.info("step %d loss %.4f", step, record["loss"])
+        if step % config.run.save_every == 0 or step == config.optim.steps:
+            save(config, out, accelerator, model, ema, step)
+    return out
+
+
+def _checkpointed(forward):
+    from torch.utils.checkpoint import checkpoint
+
+    def wrapped(x, ctx):
+        return checkpoint(forward, x, ctx, use_reentrant=False)
+
+    return wrapped
+
+
+def save(config: TrainConfig, out: Path, accelerator, model, ema, step: int) -> None:
+    """Resumable state (state/) plus loadable official-layout checkpoints (checkpoints/latest/)."""
+    accelerator.wait_for_everyone()
+    state = out / "state"
+    accelerator.save_state(str(state))
+    if accelerator.is_main_process:
+        if ema is not None:
+            save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, str(state / "ema.safetensors"))
+        (state / "step.json").write_text(json.dumps({"step": step}))
+        latest = out / "checkpoints" / "latest"
+        raw = accelerator.unwrap_model(model)
+        save_official(raw, latest / "consolidated.00-of-01.safetensors")
+        if ema is not None:
+            save_official(ema, latest / "consolidated_ema.00-of-01.safetensors", raw.config)
+    accelerator.wait_for_everyone()
+
+
+def _resume(config: TrainConfig, out: Path, accelerator, ema) -> int:
+    state = out / "state"
+    if not (config.run.resume and (state / "step.json").is_file()):
+        return 0
+    accelerator.load_state(str(state))
+    if ema is not None and (state / "ema.safetensors").is_file():
+        ema.load_state_dict(load_file(str(state / "ema.safetensors")))
+    step = json.loads((state / "step.json").read_text())["step"]
+    log.info("resumed from step %d", step)
+    return step
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["fit", "build_model", "init_weights", "flow_matching_loss", "count_parameters"]
