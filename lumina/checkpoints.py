@@ -357,8 +357,8 @@ def save_official(model_or_sd: LuminaDiT | Mapping[str, Tensor], path: str | os.
     config = config or getattr(model_or_sd, "config", None) or infer_config(sd)
     path = Path(path)
     if path.suffix != ".safetensors":
-        path.mkdir(parents=True, exist_ok=True)
         path = path / "consolidated.00-of-01.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
     save_file(sd, str(path), metadata={CONFIG_METADATA_KEY: config.to_json(), "format": "pt"})
     return path
 

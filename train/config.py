@@ -33,6 +33,8 @@ class ModelSection:
     base_image_size: int = 32  # training resolution in px (the extrapolation reference)
     vae_downsample: int = 1  # 1 = pixel space (identity "VAE"), 8 = SDXL VAE
     init_from: str | None = None  # a checkpoint to fine-tune (any lumina.load_model form)
+    lora_rank: int = 0  # > 0: train only LoRA adapters of this rank (peft) on attention and FFN projections
+    lora_alpha: float | None = None  # LoRA scale alpha/rank; None = rank (scale 1)
 
 
 @dataclass

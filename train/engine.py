@@ -23,7 +23,8 @@ from lumina.text_encoders import load_text_encoder
 
 from .config import TrainConfig, validate
 from .data import build_dataset, epoch_order
-from .objective import flow_matching_loss
+from .lora import add_lora, merged_state_dict, save_lora
+from .objective import draw_noise_and_t, flow_matching_loss
 
 log = logging.getLogger("train")
 
@@ -110,11 +111,15 @@ def fit(config: TrainConfig, accelerator=None) -> Path:
     encoder = load_text_encoder(config.text.encoder, dtype=torch.float32, device=accelerator.device, convention=config.text.convention)
     captions = CaptionCache(encoder)
     model = build_model(config, encoder.hidden_size)
+    lora = config.model.lora_rank > 0
+    if lora:  # adapters only; EMA is for full training
+        model = add_lora(model, config.model.lora_rank, config.model.lora_alpha)
     if config.run.gradient_checkpointing:
         for layer in model.layers:
             layer.forward = _checkpointed(layer.forward)
-    ema = copy.deepcopy(model).float().requires_grad_(False) if config.run.ema_decay > 0 else None
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr, betas=tuple(config.optim.betas),
+    ema = copy.deepcopy(model).float().requires_grad_(False) if config.run.ema_decay > 0 and not lora else None
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.optim.lr, betas=tuple(config.optim.betas),
                                   weight_decay=config.optim.weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
     dataset = build_dataset(config)
@@ -131,24 +136,28 @@ def fit(config: TrainConfig, accelerator=None) -> Path:
     while step < config.optim.steps:
         epoch, index = divmod(step, per_epoch)
         batch_ids = epoch_order(len(dataset), config.optim.batch_size, config.run.seed, epoch)[index]
-        items = [dataset[i] for i in batch_ids[rank * local : (rank + 1) * local]]
-        g = torch.Generator().manual_seed(config.run.seed * 1_000_003 + step * 101 + rank)
-        texts = [("" if torch.rand((), generator=g) < config.data.caption_dropout else c) for _, c in items]
+        mine = slice(rank * local, (rank + 1) * local)
+        items = [dataset[i] for i in batch_ids[mine]]
+        # every random number of the step is drawn for the global batch from (seed, step): all
+        # processes agree, and a resumed or single-process run draws the very same numbers
+        g = torch.Generator().manual_seed(config.run.seed * 1_000_003 + step)
+        dropped = (torch.rand(config.optim.batch_size, generator=g) < config.data.caption_dropout)[mine]
         images = torch.stack([img for img, _ in items]).to(accelerator.device)
-        cond = captions(texts, accelerator.device)
+        noise, t = draw_noise_and_t((config.optim.batch_size, *images.shape[1:]), g, config.run.t_sampler, config.run.t_shift)
+        cond = captions(["" if drop else c for drop, (_, c) in zip(dropped.tolist(), items, strict=True)], accelerator.device)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, config)
         with accelerator.autocast():
-            loss = flow_matching_loss(model, images, cond.cap_feats, cond.cap_mask, g, config.run.t_sampler, config.run.t_shift)
+            loss = flow_matching_loss(model, images, noise[mine], t[mine], cond.cap_feats, cond.cap_mask)
         accelerator.backward(loss)
-        grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+        grad_norm = accelerator.clip_grad_norm_(trainable, config.optim.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if ema is not None:
             ema_update(ema, accelerator.unwrap_model(model), config.run.ema_decay)
         step += 1
         if accelerator.is_main_process and (step % config.run.log_every == 0 or step == config.optim.steps):
-            record = {"step": step, "loss": float(loss), "grad_norm": float(grad_norm), "lr": lr_at(step - 1, config),
+            record = {"step": step, "loss": loss.item(), "grad_norm": float(grad_norm), "lr": lr_at(step - 1, config),
                       "seconds": round(time.perf_counter() - started, 2)}
             with log_file.open("a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -178,7 +187,11 @@ def save(config: TrainConfig, out: Path, accelerator, model, ema, step: int) -> 
         (state / "step.json").write_text(json.dumps({"step": step}))
         latest = out / "checkpoints" / "latest"
         raw = accelerator.unwrap_model(model)
-        save_official(raw, latest / "consolidated.00-of-01.safetensors")
+        if config.model.lora_rank > 0:  # the adapters for ComfyUI's LoraLoader, and the merged model
+            save_lora(raw, latest / "lora.safetensors")
+            save_official(merged_state_dict(raw), latest / "consolidated.00-of-01.safetensors", raw.config)
+        else:
+            save_official(raw, latest / "consolidated.00-of-01.safetensors")
         if ema is not None:
             save_official(ema, latest / "consolidated_ema.00-of-01.safetensors", raw.config)
     accelerator.wait_for_everyone()

@@ -9,18 +9,22 @@ from lumina import flow
 from lumina.model import LuminaDiT
 
 
-def flow_matching_loss(
-    model: LuminaDiT, data: Tensor, cap_feats: Tensor, cap_mask: Tensor, generator: torch.Generator,
-    t_sampler: str = "uniform", t_shift: float = 1.0,
-) -> Tensor:
+def draw_noise_and_t(
+    shape: tuple[int, ...], generator: torch.Generator, t_sampler: str = "uniform", t_shift: float = 1.0
+) -> tuple[Tensor, Tensor]:
+    """Noise and times for a whole global batch from one generator, so every process (and a
+    single-process run) draws the same numbers and takes its own slice."""
+    noise = torch.randn(shape, generator=generator, dtype=torch.float32)
+    return noise, flow.sample_t(t_sampler, shape[0], shift=t_shift, generator=generator)
+
+
+def flow_matching_loss(model: LuminaDiT, data: Tensor, noise: Tensor, t: Tensor, cap_feats: Tensor, cap_mask: Tensor) -> Tensor:
     """MSE between the predicted and the true velocity (data − noise) at x_t = t·data + (1 − t)·noise.
 
     Like the official loss, the learn_sigma half of the output is never supervised: the model's
     forward returns only the velocity channels. The per-sample mean is averaged over the batch.
     """
-    b = data.shape[0]
-    noise = torch.randn(data.shape, generator=generator, dtype=torch.float32).to(data.device, data.dtype)
-    t = flow.sample_t(t_sampler, b, shift=t_shift, generator=generator).to(data.device)
+    noise, t = noise.to(data.device, data.dtype), t.to(data.device)
     x_t = flow.interpolate(noise, data, t)
     target = flow.velocity_target(noise, data)
     pred = model(x_t, t, cap_feats, cap_mask)
