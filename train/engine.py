@@ -133,9 +133,12 @@ def fit(config: TrainConfig, accelerator=None) -> Path:
     log_file = out / "log.jsonl"
     started = time.perf_counter()
     model.train()
+    order: tuple[int, list[list[int]]] = (-1, [])
     while step < config.optim.steps:
         epoch, index = divmod(step, per_epoch)
-        batch_ids = epoch_order(len(dataset), config.optim.batch_size, config.run.seed, epoch)[index]
+        if order[0] != epoch:
+            order = (epoch, epoch_order(len(dataset), config.optim.batch_size, config.run.seed, epoch))
+        batch_ids = order[1][index]
         mine = slice(rank * local, (rank + 1) * local)
         items = [dataset[i] for i in batch_ids[mine]]
         # every random number of the step is drawn for the global batch from (seed, step): all
@@ -181,6 +184,7 @@ def save(config: TrainConfig, out: Path, accelerator, model, ema, step: int) -> 
     accelerator.wait_for_everyone()
     state = out / "state"
     accelerator.save_state(str(state))
+    full = accelerator.get_state_dict(model)  # gathered on the main process under FSDP
     if accelerator.is_main_process:
         if ema is not None:
             save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, str(state / "ema.safetensors"))
@@ -191,7 +195,7 @@ def save(config: TrainConfig, out: Path, accelerator, model, ema, step: int) -> 
             save_lora(raw, latest / "lora.safetensors")
             save_official(merged_state_dict(raw), latest / "consolidated.00-of-01.safetensors", raw.config)
         else:
-            save_official(raw, latest / "consolidated.00-of-01.safetensors")
+            save_official(full, latest / "consolidated.00-of-01.safetensors", raw.config)
         if ema is not None:
             save_official(ema, latest / "consolidated_ema.00-of-01.safetensors", raw.config)
     accelerator.wait_for_everyone()

@@ -97,6 +97,7 @@ MODEL_FOLDERS = {
     "vae": "vae",
     "vae_approx": "vae_approx",
     "checkpoints": "checkpoints",
+    "loras": "loras",
 }
 
 

@@ -150,3 +150,20 @@ def example_image(e2e_workspace) -> str:
 
     Image.new("RGB", (64, 64), (200, 40, 40)).save(e2e_workspace.input_dir / "example.png")
     return "example.png"
+
+
+@pytest.fixture(scope="session")
+def demo_files(e2e_workspace) -> bool:
+    """The embedded demo model, text encoder and edit input linked into the workspace (False if absent)."""
+    import shutil
+
+    demo = Path(__file__).resolve().parents[2] / "assets" / "demo"
+    if not (demo / "lumina_shapes").is_dir():
+        return False
+    models = e2e_workspace.models_dir
+    for link, target in ((models / "lumina" / "lumina_shapes", demo / "lumina_shapes"),
+                         (models / "text_encoders" / "shapes_text_encoder", demo / "shapes_text_encoder")):
+        if not link.exists():
+            link.symlink_to(target, target_is_directory=True)
+    shutil.copy(demo / "demo_shapes_input.png", e2e_workspace.input_dir / "demo_shapes_input.png")
+    return True

@@ -34,7 +34,21 @@ FILES_NOTE = (
     "• vae/sdxl_vae.safetensors ← stabilityai/sdxl-vae.\n"
     "Nothing is downloaded by the nodes."
 )
+DEMO_NOTE = (
+    "The embedded demo model (this repository's assets/demo, made by `python -m train fit --config "
+    "train/configs/shapes_demo.yaml`): a 3.8 M-parameter Next-DiT trained in pixel space on procedural "
+    "shapes. Put assets/demo/lumina_shapes in models/lumina/ and assets/demo/shapes_text_encoder in "
+    "models/text_encoders/. Prompts: 'a small|large <red|orange|yellow|green|blue|purple> "
+    "<circle|square|triangle> at the <top left|top|top right|left|center|right|bottom left|bottom|bottom right> "
+    "on a <white|black|gray> background'. Its 'VAE' is the identity (Lumina Pixel Space VAE)."
+)
 NOTES = {
+    "demo_shapes_t2i": ["Text-to-image with the embedded demo model, 32×32 px shown at 256×256.", DEMO_NOTE],
+    "demo_shapes_regional": ["Two regions, two prompts: the left half gets a red circle, the right half a blue "
+                             "square (Lumina Regional Prompts, 1×2 grid).", DEMO_NOTE],
+    "demo_shapes_style_aligned": ["A style-aligned batch of four prompts sharing item 0's attention.", DEMO_NOTE],
+    "demo_shapes_edit": ["Editing: the input image's flow restarts at λ = 0.4 with a new prompt "
+                         "(put assets/demo/demo_shapes_input.png in ComfyUI's input folder).", DEMO_NOTE],
     "lumina_next_sft_t2i": [
         "Lumina-Next-SFT text-to-image with the official demo's settings: midpoint solver, 30 grid points "
         "(29 steps), time shift 4, CFG 4 (official: channels 0–2 guided), seed 1. Same seed and settings → "
