@@ -44,7 +44,6 @@ class DataSection:
     image_size: int = 32  # side in px (square) for shapes; token budget side for bucketing
     repeats: int = 64  # shapes: passes over the spec list per epoch
     caption_dropout: float = 0.1  # probability of an empty caption (for CFG)
-    num_workers: int = 0
 
 
 @dataclass
@@ -75,9 +74,9 @@ class RunSection:
     gradient_checkpointing: bool = False
     log_every: int = 25
     save_every: int = 500
-    sample_every: int = 0  # 0: no validation images
-    sample_prompts: list[str] = field(default_factory=list)
-    tensorboard: bool = False
+    sample_every: int = 0  # validation images every N steps through lumina.sample (0: never)
+    sample_prompts: list[str] = field(default_factory=list)  # their prompts (EMA weights when present)
+    tensorboard: bool = False  # also log to out_dir/tensorboard
     resume: bool = True  # continue from out_dir/state if present
 
 

@@ -101,10 +101,15 @@ def fit(config: TrainConfig, accelerator=None) -> Path:
     """Train; returns the output folder (checkpoints/, state/, config.yaml, log.jsonl)."""
     from accelerate import Accelerator
 
-    accelerator = accelerator or Accelerator(mixed_precision=config.run.mixed_precision, cpu=not torch.cuda.is_available())
-    validate(config, accelerator.num_processes)
     out = Path(config.run.out_dir)
+    accelerator = accelerator or Accelerator(
+        mixed_precision=config.run.mixed_precision, cpu=not torch.cuda.is_available(),
+        log_with="tensorboard" if config.run.tensorboard else None, project_dir=str(out),
+    )
+    validate(config, accelerator.num_processes)
     out.mkdir(parents=True, exist_ok=True)
+    if config.run.tensorboard:
+        accelerator.init_trackers("tensorboard")
     if accelerator.is_main_process:
         (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
 
@@ -164,10 +169,38 @@ def fit(config: TrainConfig, accelerator=None) -> Path:
                       "seconds": round(time.perf_counter() - started, 2)}
             with log_file.open("a") as f:
                 f.write(json.dumps(record) + "\n")
+            if config.run.tensorboard:
+                accelerator.log({k: v for k, v in record.items() if k != "step"}, step=step)
             log.info("step %d loss %.4f", step, record["loss"])
+        if config.run.sample_every and step % config.run.sample_every == 0 and accelerator.is_main_process:
+            validation_images(config, ema or accelerator.unwrap_model(model), encoder, out / "samples" / f"step_{step:07d}")
         if step % config.run.save_every == 0 or step == config.optim.steps:
             save(config, out, accelerator, model, ema, step)
     return out
+
+
+@torch.inference_mode()
+def validation_images(config: TrainConfig, model: lumina.LuminaDiT, encoder, stem: Path) -> Path:
+    """Sample the configured prompts (official Euler sampler, CFG 4): a PNG row for pixel-space
+    models, the latents as safetensors otherwise (decode them with the SDXL VAE)."""
+    import numpy as np
+    from PIL import Image
+
+    was_training = model.training
+    model.eval()
+    prompts = config.run.sample_prompts or [""]
+    side = config.data.image_size // config.model.vae_downsample
+    cond, negative = encoder.encode(prompts), encoder.encode([""])
+    images = lumina.sample(model, cond, negative, (len(prompts), config.model.in_channels, side, side), seed=config.run.seed,
+                           steps=20, step_convention="model_steps", shift=1.0, cfg=4.0, cfg_mode="standard")
+    model.train(was_training)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    if config.model.vae_downsample != 1:
+        save_file({"latents": images.contiguous().cpu()}, str(stem.with_suffix(".safetensors")))
+        return stem.with_suffix(".safetensors")
+    row = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    Image.fromarray(np.concatenate(list(row), axis=1)).save(stem.with_suffix(".png"))
+    return stem.with_suffix(".png")
 
 
 def _checkpointed(forward):

@@ -128,3 +128,15 @@ def test_lora_trains_only_adapters_and_exports_kohya_keys(encoder, tmp_path):
     rank = lora[f"{key}.lora_down.weight"].shape[0]
     delta = lora[f"{key}.lora_up.weight"] @ lora[f"{key}.lora_down.weight"] * (lora[f"{key}.alpha"] / rank)
     torch.testing.assert_close(before["layers.0.attention.wq.weight"] + delta, merged["layers.0.attention.wq.weight"])
+
+
+def test_validation_images_and_tensorboard(encoder, tmp_path):
+    out = run(encoder, tmp_path / "run", 4, "run.sample_every=2", "run.tensorboard=true",
+              "run.sample_prompts=[a small red circle at the top left on a white background, a large blue square]")
+    from PIL import Image
+
+    pngs = sorted((out / "samples").glob("*.png"))
+    assert [p.name for p in pngs] == ["step_0000002.png", "step_0000004.png"]
+    with Image.open(pngs[-1]) as img:
+        assert img.size == (32, 16)  # two 16 px prompts side by side
+    assert any((out / "tensorboard").rglob("events.out.tfevents*"))
