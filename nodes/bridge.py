@@ -18,6 +18,7 @@ import comfy.latent_formats
 import comfy.model_base
 import comfy.model_management
 import comfy.model_patcher
+import comfy.model_sampling
 import comfy.utils
 
 from ..lumina import flow
@@ -33,7 +34,11 @@ CAPTION_KEY = "lumina_caption"  # model cond: caption features with the mask as 
 DEFAULT_SHIFT = 4.0  # the official demos' time_shifting_factor
 
 
-class LuminaFlowSampling(torch.nn.Module):
+# Newer ComfyUI's ancestral/SDE samplers pick their rectified-flow formulas by isinstance(CONST).
+_FLOW_BASES = (comfy.model_sampling.CONST,) if hasattr(comfy.model_sampling, "CONST") else ()
+
+
+class LuminaFlowSampling(*_FLOW_BASES, torch.nn.Module):
     """ComfyUI model sampling for Lumina's flow: sigma = 1 − t, the model's output is −velocity
     and `denoised = x − sigma·output` (the CONST / rectified-flow rules of newer ComfyUI)."""
 
@@ -243,9 +248,18 @@ def preview_callback(model: comfy.model_patcher.ModelPatcher, steps: int):
     return callback
 
 
+class _TextEncoderHolder(torch.nn.Module):
+    """A plain container for a transformers model: newer ModelPatchers assign attributes such as
+    `device` on the module they manage, and transformers' `device` is a read-only property."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+
 def text_encoder_patcher(module: torch.nn.Module) -> comfy.model_patcher.ModelPatcher:
     return comfy.model_patcher.ModelPatcher(
-        module, load_device=comfy.model_management.text_encoder_device(),
+        _TextEncoderHolder(module), load_device=comfy.model_management.text_encoder_device(),
         offload_device=comfy.model_management.text_encoder_offload_device(),
     )
 

@@ -10,6 +10,7 @@ from ..lumina.flow import resolution_shift
 from . import bridge
 from .conditioning import conditioning_from
 from .loaders import CATEGORY
+from .regions import GRID_KEY
 
 
 class LuminaRegionalPrompts:
@@ -53,6 +54,7 @@ class LuminaRegionalPrompts:
             entry[1]["mask"] = masks[i][None]
             entry[1]["mask_strength"] = 1.0
             entry[1]["set_area_to_bounds"] = False
+            entry[1][GRID_KEY] = True  # a layout, valid for any image size
             positive.append(entry)
         return positive, conditioning_from(feats[1:2], mask[1:2])
 

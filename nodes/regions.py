@@ -24,22 +24,27 @@ def _caption(entry: list) -> Conditioning:
     return Conditioning(feats.float().cpu(), mask.cpu())
 
 
-def _region_mask(extras: dict, latent_h: int, latent_w: int) -> torch.Tensor | None:
+GRID_KEY = "lumina_grid"  # set by Lumina Regional Prompts: a layout mask, stretched to any image
+
+
+def _region_mask(extras: dict, latent_h: int, latent_w: int, factor: int) -> torch.Tensor | None:
     """A latent-resolution weight map for an area or mask entry, None for a global entry."""
+    px_w, px_h = latent_w * factor, latent_h * factor
     if "area" in extras:
-        h, w, y, x = (int(v) for v in extras["area"][:4])  # latent units, as ConditioningSetArea stores them
+        # ConditioningSetArea stores (height, width, y, x) in 8-px units whatever the model's latent is
+        h, w, y, x = (int(v) * 8 // factor for v in extras["area"][:4])
         if y >= latent_h or x >= latent_w or h <= 0 or w <= 0:
             raise ValueError(
-                f"a regional area at x={x * 8}, y={y * 8} px of size {w * 8}×{h * 8} px lies outside the "
-                f"{latent_w * 8}×{latent_h * 8} px image; move it inside (ConditioningSetArea x, y, width, height)"
+                f"a regional area at x={x * factor}, y={y * factor} px of size {w * factor}×{h * factor} px lies "
+                f"outside the {px_w}×{px_h} px image; move it inside (ConditioningSetArea x, y, width, height)"
             )
         return box_mask(latent_h, latent_w, y, x, h, w) * min(float(extras.get("strength", 1.0)), 1.0)
     if "mask" in extras:
         mask = extras["mask"].float().cpu()
         size = tuple(mask.shape[-2:])
-        if not _same_aspect(size, (latent_h, latent_w)):
+        if not extras.get(GRID_KEY) and not _same_aspect(size, (latent_h, latent_w)):
             raise ValueError(
-                f"a regional mask of {size[1]}×{size[0]} px does not fit the {latent_w * 8}×{latent_h * 8} px image; "
+                f"a regional mask of {size[1]}×{size[0]} px does not fit the {px_w}×{px_h} px image; "
                 "draw the mask at the image's size (or its aspect ratio)"
             )
         mask = mask.reshape(-1, *mask.shape[-2:])[:1][None]  # masks are drawn at image resolution
@@ -53,13 +58,15 @@ def _same_aspect(size: tuple[int, int], latent: tuple[int, int], tolerance: floa
     return abs(size[0] / size[1] - latent[0] / latent[1]) <= tolerance * latent[0] / latent[1]
 
 
-def split_regions(conditioning: list, latent_h: int, latent_w: int) -> tuple[Conditioning, RegionalPrompts | None]:
-    """(global caption, regions or None)."""
+def split_regions(
+    conditioning: list, latent_h: int, latent_w: int, factor: int = 8
+) -> tuple[Conditioning, RegionalPrompts | None]:
+    """(global caption, regions or None); factor: image pixels per latent pixel."""
     if not conditioning:
         raise ValueError("positive conditioning is empty; connect a Lumina Text Encode output")
     globals_, captions, masks = [], [], []
     for entry in conditioning:
-        region = _region_mask(entry[1], latent_h, latent_w)
+        region = _region_mask(entry[1], latent_h, latent_w, factor)
         if region is None:
             globals_.append(_caption(entry))
         else:

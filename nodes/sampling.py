@@ -79,7 +79,7 @@ class LuminaFlowSampler:
         factor = lumina_model.config.vae_downsample
         height, width = latent.shape[2] * factor, latent.shape[3] * factor
         options = bridge.forward_options_of(model) or extrapolation_options(lumina_model.config, width, height, extrapolation)
-        cond, regions = split_regions(positive, latent.shape[2], latent.shape[3])
+        cond, regions = split_regions(positive, latent.shape[2], latent.shape[3], factor)
         options = replace(options, regions=regions, shared_attention=bridge.shared_attention_of(model))
         convention = CONVENTIONS[step_convention]
         total = max(1, steps - 1 if convention == "grid_points" else steps)  # solver steps, for the progress bar

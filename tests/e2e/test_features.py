@@ -51,6 +51,10 @@ def test_regions_work_at_batch_two_on_a_2x2_grid(comfy_inprocess, tiny_assets, u
     single["4"]["inputs"]["batch_size"] = 1
     torch.testing.assert_close(sampled(comfy_inprocess, single)[0], latent[0], atol=1e-4, rtol=0)
 
+    wide_grid = copy.deepcopy(single)  # a 1×3 layout on a square image: grids stretch to any image
+    wide_grid["3"]["inputs"].update(region_prompts="a red circle\na blue square\na green triangle", rows=1, cols=3)
+    assert torch.isfinite(sampled(comfy_inprocess, wide_grid)).all()
+
 
 def test_style_shared_reference_item_equals_its_solo_run(comfy_inprocess, tiny_assets, unique_prefix):
     graph = workflow("lumina_next_style_aligned_batch", tiny_assets, unique_prefix)
