@@ -257,9 +257,10 @@ class _TextEncoderHolder(torch.nn.Module):
         self.model = model
 
 
-def text_encoder_patcher(module: torch.nn.Module) -> comfy.model_patcher.ModelPatcher:
+def text_encoder_patcher(module: torch.nn.Module, on_cpu: bool = False) -> comfy.model_patcher.ModelPatcher:
+    load_device = torch.device("cpu") if on_cpu else comfy.model_management.text_encoder_device()
     return comfy.model_patcher.ModelPatcher(
-        _TextEncoderHolder(module), load_device=comfy.model_management.text_encoder_device(),
+        _TextEncoderHolder(module), load_device=load_device,
         offload_device=comfy.model_management.text_encoder_offload_device(),
     )
 

@@ -68,18 +68,24 @@ class LuminaTextEncoderLoader:
                 "convention": (["auto", "gemma", "llama"], {"default": "auto",
                                "tooltip": "auto: Gemma rules for Next-DiT, LLaMA rules for Flag-DiT, by the folder's model_type"}),
             },
+            "optional": {
+                "device": (["default", "cpu"], {"default": "default",
+                           "tooltip": "cpu keeps the text encoder off the GPU (saves VRAM; encoding is a one-off per prompt)"}),
+            },
         }
 
     RETURN_TYPES = ("LUMINA_TEXT_ENCODER",)
     FUNCTION = "load"
     CATEGORY = CATEGORY
 
-    def load(self, text_encoder: str, dtype: str, convention: str):
+    def load(self, text_encoder: str, dtype: str, convention: str, device: str = "default"):
         path = paths.text_encoder_path(text_encoder)
         chosen = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype)
         if chosen is None:  # auto: the official bf16 on GPUs, fp32 on CPUs (fp16 is unusable there)
             import comfy.model_management as mm
 
-            chosen = torch.float32 if mm.text_encoder_device().type == "cpu" else torch.bfloat16
+            chosen = torch.float32 if device == "cpu" or mm.text_encoder_device().type == "cpu" else torch.bfloat16
+        if device == "cpu" and chosen == torch.float16:
+            raise ValueError("fp16 text encoders are for GPUs; with device cpu choose bf16 or fp32")
         encoder = load_text_encoder(path, dtype=chosen, device="cpu", convention=convention)
-        return (LuminaTextEncoderHandle(encoder, bridge.text_encoder_patcher(encoder.model)),)
+        return (LuminaTextEncoderHandle(encoder, bridge.text_encoder_patcher(encoder.model, on_cpu=device == "cpu")),)

@@ -23,7 +23,7 @@ API_WORKFLOWS = sorted((WORKFLOWS / "api").glob("*.json"))
 SDXL_SCALE = 0.13025
 OUR_NODES = {
     "LuminaModelLoader": {"ckpt_name", "weight_dtype", "ema", "sampling_shift"},
-    "LuminaTextEncoderLoader": {"text_encoder", "dtype", "convention"},
+    "LuminaTextEncoderLoader": {"text_encoder", "dtype", "convention", "device"},
     "LuminaTextEncode": {"text_encoder", "prompt", "negative_prompt"},
     "LuminaEmptyLatent": {"preset", "width", "height", "batch_size", "model"},
     "LuminaPixelSpaceVAE": set(),
@@ -163,6 +163,7 @@ def _sampler_latent(runner, graph, node="5") -> torch.Tensor:
 
 def test_node_path_equals_library_path(comfy_inprocess, tiny_assets, unique_prefix):
     graph = t2i_graph(tiny_assets, unique_prefix, seed=7, steps=4, solver="midpoint", cfg=3.0)
+    graph["2"]["inputs"]["device"] = "cpu"  # the optional device input
     prompt, negative = graph["3"]["inputs"]["prompt"], graph["3"]["inputs"]["negative_prompt"]
     node = _sampler_latent(comfy_inprocess, graph)
     lib = library_latent(tiny_assets, prompt, negative, seed=7, steps=4, solver="midpoint", cfg=3.0, shift=4.0)
