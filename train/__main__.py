@@ -14,7 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["fit"])
     parser.add_argument("--config", help="YAML config (sections model, data, text, optim, run)")
     parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. optim.steps=100")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may follow --config
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         config = load_config(args.config, args.overrides)

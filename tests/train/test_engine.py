@@ -104,7 +104,7 @@ def test_missing_text_encoder_and_cli_exit_code(tmp_path):
         load_config(None, ["text.encoder=/nonexistent"])
     bad = tmp_path / "run.yaml"
     bad.write_text("optim:\n  steps: 0\n")
-    done = subprocess.run([sys.executable, "-m", "train", "fit", "--config", str(bad)], cwd=REPO,
+    done = subprocess.run([sys.executable, "-m", "train", "fit", "--config", str(bad), "optim.lr=1e-3"], cwd=REPO,
                           env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
     assert done.returncode == 2 and "config error" in done.stderr
 
