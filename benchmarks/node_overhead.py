@@ -55,7 +55,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--side", type=int, default=256, help="image side in px (latent side / 8)")
-    parser.add_argument("--repeats", type=int, default=4, help="prompts in the timed queue")
+    parser.add_argument("--repeats", type=int, default=10, help="prompts in the timed queue (at least 4)")
     args = parser.parse_args()
     comfyui = find_comfyui()
     if comfyui is None:
