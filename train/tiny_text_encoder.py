@@ -10,7 +10,7 @@ features = hidden_states[-2]):
 - a `GemmaForCausalLM` with random weights drawn from `seed`, saved as safetensors (≈ 0.3 MB).
 
 The encoder stays frozen during training; random features are enough to tell the words apart
-(see /work/shared/reference/tiny_models.md).
+(see the shared reference notes on tiny models).
 """
 
 from __future__ import annotations
