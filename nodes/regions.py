@@ -16,7 +16,8 @@ from ..lumina.conditioning import Conditioning, concat
 from ..lumina.features.compositional import RegionalPrompts, box_mask
 
 
-def _caption(entry: list) -> Conditioning:
+def caption_of(entry: list) -> Conditioning:
+    """One CONDITIONING entry as lumina captions (an all-ones mask when it carries none)."""
     feats, extras = entry[0], entry[1]
     mask = extras.get("attention_mask")
     if mask is None:
@@ -68,9 +69,9 @@ def split_regions(
     for entry in conditioning:
         region = _region_mask(entry[1], latent_h, latent_w, factor)
         if region is None:
-            globals_.append(_caption(entry))
+            globals_.append(caption_of(entry))
         else:
-            captions.append(_caption(entry))
+            captions.append(caption_of(entry))
             masks.append(region)
     if not captions:
         return globals_[0], None

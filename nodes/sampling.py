@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import torch
-
 import comfy.samplers
 
 from ..lumina import flow
-from ..lumina.conditioning import Conditioning
 from ..lumina.extrapolation import EXTRAPOLATION_MODES, extrapolation_options
 from ..lumina.flow import SCHEDULES, time_grid
 from ..lumina.guidance import CFG_MODES
@@ -17,20 +14,9 @@ from ..lumina.sampling import sample, seeded_noise
 from ..lumina.solvers import SOLVERS
 from . import bridge
 from .loaders import CATEGORY
-from .regions import split_regions
+from .regions import caption_of, split_regions
 
 CONVENTIONS = {"grid points (official)": "grid_points", "model steps": "model_steps"}
-
-
-def caption_from(conditioning: list, what: str) -> Conditioning:
-    """The first entry of a CONDITIONING as lumina captions (mask all-ones when absent)."""
-    if not conditioning:
-        raise ValueError(f"{what} conditioning is empty; connect a Lumina Text Encode output")
-    feats, extras = conditioning[0][0], conditioning[0][1]
-    mask = extras.get("attention_mask")
-    if mask is None:
-        mask = torch.ones(feats.shape[:2], dtype=torch.bool)
-    return Conditioning(feats, mask)
 
 
 class LuminaFlowSampler:
@@ -97,7 +83,9 @@ class LuminaFlowSampler:
             kwargs.update(x_start=latent_format.process_in(latent.float()), strength=denoise, normalize_start=normalize_latent)
         else:
             kwargs.update(latent_shape=latent.shape)
-        out = sample(lumina_model, cond, caption_from(negative, "negative"), **kwargs)
+        if not negative:
+            raise ValueError("negative conditioning is empty; connect a Lumina Text Encode output")
+        out = sample(lumina_model, cond, caption_of(negative[0]), **kwargs)
         return ({**latent_image, "samples": latent_format.process_out(out.cpu())},)
 
 
