@@ -61,6 +61,8 @@ class OptimSection:
     batch_size: int = 64  # global batch (split over processes)
     steps: int = 2000
     warmup_steps: int = 100
+    lr_schedule: str = "constant"  # constant (the official) | cosine (decay to min_lr after warm-up)
+    min_lr: float = 0.0  # the cosine schedule's final learning rate
 
 
 @dataclass
@@ -165,6 +167,10 @@ def validate(config: TrainConfig, world_size: int = 1) -> None:
         raise ConfigError(f"optim.batch_size={o.batch_size} must be a positive multiple of the {world_size} process(es)")
     if o.steps < 1:
         raise ConfigError(f"optim.steps={o.steps} must be at least 1")
+    if o.lr_schedule not in ("constant", "cosine"):
+        raise ConfigError(f"optim.lr_schedule={o.lr_schedule!r}: choose constant or cosine")
+    if not 0.0 <= o.min_lr <= o.lr:
+        raise ConfigError(f"optim.min_lr={o.min_lr} must be in [0, optim.lr={o.lr}]")
     if not 0.0 <= d.caption_dropout < 1.0:
         raise ConfigError(f"data.caption_dropout={d.caption_dropout} must be in [0, 1)")
     if r.mixed_precision not in ("no", "bf16"):

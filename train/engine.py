@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import logging
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from lumina.text_encoders import load_text_encoder
 
 from .config import TrainConfig, validate
 from .data import build_dataset, epoch_order
+from .distributed import make_accelerator
 from .lora import add_lora, merged_state_dict, save_lora
 from .objective import draw_noise_and_t, flow_matching_loss
 
@@ -93,19 +95,20 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
-    warm = config.optim.warmup_steps
-    return config.optim.lr * min(1.0, (step + 1) / warm) if warm else config.optim.lr
+    """Linear warm-up, then constant (the official) or a cosine decay to optim.min_lr at the last step."""
+    o = config.optim
+    if o.warmup_steps and step < o.warmup_steps:
+        return o.lr * (step + 1) / o.warmup_steps
+    if o.lr_schedule == "constant":
+        return o.lr
+    progress = (step - o.warmup_steps) / max(1, o.steps - o.warmup_steps)
+    return o.min_lr + (o.lr - o.min_lr) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def fit(config: TrainConfig, accelerator=None) -> Path:
     """Train; returns the output folder (checkpoints/, state/, config.yaml, log.jsonl)."""
-    from accelerate import Accelerator
-
     out = Path(config.run.out_dir)
-    accelerator = accelerator or Accelerator(
-        mixed_precision=config.run.mixed_precision, cpu=not torch.cuda.is_available(),
-        log_with="tensorboard" if config.run.tensorboard else None, project_dir=str(out),
-    )
+    accelerator = accelerator or make_accelerator(config)
     validate(config, accelerator.num_processes)
     out.mkdir(parents=True, exist_ok=True)
     if config.run.tensorboard:

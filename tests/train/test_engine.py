@@ -91,12 +91,30 @@ def test_two_processes_agree_with_one(encoder, tmp_path):
     ("data.kind=folder", "data.path=None does not exist"),
     ("optim.lr=fast", "optim.lr must be a float"),
     ("run.mixed_precision=fp16", "fp16 is unusable on CPUs"),
+    ("optim.lr_schedule=linear", "choose constant or cosine"),
+    ("optim.min_lr=1.0", "optim.min_lr=1.0 must be in [0, optim.lr=0.002]"),
 ])
 def test_bad_configs_fail_before_work(encoder, tmp_path, override, message):
     with pytest.raises(ConfigError) as info:
         load_config(None, [*TINY, f"text.encoder={encoder}", f"run.out_dir={tmp_path}", override])
     assert message in str(info.value)
     assert not (tmp_path / "log.jsonl").exists()
+
+
+def test_learning_rate_schedules(encoder):
+    from train.engine import lr_at
+
+    base = [*TINY, f"text.encoder={encoder}", "optim.steps=110", "optim.warmup_steps=10", "optim.lr=1e-3"]
+    constant = load_config(None, base)
+    cosine = load_config(None, [*base, "optim.lr_schedule=cosine", "optim.min_lr=1e-4"])
+    for config in (constant, cosine):  # the same linear warm-up
+        assert lr_at(0, config) == pytest.approx(1e-4) and lr_at(9, config) == pytest.approx(1e-3)
+    assert [lr_at(s, constant) for s in (10, 60, 109)] == [1e-3] * 3
+    assert lr_at(10, cosine) == pytest.approx(1e-3)
+    assert lr_at(60, cosine) == pytest.approx(5.5e-4)  # half way: the mean of lr and min_lr
+    assert lr_at(110, cosine) == pytest.approx(1e-4)
+    falling = [lr_at(s, cosine) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(falling, falling[1:]))
 
 
 def test_missing_text_encoder_and_cli_exit_code(tmp_path):
