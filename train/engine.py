@@ -46,6 +46,28 @@ def build_model(config: TrainConfig, cap_feat_dim: int) -> lumina.LuminaDiT:
     return model
 
 
+def trainable_model(config: TrainConfig, cap_feat_dim: int) -> tuple[torch.nn.Module, torch.nn.Module | None, list[torch.nn.Parameter]]:
+    """(model, EMA copy or None, trainable parameters) as `fit` trains them: LoRA adapters when
+    model.lora_rank > 0, per-block gradient checkpointing when asked.
+
+    A LoRA run under bf16 mixed precision keeps its frozen base weights in bf16: they need no fp32
+    master copy, and autocast would otherwise save a bf16 cast of every weight for the backward
+    pass on top of the fp32 original (together 3× the bf16 size of the base model)."""
+    model = build_model(config, cap_feat_dim)
+    lora = config.model.lora_rank > 0
+    if lora:  # adapters only; EMA is for full training
+        model = add_lora(model, config.model.lora_rank, config.model.lora_alpha)
+        if config.run.mixed_precision == "bf16":
+            for p in model.parameters():
+                if not p.requires_grad:
+                    p.data = p.data.to(torch.bfloat16)
+    if config.run.gradient_checkpointing:
+        for layer in model.layers:
+            layer.forward = _checkpointed(layer.forward)
+    ema = copy.deepcopy(model).float().requires_grad_(False) if config.run.ema_decay > 0 and not lora else None
+    return model, ema, [p for p in model.parameters() if p.requires_grad]
+
+
 def init_weights(model: lumina.LuminaDiT) -> None:
     """The official initialisation: xavier linears, N(0, 0.02) embedders and special tokens, and
     zero for every adaLN modulation, the final projection and the cross-attention gates."""
@@ -118,15 +140,8 @@ def fit(config: TrainConfig, accelerator=None) -> Path:
 
     encoder = load_text_encoder(config.text.encoder, dtype=torch.float32, device=accelerator.device, convention=config.text.convention)
     captions = CaptionCache(encoder)
-    model = build_model(config, encoder.hidden_size)
+    model, ema, trainable = trainable_model(config, encoder.hidden_size)
     lora = config.model.lora_rank > 0
-    if lora:  # adapters only; EMA is for full training
-        model = add_lora(model, config.model.lora_rank, config.model.lora_alpha)
-    if config.run.gradient_checkpointing:
-        for layer in model.layers:
-            layer.forward = _checkpointed(layer.forward)
-    ema = copy.deepcopy(model).float().requires_grad_(False) if config.run.ema_decay > 0 and not lora else None
-    trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.optim.lr, betas=tuple(config.optim.betas),
                                   weight_decay=config.optim.weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -253,4 +268,4 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["fit", "build_model", "init_weights", "flow_matching_loss", "count_parameters"]
+__all__ = ["fit", "build_model", "trainable_model", "init_weights", "flow_matching_loss", "count_parameters"]

@@ -41,12 +41,13 @@ def generate(model: lumina.LuminaDiT, encoder, specs: list[Spec], seed: int = 0,
         cond = encoder.encode([s.caption() for s in chunk])
         out.append(lumina.sample(model, cond, negative, (len(chunk), model.config.in_channels, side, side),
                                  seed=seed + start, **SAMPLER))
-    return torch.cat(out).clamp(-1, 1)
+    return torch.cat(out).clamp(-1, 1).cpu()
 
 
 def evaluate(checkpoint: str | Path, encoder_folder: str | Path, which: str = "held_out", count: int | None = None) -> dict:
-    model = lumina.load_model(checkpoint, dtype=torch.float32)
-    encoder = load_text_encoder(encoder_folder, dtype=torch.float32)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = lumina.load_model(checkpoint, dtype=torch.float32, device=device)
+    encoder = load_text_encoder(encoder_folder, dtype=torch.float32, device=device)
     specs = prompt_set(which, count=count)
     return {"prompts": len(specs), **score(generate(model, encoder, specs), specs)}
 

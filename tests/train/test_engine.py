@@ -148,6 +148,28 @@ def test_lora_trains_only_adapters_and_exports_kohya_keys(encoder, tmp_path):
     torch.testing.assert_close(before["layers.0.attention.wq.weight"] + delta, merged["layers.0.attention.wq.weight"])
 
 
+def test_bf16_lora_keeps_frozen_weights_in_bf16(encoder, tmp_path):
+    from train.engine import trainable_model
+
+    base = run(encoder, tmp_path / "base", 2) / "checkpoints" / "latest" / "consolidated.00-of-01.safetensors"
+    args = [*TINY, f"text.encoder={encoder}", f"model.init_from={base}", "model.lora_rank=4", "run.mixed_precision=bf16"]
+    model, ema, trainable = trainable_model(load_config(None, args), 32)
+    assert ema is None and trainable and all(p.dtype == torch.float32 for p in trainable)
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    assert frozen and all(p.dtype == torch.bfloat16 for p in frozen)
+    # accelerate fixes the mixed precision once per process: train in a fresh one
+    out = tmp_path / "lora"
+    cli = [*args, f"run.out_dir={out}", "optim.steps=4", "run.save_every=4", "optim.lr=1e-2"]
+    done = subprocess.run([sys.executable, "-m", "train", "fit", *cli], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert all(torch.isfinite(torch.tensor(v)) for v in losses(out))
+    merged = lumina.load_model(out / "checkpoints" / "latest" / "consolidated.00-of-01.safetensors", dtype=torch.float32)
+    before = load_file(base)
+    moved = (merged.state_dict()["layers.0.attention.wq.weight"] - before["layers.0.attention.wq.weight"]).abs().max()
+    assert 0 < moved < 1.0  # the adapters were merged into the (bf16-rounded) base
+
+
 def test_validation_images_and_tensorboard(encoder, tmp_path):
     out = run(encoder, tmp_path / "run", 4, "run.sample_every=2", "run.tensorboard=true",
               "run.sample_prompts=[a small red circle at the top left on a white background, a large blue square]")
