@@ -39,11 +39,20 @@ class ModelSection:
 
 @dataclass
 class DataSection:
-    kind: str = "shapes"  # shapes (procedural, built in) | folder (images + .txt) | jsonl
-    path: str | None = None  # folder or .jsonl manifest for folder/jsonl
-    image_size: int = 32  # side in px (square) for shapes; token budget side for bucketing
+    kind: str = "shapes"  # shapes (procedural, built in) | folder (images + same-name .txt captions) | jsonl
+    path: str | None = None  # the image folder (kind folder) or the .jsonl manifest of {"image", "caption"} rows (kind jsonl)
+    image_size: int = 32  # px; the square side (shapes, or buckets off); with buckets the token budget: (image_size/unit)² tokens
     repeats: int = 64  # shapes: passes over the spec list per epoch
     caption_dropout: float = 0.1  # probability of an empty caption (for CFG)
+    # Official aspect-ratio buckets for folder/jsonl (train/images.py): each image keeps its shape
+    # at the image_size² pixel budget instead of losing its sides to a square crop (which can cut
+    # away what the caption describes), hence on by default, as in the official training.
+    # false: the square center crop resized to image_size (the shapes data is square either way).
+    buckets: bool = True
+    bucket_top_k: int = 4  # pick at random among the k buckets that fit an image's shape best, anew each epoch (official 4)
+    max_aspect_ratio: float = 4.0  # the buckets' longest/shortest side limit (official 4)
+    vae: str | None = None  # local diffusers AutoencoderKL folder (e.g. stabilityai/sdxl-vae); needed when model.vae_downsample > 1
+    cache_dir: str | None = None  # `python -m train cache` writes latents + text features here; fit then trains from it
 
 
 @dataclass
@@ -70,6 +79,10 @@ class RunSection:
     out_dir: str = "runs/tiny"
     seed: int = 0
     mixed_precision: str = "no"  # no | bf16 (never fp16 on CPUs)
+    # auto: what the launcher asks for (FSDP when `accelerate launch` has an FSDP config, else DDP
+    # when there are several processes); ddp; fsdp: FULL_SHARD with one unit per transformer block
+    # (train/distributed.py), also under a plain `accelerate launch --multi_gpu` or `torchrun`
+    distributed: str = "auto"
     t_sampler: str = "uniform"  # uniform | lognorm | shift (lumina.flow.sample_t)
     t_shift: float = 1.0  # for t_sampler=shift
     ema_decay: float = 0.995  # 0 disables EMA
@@ -163,6 +176,7 @@ def validate(config: TrainConfig, world_size: int = 1) -> None:
     unit = m.patch_size * m.vae_downsample
     if d.image_size % unit:
         raise ConfigError(f"data.image_size={d.image_size} is not a multiple of patch_size × vae_downsample = {unit}")
+    _validate_data(config)
     if o.batch_size < 1 or o.batch_size % world_size:
         raise ConfigError(f"optim.batch_size={o.batch_size} must be a positive multiple of the {world_size} process(es)")
     if o.steps < 1:
@@ -175,9 +189,41 @@ def validate(config: TrainConfig, world_size: int = 1) -> None:
         raise ConfigError(f"data.caption_dropout={d.caption_dropout} must be in [0, 1)")
     if r.mixed_precision not in ("no", "bf16"):
         raise ConfigError(f"run.mixed_precision={r.mixed_precision!r}: choose no or bf16 (fp16 is unusable on CPUs)")
+    if r.distributed not in ("auto", "ddp", "fsdp"):
+        raise ConfigError(f"run.distributed={r.distributed!r}: choose auto, ddp or fsdp")
     if r.t_sampler not in ("uniform", "lognorm", "shift"):
         raise ConfigError(f"run.t_sampler={r.t_sampler!r}: choose uniform, lognorm or shift")
     if not 0.0 <= r.ema_decay < 1.0:
         raise ConfigError(f"run.ema_decay={r.ema_decay} must be in [0, 1)")
     if not t.encoder or not Path(t.encoder).is_dir():
         raise ConfigError(f"text.encoder={t.encoder!r} is not a folder; give a local transformers text-encoder folder")
+
+
+def _validate_data(config: TrainConfig) -> None:
+    """The data section's checks: buckets, the VAE folder against the model, the cache."""
+    m, d = config.model, config.data
+    if d.bucket_top_k < 1:
+        raise ConfigError(f"data.bucket_top_k={d.bucket_top_k} must be at least 1 (1 = always the best-fitting bucket)")
+    if d.max_aspect_ratio < 1.0:
+        raise ConfigError(f"data.max_aspect_ratio={d.max_aspect_ratio} must be at least 1 (official 4)")
+    if d.cache_dir and d.kind == "shapes":
+        raise ConfigError("data.cache_dir is for folder/jsonl data; the shapes are drawn on the fly: unset data.cache_dir")
+    if m.vae_downsample == 1:
+        if d.vae:
+            raise ConfigError(f"data.vae={d.vae!r} is set but model.vae_downsample=1 trains in pixel space; "
+                              "unset data.vae, or set model.vae_downsample to the VAE's downsampling (8 for the SDXL VAE)")
+        if m.in_channels != 3:
+            raise ConfigError(f"model.in_channels={m.in_channels} but pixel-space images (model.vae_downsample=1) have 3 channels")
+        return
+    if not d.vae:
+        raise ConfigError(f"data.vae is not set but model.vae_downsample={m.vae_downsample} trains in a VAE latent space; "
+                          "set data.vae to a local diffusers AutoencoderKL folder (e.g. stabilityai/sdxl-vae)")
+    from .latents import vae_geometry
+
+    channels, downsample, _, _ = vae_geometry(d.vae)
+    if channels != m.in_channels:
+        raise ConfigError(f"data.vae={d.vae!r} makes {channels}-channel latents but model.in_channels={m.in_channels}; "
+                          f"set model.in_channels={channels}")
+    if downsample != m.vae_downsample:
+        raise ConfigError(f"data.vae={d.vae!r} downsamples by {downsample} but model.vae_downsample={m.vae_downsample}; "
+                          f"set model.vae_downsample={downsample}")

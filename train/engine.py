@@ -23,10 +23,12 @@ from lumina.checkpoints import save_official
 from lumina.text_encoders import load_text_encoder
 
 from .config import TrainConfig, validate
-from .data import build_dataset, epoch_order
-from .distributed import make_accelerator
+from .data import build_dataset, epoch_order, load_batch
+from .distributed import before_load_state, fsdp_units, gathered, is_fsdp, make_accelerator, prepare_ema, uses_fsdp
 from .lora import add_lora, merged_state_dict, save_lora
-from .objective import draw_noise_and_t, flow_matching_loss
+from .latents import build_latent_space, draw_latents
+from .objective import flow_matching_loss
+from .sample import sample_images, to_uint8
 
 log = logging.getLogger("train")
 
@@ -56,8 +58,11 @@ def trainable_model(config: TrainConfig, cap_feat_dim: int) -> tuple[torch.nn.Mo
     model = build_model(config, cap_feat_dim)
     lora = config.model.lora_rank > 0
     if lora:  # adapters only; EMA is for full training
+        torch.manual_seed(config.run.seed)  # peft draws lora_A at random: the same on every process and run
         model = add_lora(model, config.model.lora_rank, config.model.lora_alpha)
-        if config.run.mixed_precision == "bf16":
+        # (not under FSDP: a unit flattens its tensors into one flat parameter of one dtype, and
+        # FSDP's own mixed precision computes in bf16)
+        if config.run.mixed_precision == "bf16" and not uses_fsdp(config):
             for p in model.parameters():
                 if not p.requires_grad:
                     p.data = p.data.to(torch.bfloat16)
@@ -141,11 +146,17 @@ def fit(config: TrainConfig, accelerator=None) -> Path:
     encoder = load_text_encoder(config.text.encoder, dtype=torch.float32, device=accelerator.device, convention=config.text.convention)
     captions = CaptionCache(encoder)
     model, ema, trainable = trainable_model(config, encoder.hidden_size)
-    lora = config.model.lora_rank > 0
     optimizer = torch.optim.AdamW(trainable, lr=config.optim.lr, betas=tuple(config.optim.betas),
                                   weight_decay=config.optim.weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
+    ema = prepare_ema(accelerator, ema)  # FSDP: sharded like the model, saved with the state
+    log.info("training on %d process(es) (%s), rank %d", accelerator.num_processes, accelerator.distributed_type.value,
+             accelerator.process_index)
+    if is_fsdp(accelerator):
+        log.info("FSDP units (root ''): %s", fsdp_units(model))
     dataset = build_dataset(config)
+    latent_space = build_latent_space(config, dataset, accelerator.device)  # no VAE when training from a cache
+    captions.cache = getattr(dataset, "caption_features", captions.cache)  # a cache's stored text features
 
     step = _resume(config, out, accelerator, ema)
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -163,20 +174,21 @@ def fit(config: TrainConfig, accelerator=None) -> Path:
             order = (epoch, epoch_order(len(dataset), config.optim.batch_size, config.run.seed, epoch))
         batch_ids = order[1][index]
         mine = slice(rank * local, (rank + 1) * local)
-        items = [dataset[i] for i in batch_ids[mine]]
+        items = load_batch(dataset, batch_ids[mine], epoch)
         # every random number of the step is drawn for the global batch from (seed, step): all
         # processes agree, and a resumed or single-process run draws the very same numbers
         g = torch.Generator().manual_seed(config.run.seed * 1_000_003 + step)
         dropped = (torch.rand(config.optim.batch_size, generator=g) < config.data.caption_dropout)[mine]
-        images = torch.stack([img for img, _ in items]).to(accelerator.device)
-        noise, t = draw_noise_and_t((config.optim.batch_size, *images.shape[1:]), g, config.run.t_sampler, config.run.t_shift)
+        # images → latent distributions (VAE, no grad) → this step's draws; mixed sizes as lists
+        latents, noise, t = draw_latents(latent_space.distributions([x for x, _ in items], accelerator.device), g, config, mine)
         cond = captions(["" if drop else c for drop, (_, c) in zip(dropped.tolist(), items, strict=True)], accelerator.device)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, config)
         with accelerator.autocast():
-            loss = flow_matching_loss(model, images, noise[mine], t[mine], cond.cap_feats, cond.cap_mask)
+            loss = flow_matching_loss(model, latents, noise, t, cond.cap_feats, cond.cap_mask)
         accelerator.backward(loss)
-        grad_norm = accelerator.clip_grad_norm_(trainable, config.optim.grad_clip)
+        # all parameters (frozen ones have no grad): under FSDP this is the sharded model's global norm
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if ema is not None:
@@ -190,34 +202,45 @@ def fit(config: TrainConfig, accelerator=None) -> Path:
             if config.run.tensorboard:
                 accelerator.log({k: v for k, v in record.items() if k != "step"}, step=step)
             log.info("step %d loss %.4f", step, record["loss"])
-        if config.run.sample_every and step % config.run.sample_every == 0 and accelerator.is_main_process:
-            validation_images(config, ema or accelerator.unwrap_model(model), encoder, out / "samples" / f"step_{step:07d}")
+        if config.run.sample_every and step % config.run.sample_every == 0:
+            net = sampling_model(config, accelerator, model, ema)  # every process: a collective under FSDP
+            if accelerator.is_main_process:
+                validation_images(config, net, encoder, out / "samples" / f"step_{step:07d}")
         if step % config.run.save_every == 0 or step == config.optim.steps:
             save(config, out, accelerator, model, ema, step)
     return out
 
 
+def sampling_model(config: TrainConfig, accelerator, model, ema) -> lumina.LuminaDiT | None:
+    """The weights validation samples (EMA when kept). Under FSDP every process must call this: the
+    shards are gathered into a full copy on the main process (None elsewhere)."""
+    source = ema if ema is not None else model
+    if not is_fsdp(accelerator):
+        return accelerator.unwrap_model(source)
+    full = gathered(accelerator, source)
+    if not accelerator.is_main_process:
+        return None
+    raw = accelerator.unwrap_model(model)
+    if config.model.lora_rank > 0 and ema is None:
+        full = merged_state_dict(raw, full)
+    return lumina.load_model(full, dtype=torch.float32, device=accelerator.device, config=raw.config)
+
+
 @torch.inference_mode()
 def validation_images(config: TrainConfig, model: lumina.LuminaDiT, encoder, stem: Path) -> Path:
-    """Sample the configured prompts (official Euler sampler, CFG 4): a PNG row for pixel-space
-    models, the latents as safetensors otherwise (decode them with the SDXL VAE)."""
+    """Sample the configured prompts (train.sample.sample_images: Euler, CFG 4): a PNG row for
+    pixel-space models, the latents as safetensors otherwise (decode them with the SDXL VAE)."""
     import numpy as np
     from PIL import Image
 
-    was_training = model.training
-    model.eval()
     prompts = config.run.sample_prompts or [""]
     side = config.data.image_size // config.model.vae_downsample
-    cond, negative = encoder.encode(prompts), encoder.encode([""])
-    images = lumina.sample(model, cond, negative, (len(prompts), config.model.in_channels, side, side), seed=config.run.seed,
-                           steps=20, step_convention="model_steps", shift=1.0, cfg=4.0, cfg_mode="standard")
-    model.train(was_training)
+    images = sample_images(model, encoder, prompts, side, side, seed=config.run.seed)
     stem.parent.mkdir(parents=True, exist_ok=True)
     if config.model.vae_downsample != 1:
         save_file({"latents": images.contiguous().cpu()}, str(stem.with_suffix(".safetensors")))
         return stem.with_suffix(".safetensors")
-    row = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    Image.fromarray(np.concatenate(list(row), axis=1)).save(stem.with_suffix(".png"))
+    Image.fromarray(np.concatenate(list(to_uint8(images)), axis=1)).save(stem.with_suffix(".png"))
     return stem.with_suffix(".png")
 
 
@@ -235,20 +258,21 @@ def save(config: TrainConfig, out: Path, accelerator, model, ema, step: int) -> 
     accelerator.wait_for_everyone()
     state = out / "state"
     accelerator.save_state(str(state))
-    full = accelerator.get_state_dict(model)  # gathered on the main process under FSDP
+    full = gathered(accelerator, model)  # on the main process under FSDP
+    ema_full = gathered(accelerator, ema) if ema is not None else None
     if accelerator.is_main_process:
         if ema is not None:
-            save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, str(state / "ema.safetensors"))
+            save_file({k: v.contiguous().cpu() for k, v in ema_full.items()}, str(state / "ema.safetensors"))
         (state / "step.json").write_text(json.dumps({"step": step}))
         latest = out / "checkpoints" / "latest"
         raw = accelerator.unwrap_model(model)
         if config.model.lora_rank > 0:  # the adapters for ComfyUI's LoraLoader, and the merged model
-            save_lora(raw, latest / "lora.safetensors")
-            save_official(merged_state_dict(raw), latest / "consolidated.00-of-01.safetensors", raw.config)
+            save_lora(raw, latest / "lora.safetensors", full)
+            save_official(merged_state_dict(raw, full), latest / "consolidated.00-of-01.safetensors", raw.config)
         else:
             save_official(full, latest / "consolidated.00-of-01.safetensors", raw.config)
         if ema is not None:
-            save_official(ema, latest / "consolidated_ema.00-of-01.safetensors", raw.config)
+            save_official(ema_full, latest / "consolidated_ema.00-of-01.safetensors", raw.config)
     accelerator.wait_for_everyone()
 
 
@@ -256,8 +280,9 @@ def _resume(config: TrainConfig, out: Path, accelerator, ema) -> int:
     state = out / "state"
     if not (config.run.resume and (state / "step.json").is_file()):
         return 0
+    before_load_state(accelerator)
     accelerator.load_state(str(state))
-    if ema is not None and (state / "ema.safetensors").is_file():
+    if ema is not None and not is_fsdp(accelerator) and (state / "ema.safetensors").is_file():  # FSDP: load_state did
         ema.load_state_dict(load_file(str(state / "ema.safetensors")))
     step = json.loads((state / "step.json").read_text())["step"]
     log.info("resumed from step %d", step)

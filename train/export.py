@@ -1,0 +1,97 @@
+"""`python -m train export`: a trained model as an official single-file checkpoint (our config in
+the safetensors metadata) or a diffusers `LuminaNextDiT2DModel` folder; a LoRA run as its kohya
+LoRA file, or with --merge-lora as the merged model.
+
+    python -m train export runs/x --to official --out x.safetensors
+    python -m train export runs/x --to diffusers --dtype bf16 --no-ema --out x-diffusers/
+    python -m train export runs/lora --out my_lora.safetensors            # the kohya file for LoraLoader
+    python -m train export runs/lora --merge-lora --to official --out merged.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from lumina.checkpoints import save_diffusers, save_official
+from lumina.errors import LuminaError
+
+from .sample import CLIError, find_source, load, pick_weights
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+LORA_FILE = "lora.safetensors"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help="a run folder, its checkpoints/latest, or any checkpoint lumina.load_model reads")
+    parser.add_argument("--to", choices=["official", "diffusers"], help="the model format (not needed for a LoRA file)")
+    parser.add_argument("--out", required=True, help="official: a .safetensors file or a folder; diffusers: a folder; LoRA: a file or folder")
+    parser.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None,
+                        help="EMA weights (default: EMA when the checkpoint has them)")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="tensor dtype written (default %(default)s)")
+    parser.add_argument("--merge-lora", action="store_true", help="a LoRA run: write the model with the adapters merged in")
+
+
+def _is_kohya(file: Path) -> bool:
+    if file.suffix != ".safetensors":
+        return False
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            return any(k.startswith("lora_unet_") for k in f.keys())  # noqa: SIM118 - a safe_open, not a dict
+    except Exception:  # noqa: BLE001 - not readable as safetensors: not a LoRA file, let load_model explain
+        return False
+
+
+def _lora_paths(weights: Path) -> tuple[Path | None, Path]:
+    """(the kohya LoRA file or None, where the model weights are)."""
+    if weights.is_dir():
+        return (weights / LORA_FILE if (weights / LORA_FILE).is_file() else None), weights
+    if _is_kohya(weights):
+        return weights, weights.parent
+    return None, weights
+
+
+def run(args) -> int:
+    source = find_source(args.source)
+    lora, weights = _lora_paths(source.weights)
+    out = Path(args.out)
+    if args.merge_lora and lora is None:
+        raise CLIError(f"--merge-lora: {source.weights} is not a LoRA run (it has no {LORA_FILE}); drop --merge-lora")
+    if lora is not None and not args.merge_lora:
+        if args.to == "diffusers" or args.ema:
+            flag = "--to diffusers" if args.to == "diffusers" else "--ema"
+            raise CLIError(f"{flag}: {lora} is a LoRA (kohya format, for ComfyUI's LoraLoader); add --merge-lora "
+                           "to export the merged model instead")
+        target = out if out.suffix == ".safetensors" else out / LORA_FILE
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if args.dtype == "fp32":
+            shutil.copyfile(lora, target)
+        else:
+            with safe_open(str(lora), framework="pt") as f:
+                metadata = f.metadata()
+            tensors = {k: v.to(DTYPES[args.dtype]) if v.is_floating_point() else v for k, v in load_file(lora).items()}
+            save_file(tensors, str(target), metadata=metadata)
+        print(target)
+        return 0
+    if args.to is None:
+        raise CLIError("--to is required: --to official (one .safetensors file) or --to diffusers (a folder)")
+    if lora is not None and not any(weights.glob("consolidated*.safetensors")):
+        raise CLIError(f"--merge-lora: {weights} has no merged model (consolidated.00-of-01.safetensors) next to {lora.name}")
+    file = pick_weights(weights, args.ema)
+    model = load(file, DTYPES[args.dtype], "cpu", args.ema)
+    try:
+        if args.to == "official":
+            written = save_official(model, out, model.config)
+        else:
+            if out.suffix == ".safetensors" or out.is_file():
+                raise CLIError(f"--out {out}: --to diffusers writes a folder (config.json + diffusion_pytorch_model.safetensors)")
+            written = save_diffusers(model, out, model.config)
+    except LuminaError as err:
+        raise CLIError(str(err)) from None
+    print(written)
+    return 0

@@ -1,0 +1,137 @@
+"""The space the model is trained in: pixels (model.vae_downsample = 1, the identity) or the latents
+of a diffusers AutoencoderKL such as the SDXL VAE (fp32; latent = (sample − shift)·scale, scale
+0.13025 and shift 0 unless the VAE's config.json says otherwise).
+
+Images become a `LatentDist` per item, a diagonal Gaussian in the scaled latent space; every step
+draws a fresh sample from it with that step's seeded generators, as the official training calls
+`latent_dist.sample()` each step. Pixels are a distribution with no spread. A cache
+(train/cache.py) stores the distributions, so training from it needs no VAE at all.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from lumina import flow
+
+from .config import ConfigError, TrainConfig
+from .data import variable_sizes
+from .objective import draw_noise_and_t
+
+SDXL_SCALE, SDXL_SHIFT = 0.13025, 0.0  # the official latent scaling (lumina_facts §3)
+
+
+@dataclass
+class LatentDist:
+    """One item's latent distribution (already scaled): a draw is mean + std·ε; std None = exact."""
+
+    mean: Tensor  # (C, h, w)
+    std: Tensor | None = None
+
+    def to(self, device: torch.device | str) -> LatentDist:
+        return LatentDist(self.mean.to(device), None if self.std is None else self.std.to(device))
+
+
+def vae_geometry(folder: str | Path) -> tuple[int, int, float, float]:
+    """(latent channels, downsampling, scale, shift) of a diffusers AutoencoderKL folder, read from
+    its config.json without loading any weights; a ConfigError naming data.vae if it is unusable."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"data.vae={str(folder)!r} is not a folder; give a local diffusers AutoencoderKL folder "
+                          "(e.g. stabilityai/sdxl-vae downloaded with its config.json and weights)")
+    try:
+        config = json.loads((folder / "config.json").read_text())
+        channels, blocks = int(config["latent_channels"]), len(config["block_out_channels"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"data.vae={str(folder)!r} has no readable AutoencoderKL config.json ({type(err).__name__}: {err})") from None
+    scale = config.get("scaling_factor")
+    shift = config.get("shift_factor")
+    return channels, 2 ** (blocks - 1), float(SDXL_SCALE if scale is None else scale), float(SDXL_SHIFT if shift is None else shift)
+
+
+class PixelSpace:
+    """The identity "VAE" of pixel-space models; also passes a cache's stored distributions on."""
+
+    def distributions(self, items: list, device: torch.device | str) -> list[LatentDist]:
+        return [x.to(device) if isinstance(x, LatentDist) else LatentDist(x.to(device)) for x in items]
+
+
+class VAESpace(PixelSpace):
+    """A frozen fp32 diffusers AutoencoderKL; images of one size are encoded together, without grad."""
+
+    def __init__(self, folder: str | Path, device: torch.device | str = "cpu") -> None:
+        from diffusers import AutoencoderKL
+
+        self.channels, self.downsample, self.scale, self.shift = vae_geometry(folder)
+        self.vae = AutoencoderKL.from_pretrained(str(folder), local_files_only=True, torch_dtype=torch.float32)
+        self.vae = self.vae.to(device).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def encode(self, images: list[Tensor]) -> list[LatentDist]:
+        """(3, H, W) images in [-1, 1] → their scaled latent distributions, in order."""
+        device = next(self.vae.parameters()).device
+        out: list[LatentDist | None] = [None] * len(images)
+        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for i, image in enumerate(images):
+            groups[tuple(image.shape)].append(i)
+        for ids in groups.values():
+            dist = self.vae.encode(torch.stack([images[i] for i in ids]).to(device, torch.float32)).latent_dist
+            mean, std = (dist.mean - self.shift) * self.scale, dist.std * self.scale
+            for j, i in enumerate(ids):
+                out[i] = LatentDist(mean[j], std[j])
+        return out
+
+    def distributions(self, items: list, device: torch.device | str) -> list[LatentDist]:
+        todo = [i for i, x in enumerate(items) if not isinstance(x, LatentDist)]
+        encoded = dict(zip(todo, self.encode([items[i] for i in todo]), strict=True)) if todo else {}
+        return [encoded[i].to(device) if i in encoded else items[i].to(device) for i in range(len(items))]
+
+
+def build_latent_space(config: TrainConfig, dataset=None, device: torch.device | str = "cpu") -> PixelSpace:
+    """The VAE for latent models, unless the dataset is a cache (it holds the latents already)."""
+    from .cache import CachedItems
+
+    if config.model.vae_downsample == 1 or isinstance(dataset, CachedItems):
+        return PixelSpace()
+    return VAESpace(config.data.vae, device)
+
+
+def draw_latents(
+    dists: list[LatentDist], generator: torch.Generator, config: TrainConfig, mine: slice,
+) -> tuple[Tensor | list[Tensor], Tensor | list[Tensor], Tensor]:
+    """(data, noise, t) for this process's items of the step's global batch.
+
+    Every random number comes from the step's generator (seeded by run seed and step), so all
+    processes and a resumed run draw the same ones. Same-size data (the shapes, square crops)
+    draws the global batch's noise in one tensor, then the times, exactly as before buckets
+    existed (so earlier runs, e.g. the committed demo model, still reproduce bit for bit), then
+    the VAE samples' ε. Bucketed data of mixed sizes draws the times, then one seed per item of the
+    global batch: its generator draws the item's noise, then its ε. Mixed sizes are returned as
+    lists of (C, h, w) tensors for the model's list input (the official [PAD]-token path).
+    """
+    batch, sampler, shift = config.optim.batch_size, config.run.t_sampler, config.run.t_shift
+    if not variable_sizes(config):
+        shape = tuple(dists[0].mean.shape)
+        noise, t = draw_noise_and_t((batch, *shape), generator, sampler, shift)
+        data = torch.stack([d.mean for d in dists])
+        if any(d.std is not None for d in dists):
+            eps = torch.randn((batch, *shape), generator=generator, dtype=torch.float32)[mine].to(data.device)
+            data = data + torch.stack([torch.zeros_like(d.mean) if d.std is None else d.std for d in dists]) * eps
+        return data, noise[mine], t[mine]
+    t = flow.sample_t(sampler, batch, shift=shift, generator=generator)
+    seeds = torch.randint(2**62, (batch,), generator=generator)[mine].tolist()
+    data, noises = [], []
+    for dist, seed in zip(dists, seeds, strict=True):
+        g = torch.Generator().manual_seed(seed)
+        noises.append(torch.randn(dist.mean.shape, generator=g, dtype=torch.float32))
+        if dist.std is None:
+            data.append(dist.mean)
+        else:
+            data.append(dist.mean + dist.std * torch.randn(dist.mean.shape, generator=g, dtype=torch.float32).to(dist.mean.device))
+    return data, noises, t[mine]

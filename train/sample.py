@@ -1,0 +1,223 @@
+"""Images from a trained model through `lumina.sample`: training's validation images and
+`python -m train sample` share `sample_images`.
+
+    python -m train sample runs/x --prompt "a red circle" --prompt "a blue square" --size 64x32
+    python -m train sample model.safetensors --encoder te/ --prompts-file prompts.txt --vae sdxl-vae/ --out pics/
+
+The checkpoint is a run folder (its config.yaml gives the text encoder), its checkpoints/latest, or
+any file or folder `lumina.load_model` reads. Pixel-space models write PNGs; latent models write
+their latents as .safetensors, or PNGs decoded by a local diffusers AutoencoderKL (--vae).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+import lumina
+from lumina.checkpoints import resolve_checkpoint_path
+
+# training's validation sampler: the official Euler steps without time shift, standard CFG 4
+DEFAULTS = {"steps": 20, "cfg": 4.0, "solver": "euler", "shift": 1.0}
+
+
+@torch.inference_mode()
+def sample_images(
+    model: lumina.LuminaDiT, encoder, prompts: Sequence[str], height: int, width: int, *, seed: int = 0,
+    steps: int = DEFAULTS["steps"], cfg: float = DEFAULTS["cfg"], solver: str = DEFAULTS["solver"],
+    shift: float = DEFAULTS["shift"],
+) -> torch.Tensor:
+    """(N, C, height, width) fp32 model-space samples (pixels in [-1, 1] or scaled latents), one per
+    prompt, all in one `lumina.sample` batch against the empty negative prompt; height and width
+    are in model units (px / vae_downsample). The model's train/eval mode is restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        cond, negative = encoder.encode(list(prompts)), encoder.encode([""])
+        return lumina.sample(model, cond, negative, (len(prompts), model.config.in_channels, height, width), seed=seed,
+                             steps=steps, step_convention="model_steps", solver=solver, shift=shift, cfg=cfg,
+                             cfg_mode="standard")
+    finally:
+        model.train(was_training)
+
+
+def to_uint8(images: torch.Tensor):
+    """(N, 3, H, W) in [-1, 1] → (N, H, W, 3) uint8 numpy."""
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+# -- finding what to load ---------------------------------------------------------------------
+class CLIError(Exception):
+    """A bad invocation: reported on stderr with exit code 2."""
+
+
+@dataclass
+class Source:
+    weights: Path  # the folder or file to read
+    run: Path | None  # the training run it belongs to, if any
+    run_config: dict[str, Any]  # that run's config.yaml ({} when none)
+
+
+def find_source(path: str | Path) -> Source:
+    """A run folder, its checkpoints/latest (or a file in it), or any lumina.load_model path."""
+    path = Path(path)
+    if not path.exists():
+        raise CLIError(f"{path}: no such file or folder (give a run folder, its checkpoints/latest, or a checkpoint)")
+    weights = path / "checkpoints" / "latest" if (path / "checkpoints" / "latest").is_dir() else path
+    run = None
+    for candidate in (path, *list(path.resolve().parents)[:3]):
+        if (candidate / "config.yaml").is_file() and (candidate / "checkpoints").is_dir():
+            run = candidate
+            break
+    config = {}
+    if run is not None:
+        config = yaml.safe_load((run / "config.yaml").read_text()) or {}
+    return Source(weights, run, config)
+
+
+def pick_weights(weights: Path, ema: bool | None) -> Path:
+    """The weights file: EMA when present (ema None), or exactly EMA / non-EMA as asked."""
+    from lumina.errors import LuminaCheckpointError
+
+    try:
+        file = resolve_checkpoint_path(weights, ema=ema is not False)
+    except LuminaCheckpointError as err:
+        raise CLIError(str(err)) from None
+    if weights.is_dir() and ema is not None and ("_ema." in file.name) != ema:
+        which = "no EMA weights (consolidated_ema.*)" if ema else "only EMA weights"
+        raise CLIError(f"{weights} has {which}; drop --{'ema' if ema else 'no-ema'}")
+    return file
+
+
+def load(file: Path, dtype: torch.dtype | None, device: str = "cpu", ema: bool | None = None) -> lumina.LuminaDiT:
+    from lumina.errors import LuminaError
+
+    try:  # ema matters for .pth training checkpoints that nest both
+        return lumina.load_model(file, dtype=dtype, device=device, ema=ema is not False)
+    except LuminaError as err:
+        raise CLIError(str(err)) from None
+
+
+# -- the command -----------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="a run folder, its checkpoints/latest, or any checkpoint lumina.load_model reads")
+    parser.add_argument("--prompt", action="append", default=[], help="a prompt (repeat for more)")
+    parser.add_argument("--prompts-file", help="a text file with one prompt per line")
+    parser.add_argument("--encoder", help="local text-encoder folder (default: the run's text.encoder)")
+    parser.add_argument("--out", help="output folder (default: <run>/samples/cli, or ./samples)")
+    parser.add_argument("--steps", type=int, default=DEFAULTS["steps"], help="model steps (default %(default)s)")
+    parser.add_argument("--cfg", type=float, default=DEFAULTS["cfg"], help="standard CFG scale (default %(default)s)")
+    parser.add_argument("--shift", type=float, default=DEFAULTS["shift"], help="time shift (default %(default)s; released models: 4)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", help="WxH in px (default: the model's base_image_size, square)")
+    parser.add_argument("--solver", default=DEFAULTS["solver"], help="euler, midpoint, heun, rk4, dopri5")
+    parser.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None,
+                        help="EMA weights (default: EMA when the checkpoint has them)")
+    parser.add_argument("--vae", help="latent models: a local diffusers AutoencoderKL folder to decode PNGs with")
+
+
+def _size(text: str | None, config: lumina.LuminaConfig) -> tuple[int, int]:
+    unit = config.patch_size * config.vae_downsample
+    if text is None:
+        return config.base_image_size, config.base_image_size
+    match = re.fullmatch(r"(\d+)[xX](\d+)", text.strip())
+    if not match:
+        raise CLIError(f"--size {text!r}: write it as WxH in px, e.g. --size 64x32")
+    width, height = int(match[1]), int(match[2])
+    if width < unit or height < unit or width % unit or height % unit:
+        raise CLIError(f"--size {text}: width and height must be positive multiples of {unit} px "
+                       f"(patch_size {config.patch_size} × vae_downsample {config.vae_downsample})")
+    return width, height
+
+
+def _prompts(args) -> list[str]:
+    prompts = list(args.prompt)
+    if args.prompts_file:
+        file = Path(args.prompts_file)
+        if not file.is_file():
+            raise CLIError(f"--prompts-file {file}: no such file")
+        prompts += [line.strip() for line in file.read_text().splitlines() if line.strip()]
+    if not prompts:
+        raise CLIError("no prompts: give --prompt TEXT (repeatable) or --prompts-file FILE")
+    return prompts
+
+
+def _slug(prompt: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", prompt.lower()).strip("_")[:48] or "empty"
+
+
+def _decoder(folder: str, channels: int, device: str):
+    """latents → images in [-1, 1] with a diffusers AutoencoderKL (scaling from its config.json)."""
+    from .config import ConfigError
+    from .latents import vae_geometry
+
+    try:
+        vae_channels, _, scale, shift = vae_geometry(folder)
+    except ConfigError as err:
+        raise CLIError(f"--vae {folder}: {err}") from None
+    if vae_channels != channels:
+        raise CLIError(f"--vae {folder} decodes {vae_channels}-channel latents but the model makes {channels}")
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(folder, local_files_only=True, torch_dtype=torch.float32).to(device).eval()
+
+    @torch.inference_mode()
+    def decode(latents: torch.Tensor) -> torch.Tensor:
+        return vae.decode(latents.to(device) / scale + shift).sample.float()
+
+    return decode
+
+
+def run(args) -> int:
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    from lumina.text_encoders import LuminaTextEncoderError, load_text_encoder
+
+    source = find_source(args.checkpoint)
+    prompts = _prompts(args)
+    text = source.run_config.get("text") or {}
+    encoder_folder = args.encoder or text.get("encoder")
+    if not encoder_folder:
+        raise CLIError("--encoder is required: the checkpoint is not in a run folder whose config.yaml names text.encoder")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    file = pick_weights(source.weights, args.ema)
+    model = load(file, torch.float32, device, args.ema)
+    width, height = _size(args.size, model.config)
+    try:
+        encoder = load_text_encoder(encoder_folder, dtype=torch.float32, device=device, convention=text.get("convention", "auto"))
+    except LuminaTextEncoderError as err:
+        raise CLIError(f"--encoder: {err}") from None
+    if encoder.hidden_size != model.config.cap_feat_dim:
+        raise CLIError(f"--encoder {encoder_folder} gives {encoder.hidden_size}-wide features but the model "
+                       f"expects {model.config.cap_feat_dim}; use the encoder it was trained with")
+    decode = _decoder(args.vae, model.config.in_channels, device) if args.vae and model.config.vae_downsample != 1 else None
+    down = model.config.vae_downsample
+    try:
+        samples = sample_images(model, encoder, prompts, height // down, width // down, seed=args.seed, steps=args.steps,
+                                cfg=args.cfg, solver=args.solver, shift=args.shift)
+    except lumina.LuminaError as err:
+        raise CLIError(str(err)) from None
+    out = Path(args.out) if args.out else (source.run / "samples" / "cli" if source.run else Path("samples"))
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"weights: {file}", file=sys.stderr)
+    if down != 1 and decode is None:
+        for i, prompt in enumerate(prompts):
+            path = out / f"{i:03d}_{_slug(prompt)}.safetensors"
+            save_file({"latents": samples[i : i + 1].contiguous().cpu()}, str(path), metadata={"prompt": prompt})
+            print(path)
+        return 0
+    pixels = to_uint8(samples if decode is None else decode(samples))
+    for i, prompt in enumerate(prompts):
+        path = out / f"{i:03d}_{_slug(prompt)}.png"
+        Image.fromarray(pixels[i]).save(path)
+        print(path)
+    return 0
