@@ -92,6 +92,7 @@ class RunSection:
     sample_every: int = 0  # validation images every N steps through lumina.sample (0: never)
     sample_prompts: list[str] = field(default_factory=list)  # their prompts (EMA weights when present)
     tensorboard: bool = False  # also log to out_dir/tensorboard
+    progress: bool = True  # a progress bar (steps, speed, loss) on the main process's stderr
     resume: bool = True  # continue from out_dir/state if present
 
 

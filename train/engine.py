@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import logging
+import math
 import time
 from pathlib import Path
 
 import torch
 import yaml
 from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
 
 import lumina
 from lumina.checkpoints import save_official
@@ -24,9 +25,17 @@ from lumina.text_encoders import load_text_encoder
 
 from .config import TrainConfig, validate
 from .data import build_dataset, epoch_order, load_batch
-from .distributed import before_load_state, fsdp_units, gathered, is_fsdp, make_accelerator, prepare_ema, uses_fsdp
-from .lora import add_lora, merged_state_dict, save_lora
+from .distributed import (
+    before_load_state,
+    fsdp_units,
+    gathered,
+    is_fsdp,
+    make_accelerator,
+    prepare_ema,
+    uses_fsdp,
+)
 from .latents import build_latent_space, draw_latents
+from .lora import add_lora, merged_state_dict, save_lora
 from .objective import flow_matching_loss
 from .sample import sample_images, to_uint8
 
@@ -168,6 +177,8 @@ def fit(config: TrainConfig, accelerator=None) -> Path:
     started = time.perf_counter()
     model.train()
     order: tuple[int, list[list[int]]] = (-1, [])
+    bar = tqdm(total=config.optim.steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
+               disable=not (config.run.progress and accelerator.is_main_process))
     while step < config.optim.steps:
         epoch, index = divmod(step, per_epoch)
         if order[0] != epoch:
@@ -194,6 +205,7 @@ def fit(config: TrainConfig, accelerator=None) -> Path:
         if ema is not None:
             ema_update(ema, accelerator.unwrap_model(model), config.run.ema_decay)
         step += 1
+        bar.update(1)
         if accelerator.is_main_process and (step % config.run.log_every == 0 or step == config.optim.steps):
             record = {"step": step, "loss": loss.item(), "grad_norm": float(grad_norm), "lr": lr_at(step - 1, config),
                       "seconds": round(time.perf_counter() - started, 2)}
@@ -202,12 +214,14 @@ def fit(config: TrainConfig, accelerator=None) -> Path:
             if config.run.tensorboard:
                 accelerator.log({k: v for k, v in record.items() if k != "step"}, step=step)
             log.info("step %d loss %.4f", step, record["loss"])
+            bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
         if config.run.sample_every and step % config.run.sample_every == 0:
             net = sampling_model(config, accelerator, model, ema)  # every process: a collective under FSDP
             if accelerator.is_main_process:
                 validation_images(config, net, encoder, out / "samples" / f"step_{step:07d}")
         if step % config.run.save_every == 0 or step == config.optim.steps:
             save(config, out, accelerator, model, ema, step)
+    bar.close()
     return out
 
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from builders import write_images
 from safetensors.torch import load_file
-from test_images import LATENT, PIXEL, write_images, write_vae
+from test_images import LATENT, PIXEL
 
 from train.cache import CachedItems, build_cache
 from train.config import ConfigError, load_config
@@ -20,18 +21,6 @@ from train.engine import fit
 
 EXACT = [(16, 16), (20, 12), (12, 20), (32, 8), (16, 12), (8, 24), (12, 16), (24, 8)]  # buckets of 16 tokens × 4 px
 WEIGHTS = ("consolidated.00-of-01.safetensors", "consolidated_ema.00-of-01.safetensors")
-
-
-@pytest.fixture(scope="module")
-def encoder(tmp_path_factory) -> str:
-    from train.tiny_text_encoder import build_text_encoder
-
-    return str(build_text_encoder(tmp_path_factory.mktemp("te") / "encoder", seed=0, hidden=32))
-
-
-@pytest.fixture(scope="module")
-def vae(tmp_path_factory) -> Path:
-    return write_vae(tmp_path_factory.mktemp("vae") / "vae")
 
 
 def weights(out: Path) -> dict[str, dict[str, torch.Tensor]]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from builders import TINY, write_vae
 from safetensors.torch import load_file, save_file
 
 import lumina
@@ -19,18 +20,6 @@ from train.config import load_config
 from train.engine import fit
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = [
-    "model.dim=32", "model.n_layers=2", "model.n_heads=2", "model.n_kv_heads=1", "model.patch_size=4",
-    "model.multiple_of=16", "model.base_image_size=16", "data.image_size=16", "data.repeats=1",
-    "optim.batch_size=8", "optim.lr=2e-3", "optim.warmup_steps=0", "run.log_every=1", "run.ema_decay=0.9",
-]
-
-
-@pytest.fixture(scope="module")
-def encoder(tmp_path_factory) -> str:
-    from train.tiny_text_encoder import build_text_encoder
-
-    return str(build_text_encoder(tmp_path_factory.mktemp("te") / "encoder", seed=0, hidden=32))
 
 
 def _fit(encoder: str, out: Path, steps: int, *extra: str) -> Path:
@@ -94,14 +83,9 @@ def test_sample_matches_training_validation_and_reads_a_prompts_file(encoder, ti
 
 
 def _tiny_vae(folder: Path) -> Path:
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(0)
-    vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                        block_out_channels=(8, 8, 8, 8), layers_per_block=1, latent_channels=4, norm_num_groups=4,
-                        scaling_factor=0.5, sample_size=32)
-    vae.save_pretrained(folder)
-    return folder
+    """The SDXL VAE's layout in miniature: 4 blocks, so 8× downsampling, 4 latent channels."""
+    return write_vae(folder, down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                     block_out_channels=(8, 8, 8, 8), norm_num_groups=4, scaling_factor=0.5, sample_size=32)
 
 
 def test_sample_latent_model_writes_latents_or_decodes_with_a_vae(encoder, tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from builders import TINY
 from safetensors.torch import load_file
 
 import lumina
@@ -18,18 +19,6 @@ from train.config import ConfigError, load_config
 from train.engine import fit
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = [
-    "model.dim=32", "model.n_layers=2", "model.n_heads=2", "model.n_kv_heads=1", "model.patch_size=4",
-    "model.multiple_of=16", "model.base_image_size=16", "data.image_size=16", "data.repeats=1",
-    "optim.batch_size=8", "optim.lr=2e-3", "optim.warmup_steps=0", "run.log_every=1", "run.ema_decay=0.9",
-]
-
-
-@pytest.fixture(scope="module")
-def encoder(tmp_path_factory) -> str:
-    from train.tiny_text_encoder import build_text_encoder
-
-    return str(build_text_encoder(tmp_path_factory.mktemp("te") / "encoder", seed=0, hidden=32))
 
 
 def run(encoder: str, out: Path, steps: int, *extra: str) -> Path:
@@ -47,6 +36,14 @@ def test_loss_falls(encoder, tmp_path):
     values = losses(out)
     first, last = sum(values[:10]) / 10, sum(values[-10:]) / 10
     assert last < 0.7 * first, f"loss {first:.3f} → {last:.3f} did not fall by 30 %"
+
+
+def test_progress_bar_on_stderr(encoder, tmp_path, capsys):
+    run(encoder, tmp_path / "bar", 3)
+    err = capsys.readouterr().err
+    assert "train: 100%" in err and "3/3" in err
+    run(encoder, tmp_path / "quiet", 2, "run.progress=false")
+    assert "train:" not in capsys.readouterr().err
 
 
 def test_checkpoints_load_with_lumina(encoder, tmp_path):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from builders import TINY
 from safetensors.torch import load_file
 
 import lumina
@@ -26,20 +27,8 @@ from train.distributed import block_classes, fsdp_plugin, uses_fsdp, wrap_policy
 from train.engine import fit
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = [
-    "model.dim=32", "model.n_layers=2", "model.n_heads=2", "model.n_kv_heads=1", "model.patch_size=4",
-    "model.multiple_of=16", "model.base_image_size=16", "data.image_size=16", "data.repeats=1",
-    "optim.batch_size=8", "optim.lr=2e-3", "optim.warmup_steps=0", "run.log_every=1", "run.ema_decay=0.9",
-]
 TOLERANCE = 1e-5
 UNITS = "FSDP units (root ''): ['', 'layers.0', 'layers.1']"
-
-
-@pytest.fixture(scope="module")
-def encoder(tmp_path_factory) -> str:
-    from train.tiny_text_encoder import build_text_encoder
-
-    return str(build_text_encoder(tmp_path_factory.mktemp("te") / "encoder", seed=0, hidden=32))
 
 
 def args(encoder: str, out: Path, steps: int, *extra: str) -> list[str]:

@@ -10,13 +10,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from builders import write_images, write_vae
 from safetensors.torch import load_file
 
 import lumina
 from train.config import ConfigError, load_config
 from train.data import CaptionedImages, build_dataset
 from train.engine import fit
-from train.images import best_sizes, bucket_crop, bucket_sizes, choose_size, item_rng, resize_and_crop
+from train.images import (
+    best_sizes,
+    bucket_crop,
+    bucket_sizes,
+    choose_size,
+    item_rng,
+    resize_and_crop,
+)
 
 PIXEL = [  # a tiny pixel-space Next-DiT on a folder: unit 4 px, budget (16/4)² = 16 tokens
     "model.dim=32", "model.n_layers=2", "model.n_heads=2", "model.n_kv_heads=1", "model.patch_size=4",
@@ -26,47 +34,6 @@ PIXEL = [  # a tiny pixel-space Next-DiT on a folder: unit 4 px, budget (16/4)²
 LATENT = [  # the same through a VAE that halves the sides into 4 channels: unit 2 × 2 = 4 px
     *PIXEL, "model.patch_size=2", "model.in_channels=4", "model.vae_downsample=2",
 ]
-WORDS = ("red", "green", "blue", "yellow", "circle", "square", "triangle", "small", "large")
-
-
-def write_images(folder: Path, sizes: list[tuple[int, int]], seed: int = 0) -> Path:
-    """Random RGB PNGs of the given (width, height) with same-name .txt captions."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    from PIL import Image
-
-    for i, (w, h) in enumerate(sizes):
-        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / f"img{i:03d}.png")
-        (folder / f"img{i:03d}.txt").write_text(" ".join(["a", *rng.choice(WORDS, 3)]))
-    return folder
-
-
-def write_vae(folder: Path, seed: int = 0, **config) -> Path:
-    """A tiny random diffusers AutoencoderKL: 2 down blocks (downsampling 2), 4 latent channels."""
-    from diffusers import AutoencoderKL
-
-    args = {"in_channels": 3, "out_channels": 3, "down_block_types": ("DownEncoderBlock2D",) * 2,
-            "up_block_types": ("UpDecoderBlock2D",) * 2, "block_out_channels": (8, 16), "latent_channels": 4,
-            "layers_per_block": 1, "norm_num_groups": 8, "sample_size": 16, "scaling_factor": 0.13025}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        vae = AutoencoderKL(**{**args, **config})
-    vae.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def encoder(tmp_path_factory) -> str:
-    from train.tiny_text_encoder import build_text_encoder
-
-    return str(build_text_encoder(tmp_path_factory.mktemp("te") / "encoder", seed=0, hidden=32))
-
-
-@pytest.fixture(scope="module")
-def vae(tmp_path_factory) -> Path:
-    return write_vae(tmp_path_factory.mktemp("vae") / "vae")
-
-
 MIXED = [(40, 24), (24, 40), (16, 16), (64, 16), (33, 17), (20, 30), (100, 60), (12, 48)]
 
 

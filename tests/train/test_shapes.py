@@ -7,8 +7,22 @@ import pytest
 import torch
 
 from train import shapes
-from train.shapes import (ATTRIBUTES, BACKGROUNDS, CENTRES, COLOURS, POSITIONS, SIDE, Spec, ShapesDataset, all_specs,
-                          measure, render, score, shape_coverage, split)
+from train.shapes import (
+    ATTRIBUTES,
+    BACKGROUNDS,
+    CENTRES,
+    COLOURS,
+    POSITIONS,
+    SIDE,
+    ShapesDataset,
+    Spec,
+    all_specs,
+    measure,
+    render,
+    score,
+    shape_coverage,
+    split,
+)
 
 
 def test_render_is_deterministic_in_the_rng():
