@@ -2,7 +2,7 @@
 train.evaluate — how the demo config (train/configs/shapes_demo.yaml) was chosen. Meant for a
 GPU machine (runs in parallel there); on the CPU one variant takes most of an hour.
 
-    python benchmarks/shapes_sweep.py --out /tmp/sweep "base:" "cosine:optim.lr_schedule=cosine optim.min_lr=1e-5"
+    python benchmarks/shapes_sweep.py --out runs/sweep "base:" "cosine:optim.lr_schedule=cosine optim.min_lr=1e-5"
 
 Each variant is NAME:OVERRIDES (space-separated section.key=value on top of shapes_demo.yaml).
 Prints one JSON line per variant: held-out and seen accuracies, loss at the end, seconds.

@@ -10,6 +10,17 @@ def conditioning_from(cap_feats, cap_mask) -> list:
     return [[cap_feats, {"attention_mask": cap_mask}]]
 
 
+def encode_texts(text_encoder, texts: list[str]):
+    """Caption features and mask of `texts` in one batch, as fp32 CPU tensors (CONDITIONING lives there)."""
+    enc = text_encoder.encode(texts)
+    return enc.cap_feats.float().cpu(), enc.cap_mask.cpu()
+
+
+def prompt_lines(text: str) -> list[str]:
+    """One prompt per non-empty line."""
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
 class LuminaTextEncode:
     """Encodes the prompt and the negative prompt together, as the official demos do."""
 
@@ -29,8 +40,7 @@ class LuminaTextEncode:
     CATEGORY = CATEGORY
 
     def encode(self, text_encoder, prompt: str, negative_prompt: str):
-        both = text_encoder.encode([prompt, negative_prompt])
-        feats, mask = both.cap_feats.float().cpu(), both.cap_mask.cpu()
+        feats, mask = encode_texts(text_encoder, [prompt, negative_prompt])
         return conditioning_from(feats[:1], mask[:1]), conditioning_from(feats[1:], mask[1:])
 
 
@@ -53,9 +63,8 @@ class LuminaBatchTextEncode:
     CATEGORY = CATEGORY
 
     def encode(self, text_encoder, prompts: str, negative_prompt: str):
-        lines = [line.strip() for line in prompts.splitlines() if line.strip()]
+        lines = prompt_lines(prompts)
         if not lines:
             raise ValueError("write at least one prompt, one per line")
-        both = text_encoder.encode([*lines, negative_prompt])
-        feats, mask = both.cap_feats.float().cpu(), both.cap_mask.cpu()
+        feats, mask = encode_texts(text_encoder, [*lines, negative_prompt])
         return conditioning_from(feats[:-1], mask[:-1]), conditioning_from(feats[-1:], mask[-1:])

@@ -8,7 +8,7 @@ from ..lumina.features.compositional import grid_masks
 from ..lumina.features.style_shared import SharedAttention
 from ..lumina.flow import resolution_shift
 from . import bridge
-from .conditioning import conditioning_from
+from .conditioning import conditioning_from, encode_texts, prompt_lines
 from .loaders import CATEGORY
 from .regions import GRID_KEY
 
@@ -38,15 +38,14 @@ class LuminaRegionalPrompts:
     CATEGORY = CATEGORY
 
     def encode(self, text_encoder, region_prompts: str, rows: int, cols: int, global_prompt: str, negative_prompt: str):
-        prompts = [line.strip() for line in region_prompts.splitlines() if line.strip()]
+        prompts = prompt_lines(region_prompts)
         if len(prompts) != rows * cols:
             raise ValueError(
                 f"{len(prompts)} regional prompt line(s) for a {rows}×{cols} grid: write one prompt per line, "
                 f"{rows * cols} in all, row by row"
             )
         global_prompt = global_prompt.strip() or " ".join(prompts)
-        enc = text_encoder.encode([global_prompt, negative_prompt, *prompts])
-        feats, mask = enc.cap_feats.float().cpu(), enc.cap_mask.cpu()
+        feats, mask = encode_texts(text_encoder, [global_prompt, negative_prompt, *prompts])
         masks = grid_masks(rows, cols, 64 * rows, 64 * cols)  # resolution-free: resized to the latent
         positive = conditioning_from(feats[:1], mask[:1])
         for i in range(len(prompts)):

@@ -178,7 +178,7 @@ def test_bucketed_pixel_training_resumes_bit_identically(tmp_path, encoder):
     ([*LATENT[-3:], "model.vae_downsample=8", "data.image_size=32", "data.vae={vae}"], "downsamples by 2 but model.vae_downsample=8"),
     (["data.bucket_top_k=0"], "data.bucket_top_k=0 must be at least 1"),
     (["data.max_aspect_ratio=0.5"], "data.max_aspect_ratio=0.5 must be at least 1"),
-    (["data.kind=shapes", "data.cache_dir=/tmp/x"], "data.cache_dir is for folder/jsonl data"),
+    (["data.kind=shapes", "data.cache_dir=cache"], "data.cache_dir is for folder/jsonl data"),
 ])
 def test_bad_data_configs_fail_in_load_config(tmp_path, encoder, vae, overrides, message):
     folder = write_images(tmp_path / "data", MIXED[:1])
