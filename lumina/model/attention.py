@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..features.region_adaptive import SparseTokens
 from .rope import apply_rope
 
 _HAS_FLASH = importlib.util.find_spec("flash_attn") is not None
@@ -28,8 +29,8 @@ class RegionalContext:
     rows: Tensor  # (n,) batch rows that use the regions
     cap_feats: Tensor  # (R, Lr, cap_feat_dim) raw region captions
     cap_mask: Tensor | None  # (R, Lr) bool
-    weights: Tensor  # (R, L) each token's weight per region (summing to ≤ 1)
-    global_weight: Tensor  # (L,) weight of the row's own (global) caption: 1 − Σ weights
+    weights: Tensor  # (R, L) each token's weight per region (summing to ≤ 1); (n, R, L) per row
+    global_weight: Tensor  # (L,) weight of the row's own (global) caption: 1 − Σ weights; (n, L) per row
 
 
 @dataclass
@@ -55,6 +56,8 @@ class LayerContext:
     self_scale: float | None  # None: 1/sqrt(head_dim)
     regional: RegionalContext | None = None
     shared: SharedContext | None = None
+    sparse: SparseTokens | None = None  # region-adaptive sampling: the run's K/V cache
+    active: Tensor | None = None  # (B, n) sequence positions of the queries when only some are computed
     layer: int = 0  # index of the block being run
 
     def shares_at(self, layer: int) -> bool:
@@ -146,6 +149,8 @@ class LuminaAttention(nn.Module):
         k_unrotated = self.k_norm(self.wk(x)).view(b, n, self.n_kv_heads, self.head_dim)
         v = self.wv(x).view(b, n, self.n_kv_heads, self.head_dim)
         q, k = apply_rope(q, ctx.rotations), apply_rope(k_unrotated, ctx.rotations)
+        if ctx.sparse is not None:  # keys/values of the positions not computed come from the cache
+            k, v = ctx.sparse.exchange(ctx.layer, k, v, ctx.active)
         out = attend(q, k, v, key_mask=ctx.x_mask, query_mask=ctx.x_mask, scale=ctx.self_scale)
         if ctx.shares_at(ctx.layer):
             out = self._shared_self_attention(q, k, k_unrotated, v, out, ctx)
@@ -172,8 +177,10 @@ class LuminaAttention(nn.Module):
         y = region_y.unsqueeze(0).expand(n, *region_y.shape).reshape(n * r, *region_y.shape[1:])
         mask = None if rg.cap_mask is None else rg.cap_mask.unsqueeze(0).expand(n, *rg.cap_mask.shape).reshape(n * r, -1)
         per_region = self._cross_attention(q_rows, y, mask, None).view(n, r, length, self.n_heads, self.head_dim)
-        weights = rg.weights.to(out_y.dtype)[None, :, :, None, None]
-        mixed = (per_region * weights).sum(1) + out_y[rows] * rg.global_weight.to(out_y.dtype)[None, :, None, None]
+        weights, global_weight = rg.weights.to(out_y.dtype), rg.global_weight.to(out_y.dtype)
+        if weights.ndim == 2:  # shared by the rows: (R, L), (L,); per row (n, R, L), (n, L)
+            weights, global_weight = weights[None], global_weight[None]
+        mixed = (per_region * weights[..., None, None]).sum(1) + out_y[rows] * global_weight[..., None, None]
         return out_y.index_copy(0, rows, mixed)
 
     def _shared_self_attention(self, q: Tensor, k: Tensor, k_unrotated: Tensor, v: Tensor, out: Tensor, ctx: LayerContext) -> Tensor:

@@ -3,6 +3,7 @@ blocks, unpack. A family file supplies its block, its final layer's form and its
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import ClassVar, Sequence
 
 import torch
@@ -119,11 +120,17 @@ class LuminaDiT(nn.Module):
                 raise LuminaInputError("regional prompts and shared attention need one latent size per batch, not a list")
             ctx.regional = self._regional_context(options.regions, layouts[0], batch, dtype, seq.device)
             ctx.shared = self._shared_context(options.shared_attention, layouts[0], batch, scaling, seq.device)
-        h = seq
+        active = self._sparse_positions(options, ctx, layouts, is_list, batch)
+        rows = None if active is None else torch.arange(batch, device=seq.device)[:, None]
+        h = seq if active is None else seq[rows, active]
         for i, layer in enumerate(self.layers):
             ctx.layer = i
             h = layer(h, ctx)
         out = self.final_layer(h, adaln_input)
+        if active is not None:  # positions not computed stay zero; the sampler fills them
+            full = out.new_zeros(batch, seq.shape[1], out.shape[2])
+            full[rows, active] = out
+            out = full
 
         keep = self.config.out_channels if return_sigma else self.config.in_channels
         results = []
@@ -136,6 +143,36 @@ class LuminaDiT(nn.Module):
         return list(results[0]) if list_input else results[0]
 
     # -- per-call features ------------------------------------------------------------------
+    def _sparse_positions(
+        self, options: ForwardOptions, ctx: LayerContext, layouts: list[TokenLayout], is_list: bool, batch: int
+    ) -> Tensor | None:
+        """Region-adaptive sampling: narrow the context to each row's computed positions
+        ((B, n) indices, None = all)."""
+        sparse = options.sparse
+        if sparse is None:
+            return None
+        layout = layouts[0]
+        if is_list or layout.frames != 1 or layout.nextline or layout.nextframe or ctx.shared is not None:
+            raise LuminaInputError(
+                "region-adaptive sampling runs on Next-DiT image latents of one size per batch, without shared "
+                "attention; turn it off for Flag-DiT models, videos, mixed sizes or style-aligned batches"
+            )
+        ctx.sparse = sparse
+        active = sparse.rows(batch)
+        if active is None:
+            return None
+        active = active.to(ctx.rotations.device)
+        ctx.active = active
+        rows = torch.arange(batch, device=active.device)[:, None]
+        ctx.rotations = ctx.rotations.expand(batch, -1, -1)[rows, active]
+        if ctx.regional is not None:
+            rg = ctx.regional
+            picked = active[rg.rows]  # (n, L') positions of the rows that use regions
+            ctx.regional = replace(
+                rg, weights=rg.weights[:, picked].permute(1, 0, 2), global_weight=rg.global_weight[picked]
+            )
+        return active
+
     def _regional_context(
         self, regions: RegionalPrompts | None, layout: TokenLayout, batch: int, dtype: torch.dtype, device: torch.device
     ) -> RegionalContext | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..features.compositional import RegionalPrompts
+from ..features.region_adaptive import SparseTokens
 from ..features.style_shared import SharedAttention
 from .rope import RopeScaling, time_aware_scaling
 
@@ -21,6 +22,8 @@ class ForwardOptions:
       base defaults to the model's token count at its training resolution.
     regions: compositional generation (lumina.features.compositional).
     shared_attention: style-consistent batches (lumina.features.style_shared).
+    sparse: region-adaptive sampling's per-run token subset and key/value cache
+      (lumina.features.region_adaptive); set by `lumina.sample`, Next-DiT images only.
     """
 
     rope_linear: float = 1.0
@@ -31,6 +34,7 @@ class ForwardOptions:
     base_seqlen: int | None = None
     regions: RegionalPrompts | None = None
     shared_attention: SharedAttention | None = None
+    sparse: SparseTokens | None = None
 
     def rope_scaling(self, t: float) -> RopeScaling:
         if self.time_aware_scale is not None:

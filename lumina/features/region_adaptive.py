@@ -1,0 +1,218 @@
+"""Region-Adaptive Sampling (RAS, arXiv 2502.10389; reference code microsoft/RAS).
+
+At a "sparse" model call only the patches in the model's focus go through the transformer; every
+other patch reuses the velocity it had at the previous call. Focus is read from that previous
+velocity: per patch, the spread of the velocity over the latent channels ("std", or "l2norm"),
+times exp(starvation_scale · times the patch was already skipped). As in the reference code's
+defaults (high_ratio 1) the patches with the HIGHEST score are the ones skipped (reused), and the
+starvation factor then makes an often-skipped patch likelier to be skipped again; we reproduce
+that rule rather than our reading of it. high_ratio 0 skips the lowest scores instead, where the
+same factor works against starvation.
+
+Self-attention of the computed patches still sees every patch: the keys and values of the skipped
+ones come from a per-layer cache, filled at the dense call before a run of sparse calls and
+refreshed at the computed positions on every sparse call ("key & value recovery"). Dense calls:
+the first `start_step` calls and the `reset_steps` ("accumulated error resetting").
+
+Everything here is per run: a `RegionAdaptiveRun` is made by `lumina.sample` for one sampling
+call and reaches the model through `ForwardOptions.sparse`; nothing is stored on the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ..errors import LuminaInputError
+
+METRICS = ("std", "l2norm")
+
+
+@dataclass(frozen=True)
+class RegionAdaptive:
+    """RAS settings; the defaults are the reference Lumina-Next example's (30 steps).
+
+    sample_ratio: share of patches recomputed at a sparse call (1 = RAS off).
+    start_step: model calls (0-based) before the first sparse one; they run dense.
+    reset_steps: model calls that run dense to reset the accumulated error.
+    end_step: last call that may be sparse (None: to the end of sampling).
+    metric: "std" (reference default) or "l2norm" of the velocity over the latent channels.
+    high_ratio: share of the skipped patches taken from the highest scores, the rest from the
+      lowest (reference default 1: skip the highest).
+    starvation_scale: weight of how often a patch was skipped in its score.
+    """
+
+    sample_ratio: float = 0.5
+    start_step: int = 4
+    reset_steps: tuple[int, ...] = (12, 22)
+    end_step: int | None = None
+    metric: str = "std"
+    high_ratio: float = 1.0
+    starvation_scale: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.sample_ratio <= 1.0:
+            raise LuminaInputError(
+                f"region-adaptive sample_ratio={self.sample_ratio} must be in (0, 1]: the share of patches "
+                "recomputed at each sparse step (0.5 in the reference example, 1 = off)"
+            )
+        if self.metric not in METRICS:
+            raise LuminaInputError(f"unknown region-adaptive metric {self.metric!r}; choose one of {', '.join(METRICS)}")
+        if not 0.0 <= self.high_ratio <= 1.0:
+            raise LuminaInputError(f"region-adaptive high_ratio={self.high_ratio} must be in [0, 1]")
+        if self.start_step < 1:
+            raise LuminaInputError(
+                f"region-adaptive start_step={self.start_step} must be ≥ 1: the first call has no previous velocity to reuse"
+            )
+        if any(s < 0 for s in self.reset_steps) or (self.end_step is not None and self.end_step < 0):
+            raise LuminaInputError("region-adaptive reset_steps and end_step count model calls from 0; negative values are not allowed")
+
+    @property
+    def enabled(self) -> bool:
+        return self.sample_ratio < 1.0
+
+    def is_sparse(self, call: int) -> bool:
+        """Whether model call `call` (0-based) runs on a subset of patches."""
+        return (
+            self.enabled and call >= self.start_step and call not in self.reset_steps
+            and (self.end_step is None or call <= self.end_step)
+        )
+
+
+@dataclass
+class SparseTokens:
+    """What the model reads at one call: the patches to compute per item (`active`, (items, n)
+    sequence positions, None = all) and whether to record every layer's self-attention keys and
+    values for the sparse calls to come."""
+
+    active: Tensor | None = None
+    record: bool = False
+    keys: dict[int, Tensor] = field(default_factory=dict)
+    values: dict[int, Tensor] = field(default_factory=dict)
+
+    def rows(self, batch: int) -> Tensor | None:
+        """`active` for a model batch of `batch` rows: under CFG the model batch is [conditional
+        items; unconditional items], and both halves of an item compute the same patches."""
+        if self.active is None:
+            return None
+        items = self.active.shape[0]
+        if batch % items:
+            raise LuminaInputError(f"region-adaptive sampling chose patches for {items} items but the model batch is {batch}")
+        return self.active.repeat(batch // items, 1)
+
+    def exchange(self, layer: int, k: Tensor, v: Tensor, active: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Keys/values for self-attention at `layer`: the call's own when dense (stored when
+        recording), else the cache with the computed positions (`active`, per row) refreshed."""
+        if active is None:
+            if self.record:
+                self.keys[layer], self.values[layer] = k, v
+            return k, v
+        if layer not in self.keys:
+            raise RuntimeError("a sparse call ran before any dense call recorded keys and values")
+        cache_k, cache_v = self.keys[layer], self.values[layer]
+        if cache_k.shape[0] != k.shape[0]:
+            raise LuminaInputError(
+                f"region-adaptive sampling saw batch {k.shape[0]} after recording batch {cache_k.shape[0]}; "
+                "keep one batch size for the whole run"
+            )
+        rows = torch.arange(k.shape[0], device=k.device)[:, None]
+        cache_k[rows, active] = k
+        cache_v[rows, active] = v
+        return cache_k, cache_v
+
+
+def patch_scores(velocity: Tensor, patch_size: int, metric: str) -> Tensor:
+    """(B, C, H, W) velocity → (B, H/p · W/p) focus scores in row-major patch order: the
+    per-pixel spread over channels, averaged over each patch."""
+    if metric == "std":
+        per_pixel = velocity.float().std(dim=1)
+    else:
+        per_pixel = velocity.float().norm(dim=1)
+    b, h, w = per_pixel.shape
+    p = patch_size
+    return per_pixel.view(b, h // p, p, w // p, p).mean(dim=(2, 4)).flatten(1)
+
+
+def select_patches(
+    scores: Tensor, skipped_count: Tensor, skip: int, starvation_scale: float, high_ratio: float = 1.0
+) -> tuple[Tensor, Tensor]:
+    """Per row of (B, P) scores: (active, skipped) patch indices, (B, P − n) and (B, n).
+
+    Scores are weighted by exp(starvation_scale · skipped_count) and ranked; int(skip · high_ratio)
+    patches are skipped from the top of the ranking and int(skip · (1 − high_ratio)) from the
+    bottom, the reference code's rule. Active indices come back sorted by position."""
+    weighted = scores * torch.exp(starvation_scale * skipped_count)
+    order = torch.argsort(weighted, dim=1)
+    total = order.shape[1]
+    low, high = int(skip * (1 - high_ratio)), int(skip * high_ratio)
+    skipped = torch.cat([order[:, :low], order[:, total - high :]], dim=1)
+    return order[:, low : total - high].sort(dim=1).values, skipped
+
+
+class RegionAdaptiveRun:
+    """The state of RAS over one sampling run; wraps a velocity callable.
+
+    `tokens` must be the `ForwardOptions.sparse` of the model calls the wrapped callable makes.
+    Each item of the batch picks its own patches; the two CFG halves of an item share them.
+    """
+
+    def __init__(self, settings: RegionAdaptive, patch_size: int) -> None:
+        self.settings = settings
+        self.patch_size = patch_size
+        self.tokens = SparseTokens()
+        self.calls = 0
+        self.computed: list[int] = []  # patches computed at each call (for tests and reports)
+        self._last: Tensor | None = None
+        self._skipped_count: Tensor | None = None
+        self._active: Tensor | None = None
+        self._active_pixels: Tensor | None = None
+
+    def _selects(self, skip: int) -> bool:
+        """Whether the rounding of high_ratio leaves any patch to skip."""
+        h = self.settings.high_ratio
+        return int(skip * h) + int(skip * (1 - h)) > 0
+
+    def wrap(self, velocity):
+        def region_adaptive_velocity(x: Tensor, t: Tensor) -> Tensor:
+            return self._call(velocity, x, t)
+
+        return region_adaptive_velocity
+
+    def _call(self, velocity, x: Tensor, t: Tensor) -> Tensor:
+        call, s, p = self.calls, self.settings, self.patch_size
+        self.calls += 1
+        patches = (x.shape[-2] // p) * (x.shape[-1] // p)
+        skip = int((1 - s.sample_ratio) * patches)
+        sparse_now = s.is_sparse(call) and self._active is not None
+        sparse_next = s.is_sparse(call + 1) and 0 < skip < patches and self._selects(skip)
+        self.tokens.active = self._active if sparse_now else None
+        self.tokens.record = sparse_next and not sparse_now
+        if not (sparse_now or sparse_next):  # no cache needed beyond this call
+            self.tokens.keys.clear()
+            self.tokens.values.clear()
+        out = velocity(x, t)
+        if sparse_now:
+            out = torch.where(self._active_pixels, out, self._last)
+        self.computed.append(int(self._active.shape[1]) if sparse_now else patches)
+
+        if sparse_next:
+            b = out.shape[0]
+            if self._skipped_count is None:
+                self._skipped_count = torch.zeros(b, patches, device=out.device)
+            active, skipped = select_patches(
+                patch_scores(out, p, s.metric), self._skipped_count, skip, s.starvation_scale, s.high_ratio
+            )
+            self._skipped_count.scatter_add_(1, skipped, torch.ones_like(skipped, dtype=self._skipped_count.dtype))
+            self._active = active
+            grid = torch.zeros(b, patches, dtype=torch.bool, device=out.device)
+            grid.scatter_(1, active, True)
+            rows, cols = x.shape[-2] // p, x.shape[-1] // p
+            self._active_pixels = (
+                grid.view(b, 1, rows, 1, cols, 1).expand(b, 1, rows, p, cols, p).reshape(b, 1, rows * p, cols * p)
+            )
+            self._last = out
+        else:
+            self._active, self._active_pixels, self._last = None, None, None
+        return out

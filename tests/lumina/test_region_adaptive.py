@@ -1,0 +1,194 @@
+"""Region-Adaptive Sampling: the sparse forward, the patch selection, the call schedule, errors."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+import lumina
+from lumina.errors import LuminaInputError
+from lumina.features.region_adaptive import (
+    RegionAdaptive, RegionAdaptiveRun, SparseTokens, patch_scores, select_patches,
+)
+from lumina.features import RegionalPrompts, grid_masks
+from lumina.model import ForwardOptions
+
+from conftest import tiny_random_model
+
+EXTRAPOLATING = ForwardOptions(proportional_attention=True, base_seqlen=16, time_aware_scale=2.0)
+
+
+def _inputs(batch: int = 2, h: int = 16, w: int = 12, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 4, h, w, generator=g), torch.rand(batch, generator=g), torch.randn(batch, 5, 16, generator=g)
+
+
+def _pixels(active_row: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    mask = torch.zeros(rows * cols, dtype=torch.bool)
+    mask[active_row] = True
+    return mask.view(rows, 1, cols, 1).expand(rows, 2, cols, 2).reshape(rows * 2, cols * 2)
+
+
+@pytest.mark.parametrize("options", [ForwardOptions(), EXTRAPOLATING], ids=["plain", "extrapolating"])
+def test_sparse_forward_equals_the_full_forward_on_the_computed_patches(options):
+    """With keys/values recorded from the same input, computing a subset of patches gives exactly
+    the full forward's velocity there (self-attention still sees every patch) and zeros elsewhere."""
+    model = tiny_random_model("next_dit", n_layers=3)
+    x, t, cap = _inputs()
+    with torch.no_grad():
+        full = model(x, t, cap, None, options)
+        tokens = SparseTokens(record=True)
+        recorded = model(x, t, cap, None, replace(options, sparse=tokens))
+        assert torch.equal(recorded, full)
+        assert sorted(tokens.keys) == [0, 1, 2]
+        g = torch.Generator().manual_seed(5)
+        tokens.active = torch.stack([torch.randperm(48, generator=g)[:11].sort().values for _ in range(2)])
+        tokens.record = False
+        sparse = model(x, t, cap, None, replace(options, sparse=tokens))
+    for row in range(2):
+        pix = _pixels(tokens.active[row], 8, 6)
+        torch.testing.assert_close(sparse[row][:, pix], full[row][:, pix], rtol=0, atol=1e-6)
+        assert sparse[row][:, ~pix].abs().max() == 0
+
+
+def test_sparse_forward_keeps_regional_prompts_per_patch():
+    model = tiny_random_model("next_dit", n_layers=2)
+    x, t, cap = _inputs()
+    g = torch.Generator().manual_seed(3)
+    regions = RegionalPrompts(
+        cap_feats=torch.randn(2, 4, 16, generator=g), cap_mask=torch.ones(2, 4, dtype=torch.bool), masks=grid_masks(1, 2, 16, 12), rows=(1,)
+    )
+    options = ForwardOptions(regions=regions)
+    with torch.no_grad():
+        full = model(x, t, cap, None, options)
+        tokens = SparseTokens(record=True)
+        model(x, t, cap, None, replace(options, sparse=tokens))
+        tokens.active, tokens.record = torch.tensor([[0, 5, 9, 30, 47], [1, 2, 3, 24, 40]]), False
+        sparse = model(x, t, cap, None, replace(options, sparse=tokens))
+    for row in range(2):
+        pix = _pixels(tokens.active[row], 8, 6)
+        torch.testing.assert_close(sparse[row][:, pix], full[row][:, pix], rtol=1e-5, atol=1e-5)
+
+
+def test_items_choose_patches_that_both_cfg_halves_share():
+    tokens = SparseTokens(active=torch.tensor([[0, 1], [2, 3]]))
+    assert tokens.rows(4).tolist() == [[0, 1], [2, 3], [0, 1], [2, 3]]
+    with pytest.raises(LuminaInputError, match="model batch is 3"):
+        tokens.rows(3)
+
+
+def test_scores_are_the_channel_spread_averaged_per_patch():
+    v = torch.zeros(1, 4, 4, 4)
+    v[0, :, :2, 2:] = torch.tensor([1.0, -1.0, 1.0, -1.0])[:, None, None]  # top-right patch spreads
+    v[0, 0, 3, 0] = 2.0  # one pixel of the bottom-left patch
+    std = patch_scores(v, 2, "std")
+    assert std.shape == (1, 4)
+    expected_pixel = torch.tensor([2.0, 0, 0, 0]).std()
+    torch.testing.assert_close(std[0], torch.tensor([0.0, torch.tensor([1.0, -1, 1, -1]).std(), expected_pixel / 4, 0.0]))
+    l2 = patch_scores(v, 2, "l2norm")
+    torch.testing.assert_close(l2[0], torch.tensor([0.0, 2.0, 0.5, 0.0]))
+
+
+def test_selection_skips_the_highest_scores_and_starvation_weights_them():
+    scores = torch.tensor([[0.1, 0.9, 0.5, 0.3, 0.7]])
+    active, skipped = select_patches(scores, torch.zeros(1, 5), 2, 0.1)
+    assert active.tolist() == [[0, 2, 3]] and sorted(skipped[0].tolist()) == [1, 4]
+    # weighting by exp(0.1 · count): patch 2 skipped 6 times scores 0.5 · e^0.6 = 0.91, above
+    # patch 4's 0.7 · e^0.1 = 0.77, so it is skipped again
+    count = torch.tensor([[0.0, 0.0, 6.0, 0.0, 1.0]])
+    active, skipped = select_patches(scores, count, 2, 0.1)
+    assert sorted(skipped[0].tolist()) == [1, 2]
+    low_active, low_skipped = select_patches(scores, torch.zeros(1, 5), 2, 0.1, high_ratio=0.0)
+    assert sorted(low_skipped[0].tolist()) == [0, 3] and low_active.tolist() == [[1, 2, 4]]
+    _, mixed = select_patches(scores, torch.zeros(1, 5), 2, 0.1, high_ratio=0.5)
+    assert sorted(mixed[0].tolist()) == [0, 1]
+
+
+def _sampling_setup(batch: int = 1):
+    model = tiny_random_model("next_dit", n_layers=2)
+    g = torch.Generator().manual_seed(7)
+    cond = lumina.Conditioning(torch.randn(batch, 5, 16, generator=g), torch.ones(batch, 5, dtype=torch.bool))
+    uncond = lumina.Conditioning(torch.randn(1, 5, 16, generator=g), torch.ones(1, 5, dtype=torch.bool))
+    return model, cond, uncond
+
+
+def test_ratio_one_is_plain_sampling():
+    model, cond, uncond = _sampling_setup()
+    plain = lumina.sample(model, cond, uncond, (1, 4, 16, 16), steps=10, seed=1)
+    off = lumina.sample(model, cond, uncond, (1, 4, 16, 16), steps=10, seed=1, region_adaptive=RegionAdaptive(1.0))
+    assert torch.equal(plain, off)
+
+
+def test_model_calls_follow_the_dense_and_sparse_schedule():
+    """Calls before start_step, the reset calls and those after end_step run every patch; the
+    others run half of them, for both CFG halves of every item."""
+    model, cond, uncond = _sampling_setup(batch=2)
+    seen: list[tuple[int, int]] = []
+    hook = model.layers[0].register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape[:2])))
+    settings = RegionAdaptive(0.5, start_step=4, reset_steps=(7,), end_step=10)
+    try:
+        lumina.sample(model, cond, uncond, (2, 4, 16, 16), steps=13, step_convention="model_steps", seed=1, region_adaptive=settings)
+    finally:
+        hook.remove()
+    expected = [64 if c < 4 or c == 7 or c > 10 else 32 for c in range(13)]
+    assert seen == [(4, n) for n in expected]
+
+
+def test_sparse_calls_reuse_the_previous_velocity_off_the_chosen_patches():
+    calls = []
+
+    def velocity(x, t):
+        calls.append(float(t))
+        return torch.full_like(x, float(len(calls)))
+
+    run = RegionAdaptiveRun(RegionAdaptive(0.5, start_step=1, reset_steps=()), 2)
+    v = run.wrap(velocity)
+    x = torch.zeros(1, 4, 4, 4)
+    first = v(x, torch.tensor(0.0))
+    assert run.computed == [4] and run.tokens.record and run.tokens.active is None
+    second = v(x, torch.tensor(0.5))
+    assert run.tokens.active is not None and run.tokens.active.shape == (1, 2) and run.computed == [4, 2]
+    pix = _pixels(run.tokens.active[0], 2, 2)
+    assert (second[0][:, pix] == 2).all() and (second[0][:, ~pix] == first[0][:, ~pix]).all()
+
+
+def test_region_adaptive_sampling_stays_near_dense_sampling():
+    """At ratio 0.9 few patches are reused; the result stays close to dense sampling, and reusing
+    more (ratio 0.5) moves it further away."""
+    model, cond, uncond = _sampling_setup()
+    kwargs = dict(steps=30, step_convention="model_steps", seed=3, cfg=2.0)
+    dense = lumina.sample(model, cond, uncond, (1, 4, 16, 16), **kwargs)
+    near = lumina.sample(model, cond, uncond, (1, 4, 16, 16), region_adaptive=RegionAdaptive(0.9), **kwargs)
+    far = lumina.sample(model, cond, uncond, (1, 4, 16, 16), region_adaptive=RegionAdaptive(0.5), **kwargs)
+    near_err, far_err = ((near - dense).norm() / dense.norm()).item(), ((far - dense).norm() / dense.norm()).item()
+    assert 0 < near_err < far_err
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(sample_ratio=0.0), "sample_ratio=0.0 must be in"),
+        (dict(sample_ratio=1.5), "sample_ratio=1.5 must be in"),
+        (dict(metric="mean"), "unknown region-adaptive metric 'mean'"),
+        (dict(start_step=0), "start_step=0 must be ≥ 1"),
+        (dict(high_ratio=2.0), "high_ratio=2.0"),
+        (dict(reset_steps=(-1,)), "negative"),
+    ],
+)
+def test_bad_settings_name_the_setting(kwargs, match):
+    with pytest.raises(LuminaInputError, match=match):
+        RegionAdaptive(**kwargs)
+
+
+def test_flag_dit_and_dopri5_are_refused_clearly():
+    model, cond, uncond = _sampling_setup()
+    with pytest.raises(LuminaInputError, match="fixed-step solver"):
+        lumina.sample(model, cond, uncond, (1, 4, 16, 16), solver="dopri5", region_adaptive=RegionAdaptive())
+    flag = tiny_random_model("flag_dit")
+    with pytest.raises(LuminaInputError, match="Flag-DiT"):
+        lumina.sample(flag, cond, uncond, (1, 4, 16, 16), region_adaptive=RegionAdaptive())
+    with pytest.raises(LuminaInputError, match="one size per batch"):
+        x, t, cap = _inputs()
+        model([x[0], x[1, :, :8]], t, cap, None, ForwardOptions(sparse=SparseTokens()))
