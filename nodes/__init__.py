@@ -1,7 +1,7 @@
 """ComfyUI nodes: thin adapters over `lumina`; `bridge` is the only module touching ComfyUI internals."""
 
 from .conditioning import LuminaBatchTextEncode, LuminaTextEncode
-from .features import LuminaExtrapolation, LuminaRegionalPrompts, LuminaStyleShared
+from .features import LuminaExtrapolation, LuminaRegionAdaptive, LuminaRegionalPrompts, LuminaStyleShared
 from .latents import LuminaEmptyLatent
 from .loaders import LuminaModelLoader, LuminaTextEncoderLoader
 from .paths import register_folders
@@ -23,6 +23,7 @@ NODE_CLASS_MAPPINGS = {
     "LuminaRegionalPrompts": LuminaRegionalPrompts,
     "LuminaStyleShared": LuminaStyleShared,
     "LuminaExtrapolation": LuminaExtrapolation,
+    "LuminaRegionAdaptive": LuminaRegionAdaptive,
     "LuminaPixelSpaceVAE": LuminaPixelSpaceVAE,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -38,5 +39,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LuminaRegionalPrompts": "Lumina Regional Prompts",
     "LuminaStyleShared": "Lumina Style Shared Attention",
     "LuminaExtrapolation": "Lumina Resolution Extrapolation",
+    "LuminaRegionAdaptive": "Lumina Region-Adaptive Sampling",
     "LuminaPixelSpaceVAE": "Lumina Pixel Space VAE",
 }

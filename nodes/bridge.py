@@ -24,12 +24,14 @@ import comfy.utils
 from ..lumina import flow
 from ..lumina.conditioning import Conditioning
 from ..lumina.extrapolation import extrapolation_options
+from ..lumina.features.region_adaptive import RegionAdaptive
 from ..lumina.features.style_shared import SharedAttention
 from ..lumina.guidance import OFFICIAL_GUIDED_CHANNELS
 from ..lumina.model import ForwardOptions, LuminaDiT
 
 OPTIONS_KEY = "lumina_options"  # transformer_options entry holding a lumina ForwardOptions
 SHARED_KEY = "lumina_shared_attention"  # transformer_options entry holding a SharedAttention
+RAS_KEY = "lumina_region_adaptive"  # transformer_options entry holding RegionAdaptive settings (Flow Sampler only)
 CAPTION_KEY = "lumina_caption"  # model cond: caption features with the mask as a last channel
 DEFAULT_SHIFT = 4.0  # the official demos' time_shifting_factor
 
@@ -187,24 +189,39 @@ def lumina_model_of(model: comfy.model_patcher.ModelPatcher) -> LuminaDiT:
 
 
 def forward_options_of(model: comfy.model_patcher.ModelPatcher) -> ForwardOptions | None:
-    return model.model_options.get("transformer_options", {}).get(OPTIONS_KEY)
+    return transformer_option_of(model, OPTIONS_KEY)
 
 
 def with_forward_options(model: comfy.model_patcher.ModelPatcher, options: ForwardOptions) -> comfy.model_patcher.ModelPatcher:
     """A clone carrying per-call options; the input MODEL is left untouched."""
-    clone = model.clone()
-    clone.model_options = {**clone.model_options, "transformer_options": {**clone.model_options.get("transformer_options", {}), OPTIONS_KEY: options}}
-    return clone
+    return with_transformer_option(model, OPTIONS_KEY, options)
 
 
 def with_shared_attention(model: comfy.model_patcher.ModelPatcher, shared: SharedAttention) -> comfy.model_patcher.ModelPatcher:
-    clone = model.clone()
-    clone.model_options = {**clone.model_options, "transformer_options": {**clone.model_options.get("transformer_options", {}), SHARED_KEY: shared}}
-    return clone
+    return with_transformer_option(model, SHARED_KEY, shared)
 
 
 def shared_attention_of(model: comfy.model_patcher.ModelPatcher) -> SharedAttention | None:
-    return model.model_options.get("transformer_options", {}).get(SHARED_KEY)
+    return transformer_option_of(model, SHARED_KEY)
+
+
+def with_region_adaptive(model: comfy.model_patcher.ModelPatcher, settings: RegionAdaptive) -> comfy.model_patcher.ModelPatcher:
+    return with_transformer_option(model, RAS_KEY, settings)
+
+
+def region_adaptive_of(model: comfy.model_patcher.ModelPatcher) -> RegionAdaptive | None:
+    return transformer_option_of(model, RAS_KEY)
+
+
+def with_transformer_option(model: comfy.model_patcher.ModelPatcher, key: str, value) -> comfy.model_patcher.ModelPatcher:
+    """A clone with one transformer_options entry set; the input MODEL is left untouched."""
+    clone = model.clone()
+    clone.model_options = {**clone.model_options, "transformer_options": {**clone.model_options.get("transformer_options", {}), key: value}}
+    return clone
+
+
+def transformer_option_of(model: comfy.model_patcher.ModelPatcher, key: str):
+    return model.model_options.get("transformer_options", {}).get(key)
 
 
 def with_sampling_shift(model: comfy.model_patcher.ModelPatcher, shift: float) -> comfy.model_patcher.ModelPatcher:

@@ -1,10 +1,11 @@
-"""Training-free feature nodes: regional prompts, style-shared batches, resolution extrapolation.
-Each clones what it changes; the math is in lumina.features and lumina.extrapolation."""
+"""Training-free feature nodes: regional prompts, style-shared batches, resolution extrapolation,
+region-adaptive sampling. Each clones what it changes; the math is in lumina.features and lumina.extrapolation."""
 
 from __future__ import annotations
 
 from ..lumina.extrapolation import EXTRAPOLATION_MODES, extrapolation_options
 from ..lumina.features.compositional import grid_masks
+from ..lumina.features.region_adaptive import METRICS, RegionAdaptive
 from ..lumina.features.style_shared import SharedAttention
 from ..lumina.flow import resolution_shift
 from . import bridge
@@ -115,3 +116,50 @@ class LuminaExtrapolation:
         options = extrapolation_options(config, width, height, mode, proportional_attention=proportional_attention, watershed=watershed)
         shift = resolution_shift(width, height, base_shift, config.base_image_size)
         return (bridge.with_sampling_shift(bridge.with_forward_options(model, options), shift), shift)
+
+
+class LuminaRegionAdaptive:
+    """Region-Adaptive Sampling (RAS) on a cloned Next-DiT model: at most steps the Lumina Flow
+    Sampler recomputes only the patches in the model's focus and reuses the rest (about 1.5–2×
+    faster at ratio 0.5 on large images). Core samplers ignore it."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL",),
+                "sample_ratio": ("FLOAT", {"default": 0.5, "min": 0.05, "max": 1.0, "step": 0.05,
+                                 "tooltip": "share of patches recomputed at a sparse step; 1 = off"}),
+                "start_step": ("INT", {"default": 4, "min": 1, "max": 1000,
+                               "tooltip": "model calls (from 0) that run dense before the first sparse one"}),
+                "reset_steps": ("STRING", {"default": "12,22",
+                                "tooltip": "comma-separated model calls (from 0) that run dense to reset the error"}),
+                "end_step": ("INT", {"default": -1, "min": -1, "max": 1000,
+                             "tooltip": "last model call that may be sparse; -1 = to the end"}),
+                "metric": (list(METRICS), {"default": "std"}),
+                "high_ratio": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05,
+                               "tooltip": "share of the reused patches taken from the highest scores (reference: 1)"}),
+                "starvation_scale": ("FLOAT", {"default": 0.1, "min": 0.0, "max": 10.0, "step": 0.01}),
+            }
+        }
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+    CATEGORY = CATEGORY
+
+    def patch(self, model, sample_ratio, start_step, reset_steps, end_step, metric, high_ratio, starvation_scale):
+        if bridge.lumina_model_of(model).config.family != "next_dit":
+            raise ValueError("Region-Adaptive Sampling is for Next-DiT (Lumina-Next) models; this model is Flag-DiT")
+        settings = RegionAdaptive(
+            sample_ratio=sample_ratio, start_step=start_step, reset_steps=_step_list(reset_steps),
+            end_step=None if end_step < 0 else end_step, metric=metric, high_ratio=high_ratio,
+            starvation_scale=starvation_scale,
+        )
+        return (bridge.with_region_adaptive(model, settings),)
+
+
+def _step_list(text: str) -> tuple[int, ...]:
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not all(p.isdigit() for p in parts):
+        raise ValueError(f"reset_steps {text!r} must be comma-separated model-call numbers from 0, like \"12,22\" (or empty)")
+    return tuple(int(p) for p in parts)

@@ -75,7 +75,7 @@ class LuminaFlowSampler:
         kwargs = dict(
             noise=seeded_noise(latent.shape, seed), steps=steps, solver=solver, schedule=schedule, shift=shift,
             step_convention=convention, cfg=cfg, cfg_mode=cfg_mode, options=options,
-            callback=bridge.preview_callback(model, total),
+            callback=bridge.preview_callback(model, total), region_adaptive=bridge.region_adaptive_of(model),
         )
         if start_time >= 0.0:
             kwargs.update(x_start=latent_format.process_in(latent.float()), start_time=start_time, normalize_start=normalize_latent)

@@ -40,7 +40,8 @@ import assets
 
 NODES = ["LuminaModelLoader", "LuminaTextEncoderLoader", "LuminaTextEncode", "LuminaBatchTextEncode",
          "LuminaEmptyLatent", "LuminaFlowSampler", "LuminaScheduler", "LuminaMidpointSampler", "LuminaOfficialCFG",
-         "LuminaRegionalPrompts", "LuminaStyleShared", "LuminaExtrapolation", "LuminaPixelSpaceVAE"]
+         "LuminaRegionalPrompts", "LuminaStyleShared", "LuminaExtrapolation", "LuminaRegionAdaptive",
+         "LuminaPixelSpaceVAE"]
 
 
 def graph(path: str, ckpt: str, encoder: str, vae: str, size: int = 64, steps: int = 3) -> dict:

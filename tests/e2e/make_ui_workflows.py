@@ -54,6 +54,13 @@ NOTES = {
         "(29 steps), time shift 4, CFG 4 (official: channels 0–2 guided), seed 1. Same seed and settings → "
         "the official demo's latent.", FILES_NOTE,
     ],
+    "lumina_next_sft_ras": [
+        "Region-Adaptive Sampling (RAS): the Lumina Region-Adaptive Sampling node makes the Flow Sampler "
+        "recompute only half of the patches at most steps (the model's focus, read from the previous "
+        "velocity) and reuse the rest; calls 0–3, 12 and 22 run dense. The reference RAS example's "
+        "settings: 30 Euler steps, ratio 0.5. Next-DiT only; core samplers ignore it.",
+        FILES_NOTE,
+    ],
     "lumina_t2i_5b_t2i": [
         "Lumina-T2I (Flag-DiT 5B) text-to-image with the official demo's settings: Euler, 30 grid points, "
         "shift 4, CFG 4, NTK-scaled RoPE and proportional attention chosen by size (extrapolation: auto).",

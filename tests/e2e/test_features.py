@@ -95,6 +95,33 @@ def test_extrapolation_node_patches_a_clone_and_sets_the_shift(comfy_inprocess, 
     torch.testing.assert_close(sampled(comfy_inprocess, graph), sampled(comfy_inprocess, plain), atol=1e-5, rtol=0)
 
 
+def test_region_adaptive_node_equals_the_library_and_reuses_patches(comfy_inprocess, tiny_assets, unique_prefix):
+    import sys
+
+    from test_nodes import REPO, library_latent
+
+    graph = workflow("lumina_next_sft_ras", tiny_assets, unique_prefix)
+    graph["4"]["inputs"].update(width=64, height=64)
+    graph["1"]["inputs"]["weight_dtype"] = "fp32"
+    graph["5"]["inputs"].update(steps=8, seed=3)
+    graph["9"]["inputs"].update(start_step=2, reset_steps="5")
+    ras = sampled(comfy_inprocess, graph)
+
+    sys.path.insert(0, str(REPO))
+    from lumina.features.region_adaptive import RegionAdaptive
+
+    prompt, negative = graph["3"]["inputs"]["prompt"], graph["3"]["inputs"]["negative_prompt"]
+    settings = dict(steps=8, step_convention="model_steps", solver="euler", seed=3, cfg=4.0, shift=4.0)
+    lib = library_latent(tiny_assets, prompt, negative, region_adaptive=RegionAdaptive(0.5, start_step=2, reset_steps=(5,)), **settings)
+    torch.testing.assert_close(ras, lib, atol=1e-5, rtol=0)
+    dense = library_latent(tiny_assets, prompt, negative, **settings)
+    assert (ras - dense).abs().max() > 1e-4  # patches were reused
+
+    plain = copy.deepcopy(graph)
+    plain["5"]["inputs"]["model"] = ["1", 0]  # the loader's MODEL is untouched by the node
+    torch.testing.assert_close(sampled(comfy_inprocess, plain), dense, atol=1e-5, rtol=0)
+
+
 def _node_error(runner, graph: dict) -> dict:
     entry = runner.run(graph, check=False)
     assert entry["status"]["status_str"] == "error"
@@ -123,6 +150,11 @@ def test_feature_bad_inputs_are_clear_node_errors(comfy_inprocess, tiny_assets, 
     reference["30"]["inputs"]["reference_index"] = 7
     error = _node_error(comfy_inprocess, reference)
     assert "reference item 7 is outside the batch of 4" in error["exception_message"]
+
+    bad_steps = workflow("lumina_next_sft_ras", tiny_assets, unique_prefix)
+    bad_steps["9"]["inputs"]["reset_steps"] = "12;22"
+    error = _node_error(comfy_inprocess, bad_steps)
+    assert error["node_type"] == "LuminaRegionAdaptive" and "reset_steps '12;22' must be comma-separated" in error["exception_message"]
 
     good = workflow("lumina_next_regional_2x2", tiny_assets, unique_prefix)
     assert comfy_inprocess.run(good)["status"]["status_str"] == "success"

@@ -36,6 +36,8 @@ OUR_NODES = {
     "LuminaRegionalPrompts": {"text_encoder", "region_prompts", "rows", "cols", "global_prompt", "negative_prompt"},
     "LuminaStyleShared": {"model", "reference_index", "strength", "start_layer", "end_layer", "items"},
     "LuminaExtrapolation": {"model", "width", "height", "mode", "proportional_attention", "watershed", "base_shift"},
+    "LuminaRegionAdaptive": {"model", "sample_ratio", "start_step", "reset_steps", "end_step", "metric", "high_ratio",
+                             "starvation_scale"},
 }
 
 
