@@ -29,6 +29,7 @@ import lumina  # noqa: E402
 import lumina.flow  # noqa: E402
 from lumina.config import LuminaConfig  # noqa: E402
 from lumina.features.region_adaptive import RegionAdaptive  # noqa: E402
+from nextdit_vs_diffusers import timed  # noqa: E402  (this folder is on sys.path when run as a script)
 
 SHAPES = {  # name: (dim, layers, heads, kv heads, caption width, latent side)
     "cpu": (384, 4, 6, 2, 256, 64),
@@ -48,18 +49,6 @@ def random_model(dim: int, layers: int, heads: int, kv_heads: int, cap_dim: int,
         for p in model.parameters():
             p.normal_(0, 0.02)
     return model.to(dtype).eval()
-
-
-def timed(fn, repeats: int, sync) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def speed(shape: str, repeats: int, with_diffusers: bool) -> None:
@@ -85,8 +74,8 @@ def speed(shape: str, repeats: int, with_diffusers: bool) -> None:
           f"{dtype} on {torch.cuda.get_device_name() if device == 'cuda' else f'CPU ({torch.get_num_threads()} threads)'}")
     print(f"RAS ratio {RAS.sample_ratio}, dense calls {[i for i in range(calls) if not RAS.is_sparse(i)]}: "
           f"{computed * 100:.0f} % of the patch evaluations of dense sampling")
-    t_dense = timed(ours(), repeats, sync)
-    t_ras = timed(ours(RAS), repeats, sync)
+    t_dense = statistics.median(timed(ours(), 1, repeats, sync))
+    t_ras = statistics.median(timed(ours(RAS), 1, repeats, sync))
     dense, sparse = ours()(), ours(RAS)()
     drift = ((sparse - dense).norm() / dense.norm()).item()
     print(f"ours dense {t_dense * 1000:.0f} ms, ours RAS {t_ras * 1000:.0f} ms: speed-up dense/RAS = {t_dense / t_ras:.2f}x "
@@ -114,7 +103,7 @@ def speed(shape: str, repeats: int, with_diffusers: bool) -> None:
             sigmas=[float(lumina.flow.sigma_from_t(t)) for t in grid[:-1]],
         ).images
 
-    t_theirs = timed(theirs, repeats, sync)
+    t_theirs = statistics.median(timed(theirs, 1, repeats, sync))
     print(f"diffusers LuminaPipeline dense {t_theirs * 1000:.0f} ms: ratio ours RAS/diffusers = {t_ras / t_theirs:.3f}, "
           f"ours dense/diffusers = {t_dense / t_theirs:.3f}")
 

@@ -120,8 +120,8 @@ class LuminaExtrapolation:
 
 class LuminaRegionAdaptive:
     """Region-Adaptive Sampling (RAS) on a cloned Next-DiT model: at most steps the Lumina Flow
-    Sampler recomputes only the patches in the model's focus and reuses the rest (1.8× faster at
-    ratio 0.5 in benchmarks/region_adaptive.py on CPU). Core samplers ignore it."""
+    Sampler recomputes only the patches in the model's focus and reuses the rest (1.7–1.8× faster
+    at ratio 0.5 in benchmarks/region_adaptive.py on CPU). Core samplers ignore it."""
 
     @classmethod
     def INPUT_TYPES(cls):
