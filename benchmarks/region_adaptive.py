@@ -5,7 +5,7 @@
     python benchmarks/region_adaptive.py --quality       # the demo model: error and shape accuracy
 
 Speed: the same random weights, latent, captions and 30 Euler steps with CFG 4 through
-`lumina.sample` dense, `lumina.sample` with RAS (the reference example's settings: ratio 0.5,
+`lumina.sample` dense, `lumina.sample` with RAS (the reference code's defaults: ratio 0.5,
 dense calls 0–3, 12 and 22), and diffusers' LuminaPipeline loop (dense, prompt embeddings given,
 latent output); prints the ratios. Quality (--quality): the committed demo model on held-out
 prompts; each run's distance to a 100-step dense reference and its shape accuracy, for dense 30

@@ -21,7 +21,7 @@ from .flow import STEP_CONVENTIONS, SCHEDULES, time_grid
 from .guidance import CFG_MODES, OFFICIAL_GUIDED_CHANNELS, combine
 from .model import ForwardOptions, LuminaDiT
 from .model.options import DEFAULT_OPTIONS
-from .solvers import SOLVERS, Callback, StepInfo, VelocityFn, solve
+from .solvers import EVALS_PER_STEP, SOLVERS, Callback, StepInfo, VelocityFn, solve
 
 
 def seeded_noise(shape: Sequence[int], seed: int) -> Tensor:
@@ -192,7 +192,9 @@ def sample(
     ras = None
     if region_adaptive is not None and region_adaptive.enabled:
         _check_region_adaptive(model, solver)
-        ras = RegionAdaptiveRun(region_adaptive, model.config.patch_size)
+        calls, p = (len(grid) - 1) * EVALS_PER_STEP[solver], model.config.patch_size
+        region_adaptive.skip_counts((latent_shape[2] // p) * (latent_shape[3] // p), calls)  # bad ramps fail here
+        ras = RegionAdaptiveRun(region_adaptive, p, calls)
         options = replace(options or DEFAULT_OPTIONS, sparse=ras.tokens)
     guided = uncond is not None and cfg != 1.0
     paired = guided and cfg_mode == "official" and solver == "dopri5"

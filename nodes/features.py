@@ -140,6 +140,10 @@ class LuminaRegionAdaptive:
                 "high_ratio": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05,
                                "tooltip": "share of the reused patches taken from the highest scores (reference: 1)"}),
                 "starvation_scale": ("FLOAT", {"default": 0.1, "min": 0.0, "max": 10.0, "step": 0.01}),
+                "skip_ramp": ("INT", {"default": 0, "min": -65536, "max": 65536,
+                              "tooltip": "reused patches change by this every skip_ramp_every calls, centred on the run "
+                                         "(reference example at 1024²: 256 every 4); 0 = a fixed number"}),
+                "skip_ramp_every": ("INT", {"default": 0, "min": 0, "max": 1000}),
             }
         }
 
@@ -147,13 +151,14 @@ class LuminaRegionAdaptive:
     FUNCTION = "patch"
     CATEGORY = CATEGORY
 
-    def patch(self, model, sample_ratio, start_step, reset_steps, end_step, metric, high_ratio, starvation_scale):
+    def patch(self, model, sample_ratio, start_step, reset_steps, end_step, metric, high_ratio, starvation_scale,
+              skip_ramp=0, skip_ramp_every=0):
         if bridge.lumina_model_of(model).config.family != "next_dit":
             raise ValueError("Region-Adaptive Sampling is for Next-DiT (Lumina-Next) models; this model is Flag-DiT")
         settings = RegionAdaptive(
             sample_ratio=sample_ratio, start_step=start_step, reset_steps=_step_list(reset_steps),
             end_step=None if end_step < 0 else end_step, metric=metric, high_ratio=high_ratio,
-            starvation_scale=starvation_scale,
+            starvation_scale=starvation_scale, skip_ramp=skip_ramp, skip_ramp_every=skip_ramp_every,
         )
         return (bridge.with_region_adaptive(model, settings),)
 

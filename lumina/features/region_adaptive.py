@@ -32,7 +32,7 @@ METRICS = ("std", "l2norm")
 
 @dataclass(frozen=True)
 class RegionAdaptive:
-    """RAS settings; the defaults are the reference Lumina-Next example's (30 steps).
+    """RAS settings; the defaults are the reference code's (tuned there for 30 Euler steps).
 
     sample_ratio: share of patches recomputed at a sparse call (1 = RAS off).
     start_step: model calls (0-based) before the first sparse one; they run dense.
@@ -42,6 +42,10 @@ class RegionAdaptive:
     high_ratio: share of the skipped patches taken from the highest scores, the rest from the
       lowest (reference default 1: skip the highest).
     starvation_scale: weight of how often a patch was skipped in its score.
+    skip_ramp / skip_ramp_every: the reference's dynamic ratio ("skip_num_step" /
+      "skip_num_step_length"): the number of reused patches changes by skip_ramp every
+      skip_ramp_every calls, centred on the run, rounded down to a multiple of 64 (0 = a fixed
+      number; its Lumina-Next example uses 256 every 4 calls at 1024², 4096 patches).
     """
 
     sample_ratio: float = 0.5
@@ -51,6 +55,8 @@ class RegionAdaptive:
     metric: str = "std"
     high_ratio: float = 1.0
     starvation_scale: float = 0.1
+    skip_ramp: int = 0
+    skip_ramp_every: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.sample_ratio <= 1.0:
@@ -66,12 +72,32 @@ class RegionAdaptive:
             raise LuminaInputError(
                 f"region-adaptive start_step={self.start_step} must be ≥ 1: the first call has no previous velocity to reuse"
             )
+        if self.skip_ramp_every < 0:
+            raise LuminaInputError(f"region-adaptive skip_ramp_every={self.skip_ramp_every} must be ≥ 0 (0 = no ramp)")
         if any(s < 0 for s in self.reset_steps) or (self.end_step is not None and self.end_step < 0):
             raise LuminaInputError("region-adaptive reset_steps and end_step count model calls from 0; negative values are not allowed")
 
     @property
     def enabled(self) -> bool:
         return self.sample_ratio < 1.0
+
+    def skip_counts(self, patches: int, calls: int) -> list[int]:
+        """How many of `patches` each of `calls` model calls reuses (0 at dense calls)."""
+        average = int((1 - self.sample_ratio) * patches)
+        every = self.skip_ramp_every
+        if every:
+            centre = ((calls + self.start_step) // every) // 2
+            counts = [(average + self.skip_ramp * (c // every - centre)) // 64 * 64 for c in range(calls)]
+        else:
+            counts = [average] * calls
+        counts = [n if self.is_sparse(c) else 0 for c, n in enumerate(counts)]
+        bad = [c for c, n in enumerate(counts) if not 0 <= n < patches]
+        if bad:
+            raise LuminaInputError(
+                f"region-adaptive skip_ramp={self.skip_ramp} every {every} calls asks model call {bad[0]} to reuse "
+                f"{counts[bad[0]]} of {patches} patches; lower skip_ramp (it suits 1024² images, 4096 patches) or set it to 0"
+            )
+        return counts
 
     def is_sparse(self, call: int) -> bool:
         """Whether model call `call` (0-based) runs on a subset of patches."""
@@ -158,9 +184,11 @@ class RegionAdaptiveRun:
     Each item of the batch picks its own patches; the two CFG halves of an item share them.
     """
 
-    def __init__(self, settings: RegionAdaptive, patch_size: int) -> None:
+    def __init__(self, settings: RegionAdaptive, patch_size: int, total_calls: int) -> None:
         self.settings = settings
         self.patch_size = patch_size
+        self.total_calls = total_calls
+        self._skips: list[int] | None = None
         self.tokens = SparseTokens()
         self.calls = 0
         self.computed: list[int] = []  # patches computed at each call (for tests and reports)
@@ -184,9 +212,11 @@ class RegionAdaptiveRun:
         call, s, p = self.calls, self.settings, self.patch_size
         self.calls += 1
         patches = (x.shape[-2] // p) * (x.shape[-1] // p)
-        skip = int((1 - s.sample_ratio) * patches)
-        sparse_now = s.is_sparse(call) and self._active is not None
-        sparse_next = s.is_sparse(call + 1) and 0 < skip < patches and self._selects(skip)
+        if self._skips is None:
+            self._skips = s.skip_counts(patches, self.total_calls)
+        skip = self._skips[call + 1] if call + 1 < len(self._skips) else 0
+        sparse_now = self._active is not None
+        sparse_next = skip > 0 and self._selects(skip)
         self.tokens.active = self._active if sparse_now else None
         self.tokens.record = sparse_next and not sparse_now
         if not (sparse_now or sparse_next):  # no cache needed beyond this call

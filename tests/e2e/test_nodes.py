@@ -37,7 +37,7 @@ OUR_NODES = {
     "LuminaStyleShared": {"model", "reference_index", "strength", "start_layer", "end_layer", "items"},
     "LuminaExtrapolation": {"model", "width", "height", "mode", "proportional_attention", "watershed", "base_shift"},
     "LuminaRegionAdaptive": {"model", "sample_ratio", "start_step", "reset_steps", "end_step", "metric", "high_ratio",
-                             "starvation_scale"},
+                             "starvation_scale", "skip_ramp", "skip_ramp_every"},
 }
 
 

@@ -143,7 +143,7 @@ def test_sparse_calls_reuse_the_previous_velocity_off_the_chosen_patches():
         calls.append(float(t))
         return torch.full_like(x, float(len(calls)))
 
-    run = RegionAdaptiveRun(RegionAdaptive(0.5, start_step=1, reset_steps=()), 2)
+    run = RegionAdaptiveRun(RegionAdaptive(0.5, start_step=1, reset_steps=()), 2, total_calls=3)
     v = run.wrap(velocity)
     x = torch.zeros(1, 4, 4, 4)
     first = v(x, torch.tensor(0.0))
@@ -166,6 +166,27 @@ def test_region_adaptive_sampling_stays_near_dense_sampling():
     assert 0 < near_err < far_err
 
 
+def test_skip_counts_follow_the_reference_schedules():
+    static = RegionAdaptive(0.5, start_step=2, reset_steps=(4,)).skip_counts(16, 6)
+    assert static == [0, 0, 8, 8, 0, 8]
+    # the reference Lumina-Next example: 1024², ratio 0.5, ramp 256 every 4 calls, 30 Euler steps
+    ramp = RegionAdaptive(0.5, skip_ramp=256, skip_ramp_every=4).skip_counts(4096, 30)
+    expected = [0] * 4 + [1280] * 4 + [1536] * 4 + [0] + [1792] * 3 + [2048] * 4 + [2304] * 2 + [0] + [2304] + [2560] * 4 + [2816] * 2
+    assert ramp == expected
+    with pytest.raises(LuminaInputError, match="skip_ramp=256 every 4 calls asks model call 4 to reuse -768 of 64 patches"):
+        RegionAdaptive(0.5, skip_ramp=256, skip_ramp_every=4).skip_counts(64, 30)
+
+
+def test_a_ramp_too_steep_for_the_image_fails_before_sampling():
+    model, cond, uncond = _sampling_setup()
+    calls = []
+    hook = model.register_forward_pre_hook(lambda m, a: calls.append(1))
+    with pytest.raises(LuminaInputError, match="lower skip_ramp"):
+        lumina.sample(model, cond, uncond, (1, 4, 16, 16), steps=30, region_adaptive=RegionAdaptive(skip_ramp=256, skip_ramp_every=4))
+    hook.remove()
+    assert not calls
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
@@ -175,6 +196,7 @@ def test_region_adaptive_sampling_stays_near_dense_sampling():
         (dict(start_step=0), "start_step=0 must be ≥ 1"),
         (dict(high_ratio=2.0), "high_ratio=2.0"),
         (dict(reset_steps=(-1,)), "negative"),
+        (dict(skip_ramp_every=-4), "skip_ramp_every=-4"),
     ],
 )
 def test_bad_settings_name_the_setting(kwargs, match):
