@@ -8,6 +8,7 @@ model-sampling object. Every time/sign conversion is a `lumina.flow` call.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 
 import torch
@@ -162,6 +163,11 @@ class LuminaBaseModel(comfy.model_base.BaseModel):
             raise ValueError("this Lumina model needs conditioning from the Lumina Text Encode node")
         caption = unpack_caption(kwargs[CAPTION_KEY])
         options = transformer_options.get(OPTIONS_KEY) or self.default_options(x)
+        if RAS_KEY in transformer_options:
+            warnings.warn(
+                "Lumina Region-Adaptive Sampling applies to the Lumina Flow Sampler only; this core sampler runs every "
+                "patch at every step", stacklevel=2,
+            )
         shared = transformer_options.get(SHARED_KEY)
         if shared is not None:  # ComfyUI batches cond/uncond chunks of equal size, in this order
             groups = max(1, len(transformer_options.get("cond_or_uncond", [0])))

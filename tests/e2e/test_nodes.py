@@ -211,6 +211,13 @@ def test_core_midpoint_sampler_and_ksampler_run(comfy_inprocess, tiny_assets, un
     latent = _sampler_latent(comfy_inprocess, ksampler)
     assert latent.shape == (1, 4, 8, 8) and torch.isfinite(latent).all()
 
+    ras = copy.deepcopy(ksampler)  # core samplers run dense under a Region-Adaptive model (with a warning)
+    ras["9"] = {"class_type": "LuminaRegionAdaptive", "inputs": {
+        "model": ["1", 0], "sample_ratio": 0.5, "start_step": 1, "reset_steps": "", "end_step": -1, "metric": "std",
+        "high_ratio": 1.0, "starvation_scale": 0.1, "skip_ramp": 0, "skip_ramp_every": 0}}
+    ras["5"]["inputs"]["model"] = ["9", 0]
+    torch.testing.assert_close(_sampler_latent(comfy_inprocess, ras), latent, atol=0, rtol=0)
+
 
 def test_progress_and_interrupt(comfy_inprocess, tiny_assets, unique_prefix):
     graph = t2i_graph(tiny_assets, unique_prefix, steps=6, solver="euler")

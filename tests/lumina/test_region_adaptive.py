@@ -136,6 +136,19 @@ def test_model_calls_follow_the_dense_and_sparse_schedule():
     assert seen == [(4, n) for n in expected]
 
 
+def test_midpoint_counts_both_evaluations_of_a_step():
+    """Two model calls per midpoint step: 10 steps are 20 calls, scheduled like 20 Euler steps."""
+    model, cond, uncond = _sampling_setup()
+    seen: list[int] = []
+    hook = model.layers[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[1]))
+    try:
+        lumina.sample(model, cond, uncond, (1, 4, 16, 16), steps=10, step_convention="model_steps", solver="midpoint",
+                      region_adaptive=RegionAdaptive(0.75, start_step=3, reset_steps=(10,)))
+    finally:
+        hook.remove()
+    assert seen == [64 if c < 3 or c == 10 else 48 for c in range(20)]
+
+
 def test_sparse_calls_reuse_the_previous_velocity_off_the_chosen_patches():
     calls = []
 
