@@ -122,6 +122,7 @@ def sample(
     solver: str = "euler",
     schedule: str = "shift",
     shift: float = 4.0,
+    sigmoid_scale: float = 4.0,
     step_convention: str = "grid_points",
     cfg: float = 4.0,
     cfg_mode: str = "official",
@@ -151,6 +152,8 @@ def sample(
     only the patches in the model's focus at most model calls (lumina.features.region_adaptive).
     """
     _check_settings(steps, solver, schedule, step_convention, cfg, cfg_mode, shift)
+    if schedule == "sigmoid" and not sigmoid_scale > 0:
+        raise LuminaInputError(f"sigmoid_scale={sigmoid_scale} must be positive (4 by default; larger = denser at both ends)")
     if start_time is not None and strength is not None:
         raise LuminaInputError("give start_time (λ) or strength, not both")
     if (start_time is not None or strength is not None) != (x_start is not None):
@@ -173,7 +176,7 @@ def sample(
         raise LuminaInputError(f"noise shape {tuple(noise.shape)} does not match the latent shape {tuple(latent_shape)}")
     noise = noise.to(device, torch.float32)
 
-    grid = time_grid(steps, schedule, shift, convention=step_convention)
+    grid = time_grid(steps, schedule, shift, convention=step_convention, sigmoid_scale=sigmoid_scale)
     x = noise
     if x_start is not None:
         latent = x_start.to(device, torch.float32)

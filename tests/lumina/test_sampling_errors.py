@@ -120,3 +120,8 @@ def test_caption_batch_that_cannot_serve_the_latents(model, captions):
 @pytest.mark.parametrize("shift", [0.0, -1.0])
 def test_non_positive_shift(bad, shift):
     bad(r"shift", latent_shape=SHAPE, shift=shift)
+
+
+@pytest.mark.parametrize("scale", [0.0, -2.0])
+def test_non_positive_sigmoid_scale(bad, scale):
+    bad(rf"sigmoid_scale={scale} must be positive", latent_shape=SHAPE, schedule="sigmoid", sigmoid_scale=scale)
