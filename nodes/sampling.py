@@ -49,6 +49,8 @@ class LuminaFlowSampler:
                                "tooltip": "0..1: start from the latent at time λ (Lumina-T2X editing, paper default 0.2); -1: use denoise"}),
                 "normalize_latent": ("BOOLEAN", {"default": False,
                                      "tooltip": "channel-wise latent normalisation before editing (style edits)"}),
+                "sigmoid_scale": ("FLOAT", {"default": 4.0, "min": 0.1, "max": 50.0, "step": 0.1,
+                                  "tooltip": "sigmoid schedule only: larger = steps denser at both ends (our parameterisation)"}),
             },
         }
 
@@ -57,7 +59,7 @@ class LuminaFlowSampler:
     CATEGORY = CATEGORY
 
     def sample(self, model, positive, negative, latent_image, seed, steps, step_convention, solver, schedule, shift,
-               cfg, cfg_mode, extrapolation, denoise, start_time=-1.0, normalize_latent=False):
+               cfg, cfg_mode, extrapolation, denoise, start_time=-1.0, normalize_latent=False, sigmoid_scale=4.0):
         lumina_model = bridge.lumina_model_of(model)
         latent = latent_image["samples"]
         if latent.ndim != 4:
@@ -74,6 +76,7 @@ class LuminaFlowSampler:
         latent_format = model.model.latent_format
         kwargs = dict(
             noise=seeded_noise(latent.shape, seed), steps=steps, solver=solver, schedule=schedule, shift=shift,
+            sigmoid_scale=sigmoid_scale,
             step_convention=convention, cfg=cfg, cfg_mode=cfg_mode, options=options,
             callback=bridge.preview_callback(model, total), region_adaptive=bridge.region_adaptive_of(model),
         )
@@ -102,15 +105,19 @@ class LuminaScheduler:
                 "schedule": (list(SCHEDULES), {"default": "shift"}),
                 "shift": ("FLOAT", {"default": 4.0, "min": 0.1, "max": 100.0, "step": 0.1}),
                 "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}),
-            }
+            },
+            "optional": {
+                "sigmoid_scale": ("FLOAT", {"default": 4.0, "min": 0.1, "max": 50.0, "step": 0.1,
+                                  "tooltip": "sigmoid schedule only: larger = steps denser at both ends (our parameterisation)"}),
+            },
         }
 
     RETURN_TYPES = ("SIGMAS",)
     FUNCTION = "get_sigmas"
     CATEGORY = CATEGORY
 
-    def get_sigmas(self, steps, step_convention, schedule, shift, denoise):
-        grid = time_grid(steps, schedule, shift, convention=CONVENTIONS[step_convention])
+    def get_sigmas(self, steps, step_convention, schedule, shift, denoise, sigmoid_scale=4.0):
+        grid = time_grid(steps, schedule, shift, convention=CONVENTIONS[step_convention], sigmoid_scale=sigmoid_scale)
         if denoise < 1.0:
             grid = grid[int(len(grid) * (1 - denoise)):]
         return (flow.sigma_from_t(grid).float(),)

@@ -28,8 +28,9 @@ OUR_NODES = {
     "LuminaEmptyLatent": {"preset", "width", "height", "batch_size", "model"},
     "LuminaPixelSpaceVAE": set(),
     "LuminaFlowSampler": {"model", "positive", "negative", "latent_image", "seed", "steps", "step_convention", "solver",
-                          "schedule", "shift", "cfg", "cfg_mode", "extrapolation", "denoise", "start_time", "normalize_latent"},
-    "LuminaScheduler": {"steps", "step_convention", "schedule", "shift", "denoise"},
+                          "schedule", "shift", "cfg", "cfg_mode", "extrapolation", "denoise", "start_time", "normalize_latent",
+                          "sigmoid_scale"},
+    "LuminaScheduler": {"steps", "step_convention", "schedule", "shift", "denoise", "sigmoid_scale"},
     "LuminaMidpointSampler": set(),
     "LuminaOfficialCFG": {"model"},
     "LuminaBatchTextEncode": {"text_encoder", "prompts", "negative_prompt"},
@@ -170,6 +171,15 @@ def test_node_path_equals_library_path(comfy_inprocess, tiny_assets, unique_pref
     node = _sampler_latent(comfy_inprocess, graph)
     lib = library_latent(tiny_assets, prompt, negative, seed=7, steps=4, solver="midpoint", cfg=3.0, shift=4.0)
     torch.testing.assert_close(node, lib, atol=1e-5, rtol=0)
+
+
+def test_sigmoid_scale_reaches_the_library(comfy_inprocess, tiny_assets, unique_prefix):
+    graph = t2i_graph(tiny_assets, unique_prefix, seed=2, steps=5, solver="euler", schedule="sigmoid", sigmoid_scale=6.0)
+    prompt, negative = graph["3"]["inputs"]["prompt"], graph["3"]["inputs"]["negative_prompt"]
+    node = _sampler_latent(comfy_inprocess, graph)
+    common = dict(seed=2, steps=5, solver="euler", cfg=4.0, schedule="sigmoid")
+    torch.testing.assert_close(node, library_latent(tiny_assets, prompt, negative, sigmoid_scale=6.0, **common), atol=1e-5, rtol=0)
+    assert (node - library_latent(tiny_assets, prompt, negative, **common)).abs().max() > 1e-4
 
 
 def test_core_sampler_custom_reproduces_the_official_euler(comfy_inprocess, tiny_assets, unique_prefix):
