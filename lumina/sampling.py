@@ -148,7 +148,7 @@ def sample(
     CFG); Lumina-Next's demo uses solver="midpoint". Returns the final latent in fp32, or with
     `trajectory` the state at every grid point (B stacked along a new first axis).
 
-    `region_adaptive` (Next-DiT, fixed-step solvers): Region-Adaptive Sampling, which recomputes
+    `region_adaptive` (fixed-step solvers): Region-Adaptive Sampling, which recomputes
     only the patches in the model's focus at most model calls (lumina.features.region_adaptive).
     """
     _check_settings(steps, solver, schedule, step_convention, cfg, cfg_mode, shift)
@@ -194,7 +194,7 @@ def sample(
 
     ras = None
     if region_adaptive is not None and region_adaptive.enabled:
-        _check_region_adaptive(model, solver)
+        _check_region_adaptive(solver)
         calls, p = (len(grid) - 1) * EVALS_PER_STEP[solver], model.config.patch_size
         region_adaptive.skip_counts((latent_shape[2] // p) * (latent_shape[3] // p), calls)  # bad ramps fail here
         ras = RegionAdaptiveRun(region_adaptive, p, calls)
@@ -215,12 +215,7 @@ def sample(
     return out[:, :b] if trajectory else out[:b]
 
 
-def _check_region_adaptive(model: LuminaDiT, solver: str) -> None:
-    if model.config.family != "next_dit":
-        raise LuminaInputError(
-            "region-adaptive sampling is for Next-DiT (Lumina-Next) models; this is a Flag-DiT model, "
-            "whose [nextline] tokens it does not handle — sample without region_adaptive"
-        )
+def _check_region_adaptive(solver: str) -> None:
     if solver == "dopri5":
         raise LuminaInputError(
             "region-adaptive sampling needs a fixed-step solver (euler, midpoint, heun, rk4): dopri5 rejects "

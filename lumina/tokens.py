@@ -53,6 +53,17 @@ class TokenLayout:
             grid = torch.cat([grid, closing[:, None]], dim=1)
         return grid.reshape(self.length, 3).float()
 
+    def patch_slots(self) -> Tensor:
+        """(frames · rows · cols,) sequence index of each patch, patches in frame/row-major order."""
+        f, r, c = torch.meshgrid(torch.arange(self.frames), torch.arange(self.rows), torch.arange(self.cols), indexing="ij")
+        return (f * self.frame_length + r * self.row_length + c).flatten()
+
+    def special_slots(self) -> Tensor:
+        """Sequence indices of the [nextline] and [nextframe] tokens, ascending."""
+        taken = torch.zeros(self.length, dtype=torch.bool)
+        taken[self.patch_slots()] = True
+        return (~taken).nonzero().flatten()
+
     def sequence_positions(self) -> Tensor:
         """(length, 1) float index of each slot in the flattened sequence (Flag-DiT's 1-D RoPE)."""
         return torch.arange(self.length, dtype=torch.float32)[:, None]

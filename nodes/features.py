@@ -119,7 +119,7 @@ class LuminaExtrapolation:
 
 
 class LuminaRegionAdaptive:
-    """Region-Adaptive Sampling (RAS) on a cloned Next-DiT model: at most steps the Lumina Flow
+    """Region-Adaptive Sampling (RAS) on a cloned Lumina model: at most steps the Lumina Flow
     Sampler recomputes only the patches in the model's focus and reuses the rest (1.7–1.8× faster
     at ratio 0.5 in benchmarks/region_adaptive.py on CPU). Core samplers ignore it."""
 
@@ -153,8 +153,7 @@ class LuminaRegionAdaptive:
 
     def patch(self, model, sample_ratio, start_step, reset_steps, end_step, metric, high_ratio, starvation_scale,
               skip_ramp=0, skip_ramp_every=0):
-        if bridge.lumina_model_of(model).config.family != "next_dit":
-            raise ValueError("Region-Adaptive Sampling is for Next-DiT (Lumina-Next) models; this model is Flag-DiT")
+        bridge.lumina_model_of(model)  # a clear error for a model that is not Lumina
         settings = RegionAdaptive(
             sample_ratio=sample_ratio, start_step=start_step, reset_steps=_step_list(reset_steps),
             end_step=None if end_step < 0 else end_step, metric=metric, high_ratio=high_ratio,

@@ -9,7 +9,8 @@ starvation factor then makes an often-skipped patch likelier to be skipped again
 that rule rather than our reading of it. high_ratio 0 skips the lowest scores instead, where the
 same factor works against starvation.
 
-Self-attention of the computed patches still sees every patch: the keys and values of the skipped
+Flag-DiT's [nextline] tokens are computed at every call. Self-attention of the computed patches
+still sees every patch: the keys and values of the skipped
 ones come from a per-layer cache, filled at the dense call before a run of sparse calls and
 refreshed at the computed positions on every sparse call ("key & value recovery"). Dense calls:
 the first `start_step` calls and the `reset_steps` ("accumulated error resetting").

@@ -146,24 +146,28 @@ class LuminaDiT(nn.Module):
     def _sparse_positions(
         self, options: ForwardOptions, ctx: LayerContext, layouts: list[TokenLayout], is_list: bool, batch: int
     ) -> Tensor | None:
-        """Region-adaptive sampling: narrow the context to each row's computed positions
-        ((B, n) indices, None = all)."""
+        """Region-adaptive sampling: narrow the context to each row's computed sequence positions
+        ((B, n) indices, None = all): the active patches plus every [nextline] token."""
         sparse = options.sparse
         if sparse is None:
             return None
         layout = layouts[0]
-        if is_list or layout.frames != 1 or layout.nextline or layout.nextframe or ctx.shared is not None:
+        if is_list or layout.frames != 1 or ctx.shared is not None:
             raise LuminaInputError(
-                "region-adaptive sampling runs on Next-DiT image latents of one size per batch, without shared "
-                "attention; turn it off for Flag-DiT models, videos, mixed sizes or style-aligned batches"
+                "region-adaptive sampling runs on image latents of one size per batch, without shared attention; "
+                "turn it off for videos, mixed sizes or style-aligned batches"
             )
         ctx.sparse = sparse
-        active = sparse.rows(batch)
-        if active is None:
+        patches = sparse.rows(batch)
+        if patches is None:
             return None
-        active = active.to(ctx.rotations.device)
+        device = ctx.rotations.device
+        active = layout.patch_slots().to(device)[patches.to(device)]
+        specials = layout.special_slots().to(device)
+        if specials.numel():
+            active = torch.cat([active, specials.expand(batch, -1)], dim=1).sort(dim=1).values
         ctx.active = active
-        rows = torch.arange(batch, device=active.device)[:, None]
+        rows = torch.arange(batch, device=device)[:, None]
         ctx.rotations = ctx.rotations.expand(batch, -1, -1)[rows, active]
         if ctx.regional is not None:
             rg = ctx.regional

@@ -23,7 +23,7 @@ class ForwardOptions:
     regions: compositional generation (lumina.features.compositional).
     shared_attention: style-consistent batches (lumina.features.style_shared).
     sparse: region-adaptive sampling's per-run token subset and key/value cache
-      (lumina.features.region_adaptive); set by `lumina.sample`, Next-DiT images only.
+      (lumina.features.region_adaptive); set by `lumina.sample`, images only.
     """
 
     rope_linear: float = 1.0

@@ -59,7 +59,7 @@ NOTES = {
         "recompute only half of the patches at most steps (the model's focus, read from the previous "
         "velocity) and reuse the rest; calls 0–3, 12 and 22 run dense (the reference RAS code's defaults, "
         "30 Euler steps, ratio 0.5). Its Lumina-Next example at 1024² also ramps the number of reused "
-        "patches: skip_ramp 256, skip_ramp_every 4. Next-DiT only; core samplers ignore it.",
+        "patches: skip_ramp 256, skip_ramp_every 4. Core samplers ignore it.",
         FILES_NOTE,
     ],
     "lumina_t2i_5b_t2i": [

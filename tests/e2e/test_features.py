@@ -121,6 +121,12 @@ def test_region_adaptive_node_equals_the_library_and_reuses_patches(comfy_inproc
     plain["5"]["inputs"]["model"] = ["1", 0]  # the loader's MODEL is untouched by the node
     torch.testing.assert_close(sampled(comfy_inprocess, plain), dense, atol=1e-5, rtol=0)
 
+    flag = copy.deepcopy(graph)  # Flag-DiT too: its [nextline] tokens run at every step
+    flag["1"]["inputs"]["ckpt_name"] = tiny_assets.name(tiny_assets.flag_dit)
+    flag["2"]["inputs"]["text_encoder"] = tiny_assets.name(tiny_assets.llama)
+    latent = sampled(comfy_inprocess, flag)
+    assert latent.shape == (1, 4, 8, 8) and torch.isfinite(latent).all()
+
 
 def _node_error(runner, graph: dict) -> dict:
     entry = runner.run(graph, check=False)

@@ -31,11 +31,15 @@ def _pixels(active_row: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     return mask.view(rows, 1, cols, 1).expand(rows, 2, cols, 2).reshape(rows * 2, cols * 2)
 
 
+@pytest.mark.parametrize("family", ["next_dit", "flag_dit"])
 @pytest.mark.parametrize("options", [ForwardOptions(), EXTRAPOLATING], ids=["plain", "extrapolating"])
-def test_sparse_forward_equals_the_full_forward_on_the_computed_patches(options):
+def test_sparse_forward_equals_the_full_forward_on_the_computed_patches(options, family):
     """With keys/values recorded from the same input, computing a subset of patches gives exactly
-    the full forward's velocity there (self-attention still sees every patch) and zeros elsewhere."""
-    model = tiny_random_model("next_dit", n_layers=3)
+    the full forward's velocity there (self-attention still sees every patch and, for Flag-DiT,
+    every [nextline] token) and zeros elsewhere."""
+    if family == "flag_dit":
+        options = replace(options, time_aware_scale=None, rope_ntk=2.0)
+    model = tiny_random_model(family, n_layers=3)
     x, t, cap = _inputs()
     with torch.no_grad():
         full = model(x, t, cap, None, options)
@@ -217,13 +221,25 @@ def test_bad_settings_name_the_setting(kwargs, match):
         RegionAdaptive(**kwargs)
 
 
-def test_flag_dit_and_dopri5_are_refused_clearly():
+def test_flag_dit_computes_its_nextline_tokens_at_every_call():
+    model = tiny_random_model("flag_dit", n_layers=2)
+    g = torch.Generator().manual_seed(7)
+    cond = lumina.Conditioning(torch.randn(1, 5, 16, generator=g), torch.ones(1, 5, dtype=torch.bool))
+    seen: list[int] = []
+    hook = model.layers[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[1]))
+    try:
+        lumina.sample(model, cond, None, (1, 4, 16, 16), steps=6, step_convention="model_steps",
+                      region_adaptive=RegionAdaptive(0.5, start_step=2, reset_steps=(4,)))
+    finally:
+        hook.remove()
+    full = 8 * 9  # 8 rows of 8 patches and a [nextline] token
+    assert seen == [full, full, 32 + 8, 32 + 8, full, 32 + 8]
+
+
+def test_dopri5_and_mixed_sizes_are_refused_clearly():
     model, cond, uncond = _sampling_setup()
     with pytest.raises(LuminaInputError, match="fixed-step solver"):
         lumina.sample(model, cond, uncond, (1, 4, 16, 16), solver="dopri5", region_adaptive=RegionAdaptive())
-    flag = tiny_random_model("flag_dit")
-    with pytest.raises(LuminaInputError, match="Flag-DiT"):
-        lumina.sample(flag, cond, uncond, (1, 4, 16, 16), region_adaptive=RegionAdaptive())
     with pytest.raises(LuminaInputError, match="one size per batch"):
         x, t, cap = _inputs()
         model([x[0], x[1, :, :8]], t, cap, None, ForwardOptions(sparse=SparseTokens()))

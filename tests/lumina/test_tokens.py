@@ -186,3 +186,13 @@ def test_pad_positions_repeats_last():
     assert out.shape == (2, 3, 2)
     assert torch.equal(out[0], a)
     assert torch.equal(out[1], b.expand(3, 2))
+
+
+def test_patch_and_special_slots_cover_the_sequence_once():
+    layout = TokenLayout(2, 2, 3, nextline=True, nextframe=True)
+    patches, specials = layout.patch_slots(), layout.special_slots()
+    assert patches[:6].tolist() == [0, 1, 2, 4, 5, 6] and patches[6:].tolist() == [9, 10, 11, 13, 14, 15]
+    assert specials.tolist() == [3, 7, 8, 12, 16, 17]
+    assert sorted(patches.tolist() + specials.tolist()) == list(range(layout.length))
+    plain = TokenLayout(1, 2, 3)
+    assert plain.patch_slots().tolist() == list(range(6)) and plain.special_slots().numel() == 0
