@@ -10,10 +10,10 @@ that rule rather than our reading of it. high_ratio 0 skips the lowest scores in
 same factor works against starvation.
 
 Flag-DiT's [nextline] tokens are computed at every call. Self-attention of the computed patches
-still sees every patch: the keys and values of the skipped
-ones come from a per-layer cache, filled at the dense call before a run of sparse calls and
-refreshed at the computed positions on every sparse call ("key & value recovery"). Dense calls:
-the first `start_step` calls and the `reset_steps` ("accumulated error resetting").
+still sees every patch: the keys and values of the skipped ones come from a per-layer cache,
+filled at the dense call before a run of sparse calls and refreshed at the computed positions on
+every sparse call ("key & value recovery"). Dense calls: the first `start_step` calls and the
+`reset_steps` ("accumulated error resetting").
 
 Everything here is per run: a `RegionAdaptiveRun` is made by `lumina.sample` for one sampling
 call and reaches the model through `ForwardOptions.sparse`; nothing is stored on the model.
@@ -63,7 +63,7 @@ class RegionAdaptive:
         if not 0.0 < self.sample_ratio <= 1.0:
             raise LuminaInputError(
                 f"region-adaptive sample_ratio={self.sample_ratio} must be in (0, 1]: the share of patches "
-                "recomputed at each sparse step (0.5 in the reference example, 1 = off)"
+                "recomputed at each sparse step (0.5 by default, 1 = off)"
             )
         if self.metric not in METRICS:
             raise LuminaInputError(f"unknown region-adaptive metric {self.metric!r}; choose one of {', '.join(METRICS)}")
@@ -111,8 +111,8 @@ class RegionAdaptive:
 @dataclass
 class SparseTokens:
     """What the model reads at one call: the patches to compute per item (`active`, (items, n)
-    sequence positions, None = all) and whether to record every layer's self-attention keys and
-    values for the sparse calls to come."""
+    patch indices in row-major order, None = all) and whether to record every layer's
+    self-attention keys and values for the sparse calls to come."""
 
     active: Tensor | None = None
     record: bool = False
