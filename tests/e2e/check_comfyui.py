@@ -59,9 +59,15 @@ def graph(path: str, ckpt: str, encoder: str, vae: str, size: int = 64, steps: i
         "11": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
     }
     latent, pos, neg = ["4", 0], ["3", 0], ["3", 1]
-    if path == "flow_sampler":
+    if path in ("flow_sampler", "flow_sampler_ras"):
+        model = ["1", 0]
+        if path == "flow_sampler_ras":
+            g["9"] = {"class_type": "LuminaRegionAdaptive", "inputs": {
+                "model": model, "sample_ratio": 0.5, "start_step": 1, "reset_steps": "", "end_step": -1, "metric": "std",
+                "high_ratio": 1.0, "starvation_scale": 0.1, "skip_ramp": 0, "skip_ramp_every": 0}}
+            model = ["9", 0]
         g["5"] = {"class_type": "LuminaFlowSampler", "inputs": {
-            "model": ["1", 0], "positive": pos, "negative": neg, "latent_image": latent, "seed": 1, "steps": steps,
+            "model": model, "positive": pos, "negative": neg, "latent_image": latent, "seed": 1, "steps": steps,
             "step_convention": "grid points (official)", "solver": "midpoint", "schedule": "shift", "shift": 4.0,
             "cfg": 4.0, "cfg_mode": "official", "extrapolation": "auto", "denoise": 1.0}}
     elif path == "ksampler":
@@ -140,7 +146,7 @@ def main() -> int:
         failures += bool(missing)
 
         vaes = info["VAELoader"]["input"]["required"]["vae_name"][0]
-        paths = ["flow_sampler", "ksampler", "samplercustom_euler", "samplercustom_midpoint"]
+        paths = ["flow_sampler", "flow_sampler_ras", "ksampler", "samplercustom_euler", "samplercustom_midpoint"]
         if "SamplerCustomAdvanced" in info:
             paths += ["advanced_cfgguider", "advanced_basicguider"]
         seen: set[str] = set()
