@@ -196,8 +196,8 @@ def sample(
     if region_adaptive is not None and region_adaptive.enabled:
         _check_region_adaptive(solver)
         calls, p = (len(grid) - 1) * EVALS_PER_STEP[solver], model.config.patch_size
-        region_adaptive.skip_counts((latent_shape[2] // p) * (latent_shape[3] // p), calls)  # bad ramps fail here
-        ras = RegionAdaptiveRun(region_adaptive, p, calls)
+        skips = region_adaptive.skip_counts((latent_shape[2] // p) * (latent_shape[3] // p), calls)  # bad ramps fail here
+        ras = RegionAdaptiveRun(region_adaptive, p, skips)
         options = replace(options or DEFAULT_OPTIONS, sparse=ras.tokens)
     guided = uncond is not None and cfg != 1.0
     paired = guided and cfg_mode == "official" and solver == "dopri5"

@@ -91,7 +91,8 @@ class RegionAdaptive:
             counts = [(average + self.skip_ramp * (c // every - centre)) // 64 * 64 for c in range(calls)]
         else:
             counts = [average] * calls
-        counts = [n if self.is_sparse(c) else 0 for c, n in enumerate(counts)]
+        h = self.high_ratio  # what select_patches takes from each end, after rounding
+        counts = [int(n * h) + int(n * (1 - h)) if self.is_sparse(c) else 0 for c, n in enumerate(counts)]
         bad = [c for c, n in enumerate(counts) if not 0 <= n < patches]
         if bad:
             raise LuminaInputError(
@@ -185,11 +186,11 @@ class RegionAdaptiveRun:
     Each item of the batch picks its own patches; the two CFG halves of an item share them.
     """
 
-    def __init__(self, settings: RegionAdaptive, patch_size: int, total_calls: int) -> None:
+    def __init__(self, settings: RegionAdaptive, patch_size: int, skips: list[int]) -> None:
+        """skips: patches each model call reuses, `settings.skip_counts(patches, calls)`."""
         self.settings = settings
         self.patch_size = patch_size
-        self.total_calls = total_calls
-        self._skips: list[int] | None = None
+        self._skips = skips
         self.tokens = SparseTokens()
         self.calls = 0
         self.computed: list[int] = []  # patches computed at each call (for tests and reports)
@@ -197,11 +198,6 @@ class RegionAdaptiveRun:
         self._skipped_count: Tensor | None = None
         self._active: Tensor | None = None
         self._active_pixels: Tensor | None = None
-
-    def _selects(self, skip: int) -> bool:
-        """Whether the rounding of high_ratio leaves any patch to skip."""
-        h = self.settings.high_ratio
-        return int(skip * h) + int(skip * (1 - h)) > 0
 
     def wrap(self, velocity):
         def region_adaptive_velocity(x: Tensor, t: Tensor) -> Tensor:
@@ -213,11 +209,9 @@ class RegionAdaptiveRun:
         call, s, p = self.calls, self.settings, self.patch_size
         self.calls += 1
         patches = (x.shape[-2] // p) * (x.shape[-1] // p)
-        if self._skips is None:
-            self._skips = s.skip_counts(patches, self.total_calls)
         skip = self._skips[call + 1] if call + 1 < len(self._skips) else 0
         sparse_now = self._active is not None
-        sparse_next = skip > 0 and self._selects(skip)
+        sparse_next = skip > 0
         self.tokens.active = self._active if sparse_now else None
         self.tokens.record = sparse_next and not sparse_now
         if not (sparse_now or sparse_next):  # no cache needed beyond this call

@@ -160,7 +160,8 @@ def test_sparse_calls_reuse_the_previous_velocity_off_the_chosen_patches():
         calls.append(float(t))
         return torch.full_like(x, float(len(calls)))
 
-    run = RegionAdaptiveRun(RegionAdaptive(0.5, start_step=1, reset_steps=()), 2, total_calls=3)
+    settings = RegionAdaptive(0.5, start_step=1, reset_steps=())
+    run = RegionAdaptiveRun(settings, 2, settings.skip_counts(4, 3))
     v = run.wrap(velocity)
     x = torch.zeros(1, 4, 4, 4)
     first = v(x, torch.tensor(0.0))
