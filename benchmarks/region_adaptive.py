@@ -65,7 +65,7 @@ def speed(shape: str, repeats: int, with_diffusers: bool) -> None:
     common = dict(noise=latent, steps=STEPS, step_convention="model_steps", solver="euler", schedule="uniform", cfg=4.0)
 
     def ours(ras=None):
-        return lambda: lumina.sample(model, c, u, latent.shape, region_adaptive=ras, **common)
+        return lambda: lumina.sample(model, c, u, latent.shape, wrappers=[ras] if ras else [], **common)
 
     calls = STEPS
     dense_calls = sum(1 for i in range(calls) if not RAS.is_sparse(i))
@@ -125,7 +125,7 @@ def quality(prompts: int) -> None:
 
     def run(steps: int, ras: RegionAdaptive | None = None) -> tuple[torch.Tensor, float]:
         start = time.perf_counter()
-        out = lumina.sample(model, cond, negative, shape, steps=steps, region_adaptive=ras, **settings)
+        out = lumina.sample(model, cond, negative, shape, steps=steps, wrappers=[ras] if ras else [], **settings)
         return out, time.perf_counter() - start
 
     reference, _ = run(100)

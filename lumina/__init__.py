@@ -6,16 +6,19 @@ model predicts the velocity data − noise.
 
 from .checkpoints import load_model, read_state_dict, save_diffusers, save_official, to_official
 from .conditioning import Conditioning
+from .editing import ImageStart
 from .config import PRESETS, LuminaConfig, infer_config
 from .errors import LuminaCheckpointError, LuminaError, LuminaInputError
 from .extrapolation import extrapolation_options
 from .model import FlagDiT, ForwardOptions, LuminaDiT, NextDiT, build_model
+from .model.hooks import BatchRows, batch_rows
 from .sampling import sample, seeded_noise
+from .sampling_settings import SamplingSettings
 from .solvers import SamplingInterrupted, StepInfo
 
 __all__ = [
     "load_model", "save_official", "save_diffusers", "read_state_dict", "to_official",
     "LuminaConfig", "PRESETS", "infer_config", "build_model", "LuminaDiT", "FlagDiT", "NextDiT",
-    "ForwardOptions", "Conditioning", "sample", "seeded_noise", "extrapolation_options", "StepInfo",
+    "ForwardOptions", "BatchRows", "batch_rows", "Conditioning", "ImageStart", "SamplingSettings", "sample", "seeded_noise", "extrapolation_options", "StepInfo",
     "SamplingInterrupted", "LuminaError", "LuminaCheckpointError", "LuminaInputError",
 ]

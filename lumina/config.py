@@ -12,11 +12,10 @@ import re
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal, Mapping
 
-from .errors import LuminaCheckpointError
+from .errors import LuminaCheckpointError, LuminaInputError
+from .families import FAMILIES, FAMILY_NAMES
 
 Family = Literal["flag_dit", "next_dit"]
-FAMILIES: tuple[str, ...] = ("flag_dit", "next_dit")
-FAMILY_NAMES = {"flag_dit": "Flag-DiT (Lumina-T2I)", "next_dit": "Next-DiT (Lumina-Next)"}
 
 
 def ffn_hidden_dim(dim: int, multiple_of: int, ffn_dim_multiplier: float | None = None) -> int:
@@ -94,6 +93,26 @@ class LuminaConfig:
         rows, cols = self.base_latent_tokens
         # Flag-DiT's official base counts two extra tokens per row (its [nextline] plus one more)
         return rows * cols + 2 * rows if self.family == "flag_dit" else rows * cols
+
+    @property
+    def pixel_unit(self) -> int:
+        """Image pixels per token side: patch size × VAE downsampling."""
+        return self.patch_size * self.vae_downsample
+
+    def check_latent(self, where: str, channels: int, height: int, width: int) -> None:
+        """Raise a LuminaInputError naming `where` unless a (channels, height, width) latent fits."""
+        from_family = FAMILY_NAMES[self.family]
+        if channels != self.in_channels:
+            raise LuminaInputError(
+                f"{where} has {channels} channels but this {from_family} model takes {self.in_channels}-channel "
+                f"latents; encode images with the matching VAE"
+            )
+        p = self.patch_size
+        if height % p or width % p or height <= 0 or width <= 0:
+            raise LuminaInputError(
+                f"{where}: latent size {height}×{width} is not a positive multiple of the patch size {p}; "
+                f"use an image size that is a multiple of {self.pixel_unit} pixels"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

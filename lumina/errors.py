@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from .families import FAMILY_NAMES
+
 
 class LuminaError(ValueError):
     """Base class for every input error raised by the library."""
@@ -21,8 +23,6 @@ class LuminaCheckpointError(LuminaError):
         keys: Iterable[str] = (),
         hint: str | None = None,
     ) -> None:
-        from .config import FAMILY_NAMES  # local: config imports this module
-
         self.problem, self.source, self.family = problem, source, family
         self.keys = list(keys)
         lines = [f"Cannot load Lumina checkpoint {source}: {problem}."]

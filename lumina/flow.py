@@ -14,6 +14,8 @@ import math
 import torch
 from torch import Tensor
 
+from .errors import LuminaInputError
+
 
 def _bcast(t: Tensor | float, like: Tensor) -> Tensor | float:
     """Per-sample times (B,) → (B, 1, 1, …) so they broadcast over a latent."""
@@ -108,6 +110,25 @@ SCHEDULES = ("shift", "uniform", "sigmoid")
 STEP_CONVENTIONS = ("grid_points", "model_steps")
 
 
+def check_grid(
+    steps: int, schedule: str = "shift", shift: float = 1.0, convention: str = "grid_points", sigmoid_scale: float = 4.0
+) -> None:
+    """Raise a LuminaInputError naming the setting when `time_grid` cannot build this grid."""
+    if convention not in STEP_CONVENTIONS:
+        raise LuminaInputError(f"unknown step convention {convention!r}; choose one of {', '.join(STEP_CONVENTIONS)}")
+    if schedule not in SCHEDULES:
+        raise LuminaInputError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    if steps < (2 if convention == "grid_points" else 1):
+        raise LuminaInputError(
+            f"steps={steps} is too few: use steps ≥ 1 with step_convention='model_steps' or ≥ 2 with 'grid_points' "
+            "(official: N grid points = N − 1 solver steps)"
+        )
+    if schedule == "shift" and not (shift > 0 and math.isfinite(shift)):
+        raise LuminaInputError(f"shift={shift} must be positive (1 = no shift; the official demos use 4)")
+    if schedule == "sigmoid" and not (sigmoid_scale > 0 and math.isfinite(sigmoid_scale)):
+        raise LuminaInputError(f"sigmoid_scale={sigmoid_scale} must be positive (4 by default; larger = denser at both ends)")
+
+
 def time_grid(
     steps: int, schedule: str = "shift", shift: float = 1.0, *, convention: str = "grid_points",
     sigmoid_scale: float = 4.0,
@@ -119,21 +140,9 @@ def time_grid(
     convention "model_steps": `steps` intervals (steps + 1 points), one model call per Euler step,
       as ComfyUI and diffusers count.
     """
-    if convention not in STEP_CONVENTIONS:
-        raise ValueError(f"unknown step convention {convention!r}; choose one of {STEP_CONVENTIONS}")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}")
+    check_grid(steps, schedule, shift, convention, sigmoid_scale)
     points = steps if convention == "grid_points" else steps + 1
-    if points < 2:
-        raise ValueError(
-            f"steps={steps} gives no interval to integrate with convention {convention!r}; "
-            f"use steps ≥ {2 if convention == 'grid_points' else 1}"
-        )
-    if schedule == "shift" and not shift > 0:
-        raise ValueError(f"shift={shift} must be positive (1 = no shift)")
     if schedule == "sigmoid":
-        if not sigmoid_scale > 0:
-            raise ValueError(f"sigmoid_scale={sigmoid_scale} must be positive")
         return sigmoid_time_grid(points, sigmoid_scale)
     grid = torch.linspace(0, 1, points)
     return time_shift(grid, shift) if schedule == "shift" else grid

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from einops import rearrange
 from torch import Tensor
 
 
@@ -70,19 +71,17 @@ class TokenLayout:
 
 
 def patchify(latent: Tensor, patch: int) -> Tensor:
-    """(B, C, [F,] H, W) → (B, F, H/p, W/p, C·p·p), features in the official (c, py, px) order."""
+    """(B, C, [F,] H, W) → (B, F, H/p, W/p, C·p·p), features in the official (c, py, px) order.
+    An image is the one-frame case."""
     if latent.ndim == 4:
-        latent = latent.unsqueeze(2)
-    b, c, f, h, w = latent.shape
-    x = latent.reshape(b, c, f, h // patch, patch, w // patch, patch)
-    return x.permute(0, 2, 3, 5, 1, 4, 6).reshape(b, f, h // patch, w // patch, c * patch * patch)
+        latent = rearrange(latent, "b c h w -> b c 1 h w")
+    return rearrange(latent, "b c f (r py) (k px) -> b f r k (c py px)", py=patch, px=patch)
 
 
 def unpatchify(tokens: Tensor, patch: int, channels: int) -> Tensor:
-    """(B, F, R, C, p·p·ch) → (B, ch, F, R·p, C·p), features read as (py, px, c) like the official head."""
-    b, f, r, c, _ = tokens.shape
-    x = tokens.reshape(b, f, r, c, patch, patch, channels)
-    return x.permute(0, 6, 1, 2, 4, 3, 5).reshape(b, channels, f, r * patch, c * patch)
+    """(B, F, R, C, p·p·ch) → (B, ch, F, R·p, C·p), features read as (py, px, c) like the official
+    final layer, which differs from patchify's (c, py, px)."""
+    return rearrange(tokens, "b f r k (py px c) -> b c f (r py) (k px)", py=patch, px=patch, c=channels)
 
 
 def pack(

@@ -9,7 +9,7 @@ model-sampling object. Every time/sign conversion is a `lumina.flow` call.
 from __future__ import annotations
 
 import warnings
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -20,19 +20,16 @@ import comfy.model_base
 import comfy.model_management
 import comfy.model_patcher
 import comfy.model_sampling
-import comfy.utils
 
 from ..lumina import flow
 from ..lumina.conditioning import Conditioning
 from ..lumina.extrapolation import extrapolation_options
-from ..lumina.features.region_adaptive import RegionAdaptive
-from ..lumina.features.style_shared import SharedAttention
-from ..lumina.guidance import OFFICIAL_GUIDED_CHANNELS
+from ..lumina.guidance import official_cfg
 from ..lumina.model import ForwardOptions, LuminaDiT
+from ..lumina.model.hooks import BatchRows, ForwardFeature, batch_rows
+from ..lumina.sampling import VelocityWrapper
 
-OPTIONS_KEY = "lumina_options"  # transformer_options entry holding a lumina ForwardOptions
-SHARED_KEY = "lumina_shared_attention"  # transformer_options entry holding a SharedAttention
-RAS_KEY = "lumina_region_adaptive"  # transformer_options entry holding RegionAdaptive settings (Flow Sampler only)
+PATCH_KEY = "lumina"  # the one transformer_options entry: a LuminaPatch
 CAPTION_KEY = "lumina_caption"  # model cond: caption features with the mask as a last channel
 DEFAULT_SHIFT = 4.0  # the official demos' time_shifting_factor
 
@@ -162,21 +159,48 @@ class LuminaBaseModel(comfy.model_base.BaseModel):
         if CAPTION_KEY not in kwargs:
             raise ValueError("this Lumina model needs conditioning from the Lumina Text Encode node")
         caption = unpack_caption(kwargs[CAPTION_KEY])
-        options = transformer_options.get(OPTIONS_KEY) or self.default_options(x)
-        if RAS_KEY in transformer_options:
+        patch = transformer_options.get(PATCH_KEY) or LuminaPatch()
+        if patch.wrappers:
             warnings.warn(
                 "Lumina Region-Adaptive Sampling applies to the Lumina Flow Sampler only; this core sampler runs every "
                 "patch at every step", stacklevel=2,
             )
-        shared = transformer_options.get(SHARED_KEY)
-        if shared is not None:  # ComfyUI batches cond/uncond chunks of equal size, in this order
-            groups = max(1, len(transformer_options.get("cond_or_uncond", [0])))
-            options = replace(options, shared_attention=shared.resolve(x.shape[0] // groups, groups))
+        options = patch.forward_options(
+            self.default_options(x), comfy_batch_rows(x.shape[0], transformer_options.get("cond_or_uncond"))
+        )
         dtype = self.get_dtype()
-        velocity = self.diffusion_model(
-            x.to(dtype), flow.t_from_sigma(sigma.float()), caption.cap_feats.to(dtype), caption.cap_mask, options
-        ).float()
-        return self.model_sampling.calculate_denoised(sigma, flow.comfy_output_from_velocity(velocity), x)
+        t_lumina = flow.t_from_sigma(sigma.float())
+        velocity = self.diffusion_model(x.to(dtype), t_lumina, caption.cap_feats.to(dtype), caption.cap_mask, options).float()
+        return flow.denoised_from_velocity(x, velocity, t_lumina)
+
+
+def comfy_batch_rows(batch: int, cond_or_uncond: list[int] | None) -> BatchRows:
+    """ComfyUI batches equal chunks of conditional (0) and unconditional (1) rows in the order
+    `cond_or_uncond` lists them."""
+    halves = tuple(c == 0 for c in cond_or_uncond) if cond_or_uncond else (True,)
+    return batch_rows(batch // len(halves), halves)
+
+
+@dataclass(frozen=True)
+class LuminaPatch:
+    """What the feature nodes put on a cloned MODEL, under one transformer_options key.
+
+    options: forward options (resolution extrapolation), None = the official settings for the
+    image size; features: per-call forward features (style-shared attention); wrappers: velocity
+    wrappers around the model call (region-adaptive sampling; the Lumina Flow Sampler only)."""
+
+    options: ForwardOptions | None = None
+    features: tuple[ForwardFeature, ...] = ()
+    wrappers: tuple[VelocityWrapper, ...] = ()
+
+    def forward_options(self, default: ForwardOptions, rows: BatchRows | None = None, extra: tuple = ()) -> ForwardOptions:
+        """The options of a model call: ours or `default`, with our features (then `extra`) and `rows`."""
+        options = self.options or default
+        return replace(options, features=options.features + tuple(extra) + self.features, rows=rows)
+
+    def replacing(self, kind: type, item) -> tuple:
+        """Our features with any of type `kind` replaced by `item` (a second node of a kind wins)."""
+        return tuple(f for f in self.features if not isinstance(f, kind)) + (item,)
 
 
 def make_model_patcher(lumina_model: LuminaDiT, shift: float = DEFAULT_SHIFT) -> comfy.model_patcher.ModelPatcher:
@@ -194,40 +218,17 @@ def lumina_model_of(model: comfy.model_patcher.ModelPatcher) -> LuminaDiT:
     return inner
 
 
-def forward_options_of(model: comfy.model_patcher.ModelPatcher) -> ForwardOptions | None:
-    return transformer_option_of(model, OPTIONS_KEY)
+def patch_of(model: comfy.model_patcher.ModelPatcher) -> LuminaPatch:
+    return model.model_options.get("transformer_options", {}).get(PATCH_KEY) or LuminaPatch()
 
 
-def with_forward_options(model: comfy.model_patcher.ModelPatcher, options: ForwardOptions) -> comfy.model_patcher.ModelPatcher:
-    """A clone carrying per-call options; the input MODEL is left untouched."""
-    return with_transformer_option(model, OPTIONS_KEY, options)
-
-
-def with_shared_attention(model: comfy.model_patcher.ModelPatcher, shared: SharedAttention) -> comfy.model_patcher.ModelPatcher:
-    return with_transformer_option(model, SHARED_KEY, shared)
-
-
-def shared_attention_of(model: comfy.model_patcher.ModelPatcher) -> SharedAttention | None:
-    return transformer_option_of(model, SHARED_KEY)
-
-
-def with_region_adaptive(model: comfy.model_patcher.ModelPatcher, settings: RegionAdaptive) -> comfy.model_patcher.ModelPatcher:
-    return with_transformer_option(model, RAS_KEY, settings)
-
-
-def region_adaptive_of(model: comfy.model_patcher.ModelPatcher) -> RegionAdaptive | None:
-    return transformer_option_of(model, RAS_KEY)
-
-
-def with_transformer_option(model: comfy.model_patcher.ModelPatcher, key: str, value) -> comfy.model_patcher.ModelPatcher:
-    """A clone with one transformer_options entry set; the input MODEL is left untouched."""
+def with_patch(model: comfy.model_patcher.ModelPatcher, **changes) -> comfy.model_patcher.ModelPatcher:
+    """A clone whose LuminaPatch has `changes`; the input MODEL is left untouched."""
     clone = model.clone()
-    clone.model_options = {**clone.model_options, "transformer_options": {**clone.model_options.get("transformer_options", {}), key: value}}
+    options = clone.model_options.get("transformer_options", {})
+    patch = replace(patch_of(model), **changes)
+    clone.model_options = {**clone.model_options, "transformer_options": {**options, PATCH_KEY: patch}}
     return clone
-
-
-def transformer_option_of(model: comfy.model_patcher.ModelPatcher, key: str):
-    return model.model_options.get("transformer_options", {}).get(key)
 
 
 def with_sampling_shift(model: comfy.model_patcher.ModelPatcher, shift: float) -> comfy.model_patcher.ModelPatcher:
@@ -238,12 +239,10 @@ def with_sampling_shift(model: comfy.model_patcher.ModelPatcher, shift: float) -
 
 
 def official_cfg_function(args: dict) -> torch.Tensor:
-    """sampler_cfg_function giving core samplers the official CFG: channels 0–2 guided, the rest
-    conditional. In denoised space this is the same per-channel rule as on velocities."""
-    cond, uncond, scale = args["cond_denoised"], args["uncond_denoised"], args["cond_scale"]
-    k = OFFICIAL_GUIDED_CHANNELS
-    guided = torch.cat([uncond[:, :k] + scale * (cond[:, :k] - uncond[:, :k]), cond[:, k:]], dim=1)
-    return args["input"] - guided
+    """sampler_cfg_function giving core samplers the official CFG (channels 0–2 guided, the rest
+    conditional). The rule is per channel and affine, so it applies to denoised predictions as to
+    velocities; ComfyUI expects the result as input − denoised."""
+    return args["input"] - official_cfg(args["cond_denoised"], args["uncond_denoised"], args["cond_scale"])
 
 
 def with_official_cfg(model: comfy.model_patcher.ModelPatcher) -> comfy.model_patcher.ModelPatcher:
@@ -300,7 +299,3 @@ def unet_dtype_for(choice: str) -> torch.dtype:
     if device.type == "cpu":
         return torch.float32
     return torch.bfloat16 if comfy.model_management.should_use_bf16(device) else torch.float16
-
-
-def repeat_to_batch(tensor: torch.Tensor, batch: int) -> torch.Tensor:
-    return comfy.utils.repeat_to_batch_size(tensor, batch)

@@ -85,7 +85,7 @@ class LuminaStyleShared:
         bridge.lumina_model_of(model)
         flags = tuple(part.strip() not in ("0", "false", "no") for part in items.split(",")) if items.strip() else None
         shared = SharedAttention(reference=reference_index, items=flags, strength=strength, layers=(start_layer, end_layer))
-        return (bridge.with_shared_attention(model, shared),)
+        return (bridge.with_patch(model, features=bridge.patch_of(model).replacing(SharedAttention, shared)),)
 
 
 class LuminaExtrapolation:
@@ -115,7 +115,7 @@ class LuminaExtrapolation:
         config = bridge.lumina_model_of(model).config
         options = extrapolation_options(config, width, height, mode, proportional_attention=proportional_attention, watershed=watershed)
         shift = resolution_shift(width, height, base_shift, config.base_image_size)
-        return (bridge.with_sampling_shift(bridge.with_forward_options(model, options), shift), shift)
+        return (bridge.with_sampling_shift(bridge.with_patch(model, options=options), shift), shift)
 
 
 class LuminaRegionAdaptive:
@@ -159,7 +159,7 @@ class LuminaRegionAdaptive:
             end_step=None if end_step < 0 else end_step, metric=metric, high_ratio=high_ratio,
             starvation_scale=starvation_scale, skip_ramp=skip_ramp, skip_ramp_every=skip_ramp_every,
         )
-        return (bridge.with_region_adaptive(model, settings),)
+        return (bridge.with_patch(model, wrappers=(settings,)),)
 
 
 def _step_list(text: str) -> tuple[int, ...]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from ..lumina.pixels import from_unit, to_unit
 from .loaders import CATEGORY
 
 
@@ -21,10 +22,10 @@ class PixelSpaceVAE:
                 f"the pixel-space VAE decodes (batch, 3, h, w) images, got {tuple(samples.shape)}; "
                 "use the SDXL VAE for latent models"
             )
-        return ((samples.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).cpu()
+        return to_unit(samples).permute(0, 2, 3, 1).cpu()
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        return (pixels[..., :3].float() * 2 - 1).permute(0, 3, 1, 2).contiguous()
+        return from_unit(pixels[..., :3]).permute(0, 3, 1, 2).contiguous()
 
 
 class LuminaPixelSpaceVAE:

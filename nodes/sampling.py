@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import comfy.samplers
 
 from ..lumina import flow
 from ..lumina.extrapolation import EXTRAPOLATION_MODES, extrapolation_options
 from ..lumina.flow import SCHEDULES, time_grid
 from ..lumina.guidance import CFG_MODES
+from ..lumina.editing import ImageStart, trim_grid
 from ..lumina.sampling import sample, seeded_noise
+from ..lumina.sampling_settings import SamplingSettings
 from ..lumina.solvers import SOLVERS
 from . import bridge
 from .loaders import CATEGORY
@@ -64,31 +64,32 @@ class LuminaFlowSampler:
         latent = latent_image["samples"]
         if latent.ndim != 4:
             raise ValueError(f"latent of shape {tuple(latent.shape)} is not an image latent (batch, 4, h, w)")
+        if not negative:
+            raise ValueError("negative conditioning is empty; connect a Lumina Text Encode output")
+        settings = SamplingSettings(
+            steps=steps, solver=solver, schedule=schedule, shift=shift, sigmoid_scale=sigmoid_scale,
+            step_convention=CONVENTIONS[step_convention], cfg=cfg, cfg_mode=cfg_mode,
+        )
         factor = lumina_model.config.vae_downsample
         height, width = latent.shape[2] * factor, latent.shape[3] * factor
-        options = bridge.forward_options_of(model) or extrapolation_options(lumina_model.config, width, height, extrapolation)
         cond, regions = split_regions(positive, latent.shape[2], latent.shape[3], factor)
-        options = replace(options, regions=regions, shared_attention=bridge.shared_attention_of(model))
-        convention = CONVENTIONS[step_convention]
-        total = max(1, steps - 1 if convention == "grid_points" else steps)  # solver steps, for the progress bar
+        patch = bridge.patch_of(model)
+        options = patch.forward_options(
+            extrapolation_options(lumina_model.config, width, height, extrapolation), extra=() if regions is None else (regions,)
+        )
 
         bridge.load_to_device(model)
         latent_format = model.model.latent_format
-        kwargs = dict(
-            noise=seeded_noise(latent.shape, seed), steps=steps, solver=solver, schedule=schedule, shift=shift,
-            sigmoid_scale=sigmoid_scale,
-            step_convention=convention, cfg=cfg, cfg_mode=cfg_mode, options=options,
-            callback=bridge.preview_callback(model, total), region_adaptive=bridge.region_adaptive_of(model),
+        start = None
+        if start_time >= 0.0 or denoise < 1.0:
+            image = latent_format.process_in(latent.float())
+            timing = dict(start_time=start_time) if start_time >= 0.0 else dict(strength=denoise)
+            start = ImageStart(image, normalize=normalize_latent, **timing)
+        out = sample(
+            lumina_model, cond, caption_of(negative[0]), None if start else latent.shape, settings, start=start,
+            noise=seeded_noise(latent.shape, seed), options=options, wrappers=patch.wrappers,
+            callback=bridge.preview_callback(model, len(settings.time_grid()) - 1),  # solver steps, for the progress bar
         )
-        if start_time >= 0.0:
-            kwargs.update(x_start=latent_format.process_in(latent.float()), start_time=start_time, normalize_start=normalize_latent)
-        elif denoise < 1.0:
-            kwargs.update(x_start=latent_format.process_in(latent.float()), strength=denoise, normalize_start=normalize_latent)
-        else:
-            kwargs.update(latent_shape=latent.shape)
-        if not negative:
-            raise ValueError("negative conditioning is empty; connect a Lumina Text Encode output")
-        out = sample(lumina_model, cond, caption_of(negative[0]), **kwargs)
         return ({**latent_image, "samples": latent_format.process_out(out.cpu())},)
 
 
@@ -119,7 +120,7 @@ class LuminaScheduler:
     def get_sigmas(self, steps, step_convention, schedule, shift, denoise, sigmoid_scale=4.0):
         grid = time_grid(steps, schedule, shift, convention=CONVENTIONS[step_convention], sigmoid_scale=sigmoid_scale)
         if denoise < 1.0:
-            grid = grid[int(len(grid) * (1 - denoise)):]
+            grid = trim_grid(grid, denoise)
         return (flow.sigma_from_t(grid).float(),)
 
 

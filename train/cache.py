@@ -31,8 +31,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.utils.data import Dataset
 
+from lumina.pixels import from_uint8, to_uint8
+from lumina.text_encoders import load_text_encoder
+
 from .config import ConfigError, TrainConfig, validate
-from .images import unit_px
+from .images import captioned_images, unit_px
 from .latents import LatentDist, VAESpace
 
 log = logging.getLogger("train.cache")
@@ -63,10 +66,6 @@ def build_cache(config: TrainConfig) -> Path:
     """Encode every readable item of the folder/JSONL data set into data.cache_dir; returns it.
 
     Unreadable images are skipped with a counted warning (they are left out of the cache)."""
-    from lumina.text_encoders import load_text_encoder
-
-    from .data import captioned_images
-
     validate(config)
     d = config.data
     if not d.cache_dir:
@@ -122,7 +121,7 @@ def build_cache(config: TrainConfig) -> Path:
         for j, (index, image, caption) in enumerate(loaded):
             k = len(items)
             if dists is None:
-                tensors[f"{k}.pixels"] = ((image + 1) * 127.5).round().to(torch.uint8).contiguous()
+                tensors[f"{k}.pixels"] = to_uint8(image).contiguous()
             else:
                 tensors[f"{k}.mean"] = dists[j].mean.float().cpu().contiguous()
                 tensors[f"{k}.std"] = dists[j].std.float().cpu().contiguous()
@@ -230,12 +229,9 @@ class CachedItems(Dataset):
         return len(self.items)
 
     def __getitem__(self, index: int) -> tuple[LatentDist, str]:
-        from .data import to_tensor
-
         row = self.items[index]
         if self.pixels:
-            pixels = self.shards.get(row["shard"], f"{index}.pixels")
-            dist = LatentDist(to_tensor(pixels.permute(1, 2, 0).numpy()))
+            dist = LatentDist(from_uint8(self.shards.get(row["shard"], f"{index}.pixels")))
         else:
             dist = LatentDist(self.shards.get(row["shard"], f"{index}.mean"), self.shards.get(row["shard"], f"{index}.std"))
         return dist, self.texts[row["caption"]]

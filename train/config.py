@@ -1,40 +1,90 @@
 """Training configuration: dataclasses (every field documented) read from YAML, with CLI overrides.
 
 Unknown keys and impossible values fail before any work starts, naming the key and the fix.
+The architecture keys of [model] are `lumina.config.LuminaConfig`'s fields, documented there.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
 import yaml
+
+from lumina.config import LuminaConfig
+
+SDXL_SCALE, SDXL_SHIFT = 0.13025, 0.0  # the official latent scaling (lumina_facts §3)
 
 
 class ConfigError(ValueError):
     """A training config that cannot run."""
 
 
-@dataclass
+# LuminaConfig fields the run fills in itself rather than the config file.
+FROM_TEXT_ENCODER = ("cap_feat_dim",)  # the text encoder's hidden size, known once it is loaded
+# Training defaults where they differ from LuminaConfig's (the released 2B shapes): the small
+# pixel-space Next-DiT of the demo (train/configs/shapes_demo.yaml), which trains on a CPU.
+MODEL_DEFAULTS: dict[str, Any] = {
+    "family": "next_dit",  # next_dit | flag_dit
+    "dim": 192,
+    "n_layers": 6,
+    "n_heads": 4,
+    "n_kv_heads": 2,  # Next-DiT's grouped-query attention; ignored for flag_dit (see lumina_config)
+    "patch_size": 4,
+    "in_channels": 3,  # 3 for pixel space, 4 for SDXL-VAE latents
+    "multiple_of": 32,  # SwiGLU width rounding (small for tiny models: 256 inflates them)
+    "base_image_size": 32,  # training resolution in px (the extrapolation reference)
+    "vae_downsample": 1,  # 1 = pixel space (identity "VAE"), 8 = SDXL VAE
+}
+# learn_sigma stays LuminaConfig's True: the official head width; the sigma half is never supervised.
+
+
+def _with_lumina_fields(cls: type) -> type:
+    """Make `cls` a dataclass whose fields are LuminaConfig's (but FROM_TEXT_ENCODER), defaulting to
+    MODEL_DEFAULTS or else LuminaConfig's own default, followed by the fields `cls` declares.
+
+    Derived rather than copied, so a field added to LuminaConfig is a `model.*` key at once and
+    reaches the model without an edit here."""
+    hints = get_type_hints(LuminaConfig)
+    names = {f.name for f in dataclasses.fields(LuminaConfig)}
+    if unknown := set(MODEL_DEFAULTS) - names:
+        raise TypeError(f"MODEL_DEFAULTS names {sorted(unknown)}, which LuminaConfig no longer has")
+    inherited: dict[str, Any] = {}
+    for f in dataclasses.fields(LuminaConfig):
+        if f.name in FROM_TEXT_ENCODER:
+            continue
+        if f.name in MODEL_DEFAULTS:
+            default = field(default=MODEL_DEFAULTS[f.name])
+        elif f.default is not MISSING or f.default_factory is not MISSING:
+            default = field(default=f.default, default_factory=f.default_factory)
+        else:
+            raise TypeError(f"LuminaConfig.{f.name} has no default: give it a training default in MODEL_DEFAULTS")
+        inherited[f.name] = hints[f.name]
+        setattr(cls, f.name, default)
+    cls.__annotations__ = {**inherited, **cls.__dict__.get("__annotations__", {})}
+    return dataclass(cls)
+
+
+@_with_lumina_fields
 class ModelSection:
-    family: str = "next_dit"  # next_dit | flag_dit
-    dim: int = 192  # hidden width
-    n_layers: int = 6
-    n_heads: int = 4
-    n_kv_heads: int | None = 2  # None: multi-head attention
-    patch_size: int = 4
-    in_channels: int = 3  # 3 for pixel space, 4 for SDXL-VAE latents
-    multiple_of: int = 32  # SwiGLU width rounding (small for tiny models: 256 inflates them)
-    qk_norm: bool = True
-    learn_sigma: bool = True  # the official head width; the sigma half is never supervised
-    base_image_size: int = 32  # training resolution in px (the extrapolation reference)
-    vae_downsample: int = 1  # 1 = pixel space (identity "VAE"), 8 = SDXL VAE
+    """[model]: every LuminaConfig field except cap_feat_dim (see lumina/config.py; the defaults are
+    MODEL_DEFAULTS, else LuminaConfig's), then the fine-tuning keys below."""
+
     init_from: str | None = None  # a checkpoint to fine-tune (any lumina.load_model form)
     lora_rank: int = 0  # > 0: train only LoRA adapters of this rank (peft) on attention and FFN projections
     lora_alpha: float | None = None  # LoRA scale alpha/rank; None = rank (scale 1)
+
+    def lumina_config(self, cap_feat_dim: int) -> LuminaConfig:
+        """The LuminaConfig of a model trained from scratch with this section and that text encoder."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(LuminaConfig) if f.name not in FROM_TEXT_ENCODER}
+        if self.family != "next_dit":
+            # the official Flag-DiT is multi-head; the n_kv_heads default is meant for Next-DiT
+            values["n_kv_heads"] = None
+        return LuminaConfig(**values, cap_feat_dim=cap_feat_dim)
 
 
 @dataclass
@@ -174,6 +224,11 @@ def validate(config: TrainConfig, world_size: int = 1) -> None:
         raise ConfigError(f"data.kind={d.kind!r}: choose shapes, folder or jsonl")
     if d.kind in ("folder", "jsonl") and (not d.path or not Path(d.path).exists()):
         raise ConfigError(f"data.path={d.path!r} does not exist; point it at the image folder or the .jsonl manifest")
+    if not m.init_from:  # LuminaConfig's own checks (head widths, RoPE axes); a fine-tune takes the checkpoint's
+        try:
+            m.lumina_config(cap_feat_dim=1)  # the encoder width is not known yet and nothing checks it
+        except ValueError as err:
+            raise ConfigError(f"[model]: {err}") from None
     unit = m.patch_size * m.vae_downsample
     if d.image_size % unit:
         raise ConfigError(f"data.image_size={d.image_size} is not a multiple of patch_size × vae_downsample = {unit}")
@@ -219,8 +274,6 @@ def _validate_data(config: TrainConfig) -> None:
     if not d.vae:
         raise ConfigError(f"data.vae is not set but model.vae_downsample={m.vae_downsample} trains in a VAE latent space; "
                           "set data.vae to a local diffusers AutoencoderKL folder (e.g. stabilityai/sdxl-vae)")
-    from .latents import vae_geometry
-
     channels, downsample, _, _ = vae_geometry(d.vae)
     if channels != m.in_channels:
         raise ConfigError(f"data.vae={d.vae!r} makes {channels}-channel latents but model.in_channels={m.in_channels}; "
@@ -228,3 +281,20 @@ def _validate_data(config: TrainConfig) -> None:
     if downsample != m.vae_downsample:
         raise ConfigError(f"data.vae={d.vae!r} downsamples by {downsample} but model.vae_downsample={m.vae_downsample}; "
                           f"set model.vae_downsample={downsample}")
+
+
+def vae_geometry(folder: str | Path) -> tuple[int, int, float, float]:
+    """(latent channels, downsampling, scale, shift) of a diffusers AutoencoderKL folder, read from
+    its config.json without loading any weights; a ConfigError naming data.vae if it is unusable."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"data.vae={str(folder)!r} is not a folder; give a local diffusers AutoencoderKL folder "
+                          "(e.g. stabilityai/sdxl-vae downloaded with its config.json and weights)")
+    try:
+        config = json.loads((folder / "config.json").read_text())
+        channels, blocks = int(config["latent_channels"]), len(config["block_out_channels"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"data.vae={str(folder)!r} has no readable AutoencoderKL config.json ({type(err).__name__}: {err})") from None
+    scale = config.get("scaling_factor")
+    shift = config.get("shift_factor")
+    return channels, 2 ** (blocks - 1), float(SDXL_SCALE if scale is None else scale), float(SDXL_SHIFT if shift is None else shift)

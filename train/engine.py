@@ -37,20 +37,15 @@ from .distributed import (
 from .latents import build_latent_space, draw_latents
 from .lora import add_lora, merged_state_dict, save_lora
 from .objective import flow_matching_loss
-from .sample import sample_images, to_uint8
+from .sample import png_arrays, sample_images
 
 log = logging.getLogger("train")
 
 
 def build_model(config: TrainConfig, cap_feat_dim: int) -> lumina.LuminaDiT:
-    m = config.model
-    if m.init_from:
-        return lumina.load_model(m.init_from, dtype=torch.float32)
-    lumina_config = lumina.LuminaConfig(
-        m.family, dim=m.dim, n_layers=m.n_layers, n_heads=m.n_heads, n_kv_heads=m.n_kv_heads if m.family == "next_dit" else None,
-        cap_feat_dim=cap_feat_dim, multiple_of=m.multiple_of, patch_size=m.patch_size, in_channels=m.in_channels,
-        learn_sigma=m.learn_sigma, qk_norm=m.qk_norm, base_image_size=m.base_image_size, vae_downsample=m.vae_downsample,
-    )
+    if config.model.init_from:
+        return lumina.load_model(config.model.init_from, dtype=torch.float32)
+    lumina_config = config.model.lumina_config(cap_feat_dim)
     torch.manual_seed(config.run.seed)
     model = lumina.build_model(lumina_config)
     init_weights(model)
@@ -164,7 +159,7 @@ def fit(config: TrainConfig, accelerator=None) -> Path:
     if is_fsdp(accelerator):
         log.info("FSDP units (root ''): %s", fsdp_units(model))
     dataset = build_dataset(config)
-    latent_space = build_latent_space(config, dataset, accelerator.device)  # no VAE when training from a cache
+    latent_space = build_latent_space(config, accelerator.device)  # no VAE when training from a cache
     captions.cache = getattr(dataset, "caption_features", captions.cache)  # a cache's stored text features
 
     step = _resume(config, out, accelerator, ema)
@@ -254,15 +249,15 @@ def validation_images(config: TrainConfig, model: lumina.LuminaDiT, encoder, ste
     if config.model.vae_downsample != 1:
         save_file({"latents": images.contiguous().cpu()}, str(stem.with_suffix(".safetensors")))
         return stem.with_suffix(".safetensors")
-    Image.fromarray(np.concatenate(list(to_uint8(images)), axis=1)).save(stem.with_suffix(".png"))
+    Image.fromarray(np.concatenate(list(png_arrays(images)), axis=1)).save(stem.with_suffix(".png"))
     return stem.with_suffix(".png")
 
 
 def _checkpointed(forward):
     from torch.utils.checkpoint import checkpoint
 
-    def wrapped(x, ctx):
-        return checkpoint(forward, x, ctx, use_reentrant=False)
+    def wrapped(x, ctx, layer=0):
+        return checkpoint(forward, x, ctx, layer, use_reentrant=False)
 
     return wrapped
 
@@ -303,8 +298,4 @@ def _resume(config: TrainConfig, out: Path, accelerator, ema) -> int:
     return step
 
 
-def count_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-__all__ = ["fit", "build_model", "trainable_model", "init_weights", "flow_matching_loss", "count_parameters"]
+__all__ = ["fit", "build_model", "trainable_model", "init_weights", "flow_matching_loss"]

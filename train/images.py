@@ -1,5 +1,7 @@
-"""Aspect-ratio bucketing at a fixed token budget, as the official training prepares its images.
+"""Folder and JSONL image data: (image, caption) pairs read from disk, unreadable items skipped
+with a counted warning (never a crash mid-epoch), in aspect-ratio buckets or square center crops.
 
+Aspect-ratio bucketing at a fixed token budget, as the official training prepares its images.
 The buckets are `lumina.buckets.crop_size_list`: every (width, height) in px, multiples of the unit
 (model.patch_size × model.vae_downsample), whose patch grid holds at most (image_size / unit)²
 patches, is maximal for its shape and has an aspect ratio ≤ data.max_aspect_ratio. Each image
@@ -13,9 +15,18 @@ process of a distributed run prepare the same item identically, and a new epoch 
 
 from __future__ import annotations
 
+import json
+import logging
+from pathlib import Path
+
 import numpy as np
+import torch
+from torch.utils.data import Dataset
 
 from lumina.buckets import crop_size_list
+from lumina.pixels import from_uint8
+
+from .config import TrainConfig
 
 Size = tuple[int, int]  # (width, height) in px
 
@@ -81,3 +92,106 @@ def center_square(image, side: int):
     s = min(w, h)
     image = image.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
     return image.resize((side, side), Image.BICUBIC)
+
+
+def variable_sizes(config: TrainConfig) -> bool:
+    """Whether items of one batch may differ in size (bucketed folder/JSONL data)."""
+    return config.data.kind in ("folder", "jsonl") and config.data.buckets
+
+
+# -- reading the images ----------------------------------------------------------------------
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+log = logging.getLogger("train.images")
+
+
+def to_tensor(image) -> torch.Tensor:
+    """PIL image or uint8 (H, W, 3 or 4) array → (3, H, W) float32 in [-1, 1] (lumina.pixels)."""
+    array = np.array(image)[..., :3]  # a writable copy: torch refuses to share read-only PIL buffers
+    return from_uint8(torch.from_numpy(array)).permute(2, 0, 1).contiguous()
+
+
+class CaptionedImages(Dataset):
+    """(image path, caption) pairs → ((3, H, W) tensor in [-1, 1], caption).
+
+    With `sizes` (aspect-ratio buckets, above) each image gets a bucket crop drawn from
+    (seed, epoch, index); without, the square center crop resized to `side`.
+    """
+
+    def __init__(self, items: list[tuple[Path, str]], side: int, sizes: list[tuple[int, int]] | None = None,
+                 top_k: int = 1, seed: int = 0) -> None:
+        self.items, self.side, self.skipped = items, side, 0
+        self.sizes, self.top_k, self.seed = sizes, top_k, seed
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def load(self, index: int, epoch: int = 0) -> tuple[torch.Tensor, str] | None:
+        from PIL import Image
+
+        path, caption = self.items[index]
+        try:
+            with Image.open(path) as img:
+                img = img.convert("RGB")
+                if self.sizes:
+                    img = bucket_crop(img, self.sizes, self.top_k, item_rng(self.seed, epoch, index))
+                else:
+                    img = center_square(img, self.side)
+                return to_tensor(img), caption
+        except Exception as err:  # noqa: BLE001 - any unreadable file is skipped, counted
+            self.skipped += 1
+            log.warning("skipping unreadable image %s (%s); %d skipped so far", path, type(err).__name__, self.skipped)
+            return None
+
+    def item(self, index: int, epoch: int) -> tuple[torch.Tensor, str]:
+        for offset in range(len(self.items)):  # a broken item is replaced by the next readable one
+            item = self.load((index + offset) % len(self.items), epoch)
+            if item is not None:
+                return item
+        raise RuntimeError("no readable image in the dataset")
+
+    def __getitem__(self, index: int):
+        return self.item(index, 0)
+
+
+def folder_items(folder: Path) -> list[tuple[Path, str]]:
+    items, missing = [], 0
+    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS):
+        caption_file = path.with_suffix(".txt")
+        if not caption_file.is_file():
+            missing += 1
+            continue
+        items.append((path, caption_file.read_text().strip()))
+    if missing:
+        log.warning("skipped %d image(s) without a same-name .txt caption in %s", missing, folder)
+    return items
+
+
+def jsonl_items(manifest: Path) -> list[tuple[Path, str]]:
+    items, bad = [], 0
+    for line in manifest.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            path = Path(row["image"])
+            items.append((path if path.is_absolute() else manifest.parent / path, str(row["caption"])))
+        except (ValueError, KeyError, TypeError):
+            bad += 1
+    if bad:
+        log.warning("skipped %d malformed line(s) of %s (need {\"image\": ..., \"caption\": ...})", bad, manifest)
+    return items
+
+
+def image_items(config: TrainConfig) -> list[tuple[Path, str]]:
+    """The (image path, caption) pairs of a folder or JSONL data set."""
+    d = config.data
+    items = folder_items(Path(d.path)) if d.kind == "folder" else jsonl_items(Path(d.path))
+    if not items:
+        raise ValueError(f"no usable (image, caption) pairs in {d.path}")
+    return items
+
+
+def captioned_images(config: TrainConfig) -> CaptionedImages:
+    d, m = config.data, config.model
+    sizes = bucket_sizes(d.image_size, unit_px(m.patch_size, m.vae_downsample), d.max_aspect_ratio) if d.buckets else None
+    return CaptionedImages(image_items(config), d.image_size, sizes, d.bucket_top_k, config.run.seed)

@@ -10,7 +10,6 @@ draws a fresh sample from it with that step's seeded generators, as the official
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +19,9 @@ from torch import Tensor
 
 from lumina import flow
 
-from .config import ConfigError, TrainConfig
-from .data import variable_sizes
+from .config import TrainConfig, vae_geometry
+from .images import variable_sizes
 from .objective import draw_noise_and_t
-
-SDXL_SCALE, SDXL_SHIFT = 0.13025, 0.0  # the official latent scaling (lumina_facts §3)
 
 
 @dataclass
@@ -36,23 +33,6 @@ class LatentDist:
 
     def to(self, device: torch.device | str) -> LatentDist:
         return LatentDist(self.mean.to(device), None if self.std is None else self.std.to(device))
-
-
-def vae_geometry(folder: str | Path) -> tuple[int, int, float, float]:
-    """(latent channels, downsampling, scale, shift) of a diffusers AutoencoderKL folder, read from
-    its config.json without loading any weights; a ConfigError naming data.vae if it is unusable."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ConfigError(f"data.vae={str(folder)!r} is not a folder; give a local diffusers AutoencoderKL folder "
-                          "(e.g. stabilityai/sdxl-vae downloaded with its config.json and weights)")
-    try:
-        config = json.loads((folder / "config.json").read_text())
-        channels, blocks = int(config["latent_channels"]), len(config["block_out_channels"])
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ConfigError(f"data.vae={str(folder)!r} has no readable AutoencoderKL config.json ({type(err).__name__}: {err})") from None
-    scale = config.get("scaling_factor")
-    shift = config.get("shift_factor")
-    return channels, 2 ** (blocks - 1), float(SDXL_SCALE if scale is None else scale), float(SDXL_SHIFT if shift is None else shift)
 
 
 class PixelSpace:
@@ -93,11 +73,10 @@ class VAESpace(PixelSpace):
         return [encoded[i].to(device) if i in encoded else items[i].to(device) for i in range(len(items))]
 
 
-def build_latent_space(config: TrainConfig, dataset=None, device: torch.device | str = "cpu") -> PixelSpace:
-    """The VAE for latent models, unless the dataset is a cache (it holds the latents already)."""
-    from .cache import CachedItems
-
-    if config.model.vae_downsample == 1 or isinstance(dataset, CachedItems):
+def build_latent_space(config: TrainConfig, device: torch.device | str = "cpu") -> PixelSpace:
+    """The VAE for latent models, unless the run trains from a cache (data.cache_dir: then
+    train.data.build_dataset reads the cache, whose items hold the latents already)."""
+    if config.model.vae_downsample == 1 or config.data.cache_dir:
         return PixelSpace()
     return VAESpace(config.data.vae, device)
 

@@ -19,11 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 
 import lumina
 from lumina.checkpoints import resolve_checkpoint_path
+from lumina.errors import LuminaCheckpointError, LuminaError
+from lumina.pixels import to_uint8
+from lumina.text_encoders import LuminaTextEncoderError, load_text_encoder
+
+from .config import ConfigError, vae_geometry
 
 # training's validation sampler: the official Euler steps without time shift, standard CFG 4
 DEFAULTS = {"steps": 20, "cfg": 4.0, "solver": "euler", "shift": 1.0}
@@ -49,9 +55,9 @@ def sample_images(
         model.train(was_training)
 
 
-def to_uint8(images: torch.Tensor):
-    """(N, 3, H, W) in [-1, 1] → (N, H, W, 3) uint8 numpy."""
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+def png_arrays(images: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) in [-1, 1] → (N, H, W, 3) uint8 numpy, what PIL saves (lumina.pixels.to_uint8)."""
+    return to_uint8(images).permute(0, 2, 3, 1).cpu().numpy()
 
 
 # -- finding what to load ---------------------------------------------------------------------
@@ -85,8 +91,6 @@ def find_source(path: str | Path) -> Source:
 
 def pick_weights(weights: Path, ema: bool | None) -> Path:
     """The weights file: EMA when present (ema None), or exactly EMA / non-EMA as asked."""
-    from lumina.errors import LuminaCheckpointError
-
     try:
         file = resolve_checkpoint_path(weights, ema=ema is not False)
     except LuminaCheckpointError as err:
@@ -98,8 +102,6 @@ def pick_weights(weights: Path, ema: bool | None) -> Path:
 
 
 def load(file: Path, dtype: torch.dtype | None, device: str = "cpu", ema: bool | None = None) -> lumina.LuminaDiT:
-    from lumina.errors import LuminaError
-
     try:  # ema matters for .pth training checkpoints that nest both
         return lumina.load_model(file, dtype=dtype, device=device, ema=ema is not False)
     except LuminaError as err:
@@ -156,9 +158,6 @@ def _slug(prompt: str) -> str:
 
 def _decoder(folder: str, channels: int, device: str):
     """latents → images in [-1, 1] with a diffusers AutoencoderKL (scaling from its config.json)."""
-    from .config import ConfigError
-    from .latents import vae_geometry
-
     try:
         vae_channels, _, scale, shift = vae_geometry(folder)
     except ConfigError as err:
@@ -179,8 +178,6 @@ def _decoder(folder: str, channels: int, device: str):
 def run(args) -> int:
     from PIL import Image
     from safetensors.torch import save_file
-
-    from lumina.text_encoders import LuminaTextEncoderError, load_text_encoder
 
     source = find_source(args.checkpoint)
     prompts = _prompts(args)
@@ -215,7 +212,7 @@ def run(args) -> int:
             save_file({"latents": samples[i : i + 1].contiguous().cpu()}, str(path), metadata={"prompt": prompt})
             print(path)
         return 0
-    pixels = to_uint8(samples if decode is None else decode(samples))
+    pixels = png_arrays(samples if decode is None else decode(samples))
     for i, prompt in enumerate(prompts):
         path = out / f"{i:03d}_{_slug(prompt)}.png"
         Image.fromarray(pixels[i]).save(path)

@@ -29,6 +29,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
+from lumina import pixels
+
 # Shape colours: saturated and far apart from one another and from every background.
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
@@ -101,11 +103,6 @@ def all_specs() -> list[Spec]:
     return [Spec(*t) for t in itertools.product(COLOURS, SHAPES, SIZES, POSITIONS, BACKGROUNDS)]
 
 
-def caption_vocabulary() -> list[str]:
-    """Every word that occurs in a caption, sorted."""
-    return sorted({w for s in all_specs() for w in s.caption().split()})
-
-
 def split(seed: int = 0, held_out_fraction: float = 0.15) -> tuple[list[Spec], list[Spec]]:
     """(train specs, held-out specs): held-out (colour, shape, size, position) combinations appear
     in no training spec, under any background. Deterministic in `seed`."""
@@ -165,8 +162,8 @@ def render(spec: Spec, size: int = 32, rng: np.random.Generator | int | None = N
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """uint8 (H, W, 3) → float32 (3, H, W) in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+    """uint8 (H, W, 3) → float32 (3, H, W) in [-1, 1] (lumina.pixels)."""
+    return pixels.from_uint8(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))
 
 
 def to_uint8(image) -> np.ndarray:
@@ -181,7 +178,7 @@ def to_uint8(image) -> np.ndarray:
         image = image.transpose(1, 2, 0)
     if image.dtype == np.uint8:
         return image
-    return np.clip(np.rint((image.astype(np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    return pixels.to_uint8(torch.from_numpy(image.astype(np.float32))).numpy()
 
 
 class ShapesDataset(torch.utils.data.Dataset):

@@ -1,6 +1,7 @@
-"""Training-free features, each an options dataclass plus pure functions, passed per call."""
+"""Training-free features, each a per-call feature object plus pure functions (lumina.model.hooks)."""
 
-from .compositional import RegionalPrompts, grid_masks, box_mask
+from .compositional import RegionalPrompts, box_mask, grid_masks
+from .region_adaptive import RegionAdaptive
 from .style_shared import SharedAttention
 
-__all__ = ["RegionalPrompts", "grid_masks", "box_mask", "SharedAttention"]
+__all__ = ["RegionalPrompts", "grid_masks", "box_mask", "SharedAttention", "RegionAdaptive"]

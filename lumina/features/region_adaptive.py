@@ -15,20 +15,28 @@ filled at the dense call before a run of sparse calls and refreshed at the compu
 every sparse call ("key & value recovery"). Dense calls: the first `start_step` calls and the
 `reset_steps` ("accumulated error resetting").
 
-Everything here is per run: a `RegionAdaptiveRun` is made by `lumina.sample` for one sampling
-call and reaches the model through `ForwardOptions.sparse`; nothing is stored on the model.
+Everything here is per run: `RegionAdaptive.wrap` (a velocity wrapper given to `lumina.sample`)
+makes a `RegionAdaptiveRun` for one sampling call; it owns the key/value cache and hands the
+model a `SparseTokens` feature at every call; nothing is stored on the model.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from ..errors import LuminaInputError
+from ..solvers import FIXED_STEP
+from ..model.hooks import AttentionSite, ForwardFeature, ForwardHook, ForwardInfo
+
+if TYPE_CHECKING:  # annotations only: lumina.sampling names no feature
+    from ..sampling import FeatureVelocityFn, SamplingPlan
 
 METRICS = ("std", "l2norm")
+FIXED_STEP_SOLVERS = tuple(FIXED_STEP)
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,20 @@ class RegionAdaptive:
             )
         return counts
 
+    def wrap(self, velocity: "FeatureVelocityFn", plan: "SamplingPlan") -> "FeatureVelocityFn":
+        """A velocity wrapper for `lumina.sample(..., wrappers=[RegionAdaptive(...)])`: a fresh
+        run over `plan`; bad solvers and ramps fail here, before any model call."""
+        if not self.enabled:
+            return velocity
+        if plan.settings.solver not in FIXED_STEP_SOLVERS:
+            raise LuminaInputError(
+                f"region-adaptive sampling needs a fixed-step solver ({', '.join(FIXED_STEP_SOLVERS)}): "
+                f"{plan.settings.solver} rejects and retries steps, so reused velocities would be out of date"
+            )
+        p = plan.patch_size
+        patches = (plan.latent_shape[2] // p) * (plan.latent_shape[3] // p)
+        return RegionAdaptiveRun(self, p, self.skip_counts(patches, plan.model_calls)).wrap(velocity)
+
     def is_sparse(self, call: int) -> bool:
         """Whether model call `call` (0-based) runs on a subset of patches."""
         return (
@@ -109,45 +131,83 @@ class RegionAdaptive:
         )
 
 
-@dataclass
-class SparseTokens:
-    """What the model reads at one call: the patches to compute per item (`active`, (items, n)
-    patch indices in row-major order, None = all) and whether to record every layer's
-    self-attention keys and values for the sparse calls to come."""
+class KeyValueCache:
+    """Every layer's self-attention keys and values, (B, L, KV, d), kept between model calls by
+    one sampling run (recorded at a dense call, refreshed at the computed slots of sparse ones)."""
+
+    def __init__(self) -> None:
+        self.keys: dict[int, Tensor] = {}
+        self.values: dict[int, Tensor] = {}
+
+    def clear(self) -> None:
+        self.keys.clear()
+        self.values.clear()
+
+
+@dataclass(frozen=True, eq=False)
+class SparseTokens(ForwardFeature):
+    """RAS at one model call, a per-call feature (`ForwardOptions.features`): the patches to compute
+    per item (`active`, (items, n) patch indices in row-major order, None = all) and whether to
+    record every layer's keys and values into the run's `cache` for the sparse calls to come."""
 
     active: Tensor | None = None
     record: bool = False
-    keys: dict[int, Tensor] = field(default_factory=dict)
-    values: dict[int, Tensor] = field(default_factory=dict)
+    cache: KeyValueCache = field(default_factory=KeyValueCache)
 
-    def rows(self, batch: int) -> Tensor | None:
-        """`active` for a model batch of `batch` rows: under CFG the model batch is [conditional
-        items; unconditional items], and both halves of an item compute the same patches."""
+    def select_tokens(self, info: ForwardInfo) -> Tensor | None:
+        """The computed sequence slots of each row: its item's active patches plus every
+        [nextline] token; both CFG halves of an item compute the same patches."""
+        layout = info.layout
+        if layout is None or layout.frames != 1:
+            raise LuminaInputError(
+                "region-adaptive sampling runs on image latents of one size per batch; turn it off for videos or "
+                "mixed sizes"
+            )
         if self.active is None:
             return None
-        items = self.active.shape[0]
-        if batch % items:
-            raise LuminaInputError(f"region-adaptive sampling chose patches for {items} items but the model batch is {batch}")
-        return self.active.repeat(batch // items, 1)
+        if self.active.shape[0] != info.rows.item_count:
+            raise LuminaInputError(
+                f"region-adaptive sampling chose patches for {self.active.shape[0]} items but the model batch holds "
+                f"{info.rows.item_count}"
+            )
+        device = info.device
+        patches = self.active.to(device)[torch.tensor(info.rows.items, device=device)]
+        slots = layout.patch_slots().to(device)[patches]
+        specials = layout.special_slots().to(device)
+        if specials.numel():
+            slots = torch.cat([slots, specials.expand(slots.shape[0], -1)], dim=1).sort(dim=1).values
+        return slots
 
-    def exchange(self, layer: int, k: Tensor, v: Tensor, active: Tensor | None) -> tuple[Tensor, Tensor]:
-        """Keys/values for self-attention at `layer`: the call's own when dense (stored when
-        recording), else the cache with the computed positions (`active`, per row) refreshed."""
-        if active is None:
+    def begin(self, info: ForwardInfo) -> "SparseHook":
+        return SparseHook(self.cache, self.record, info.active)
+
+
+@dataclass
+class SparseHook(ForwardHook):
+    """Key & value recovery for one forward: a dense call keeps its own keys and values (stored
+    when recording); a sparse call attends over the cache with its computed slots refreshed."""
+
+    cache: KeyValueCache
+    record: bool
+    active: Tensor | None  # (B, n) computed sequence slots; None = a dense call
+
+    def self_keys_values(self, site: AttentionSite, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        layer, cache = site.layer, self.cache
+        if self.active is None:
             if self.record:
-                self.keys[layer], self.values[layer] = k, v
+                cache.keys[layer], cache.values[layer] = k, v
             return k, v
-        if layer not in self.keys:
+        if layer not in cache.keys:
             raise RuntimeError("a sparse call ran before any dense call recorded keys and values")
-        cache_k, cache_v = self.keys[layer], self.values[layer]
+        cache_k, cache_v = cache.keys[layer], cache.values[layer]
         if cache_k.shape[0] != k.shape[0]:
             raise LuminaInputError(
                 f"region-adaptive sampling saw batch {k.shape[0]} after recording batch {cache_k.shape[0]}; "
                 "keep one batch size for the whole run"
             )
         rows = torch.arange(k.shape[0], device=k.device)[:, None]
-        cache_k[rows, active] = k
-        cache_v[rows, active] = v
+        cache_k[rows, self.active] = k
+        cache_v[rows, self.active] = v
         return cache_k, cache_v
 
 
@@ -180,18 +240,17 @@ def select_patches(
 
 
 class RegionAdaptiveRun:
-    """The state of RAS over one sampling run; wraps a velocity callable.
-
-    `tokens` must be the `ForwardOptions.sparse` of the model calls the wrapped callable makes.
-    Each item of the batch picks its own patches; the two CFG halves of an item share them.
-    """
+    """The state of RAS over one sampling run; wraps a velocity callable that takes per-call
+    features (`lumina.sampling.guided_velocity`). It owns the key/value cache and gives each
+    model call a `SparseTokens` feature. Each item of the batch picks its own patches; the two
+    CFG halves of an item share them."""
 
     def __init__(self, settings: RegionAdaptive, patch_size: int, skips: list[int]) -> None:
         """skips: patches each model call reuses, `settings.skip_counts(patches, calls)`."""
         self.settings = settings
         self.patch_size = patch_size
         self._skips = skips
-        self.tokens = SparseTokens()
+        self.cache = KeyValueCache()
         self.calls = 0
         self.computed: list[int] = []  # patches computed at each call (for tests and reports)
         self._last: Tensor | None = None
@@ -199,25 +258,23 @@ class RegionAdaptiveRun:
         self._active: Tensor | None = None
         self._active_pixels: Tensor | None = None
 
-    def wrap(self, velocity):
-        def region_adaptive_velocity(x: Tensor, t: Tensor) -> Tensor:
-            return self._call(velocity, x, t)
+    def wrap(self, velocity: "FeatureVelocityFn") -> "FeatureVelocityFn":
+        def region_adaptive_velocity(x: Tensor, t: Tensor, features: tuple = ()) -> Tensor:
+            return self._call(velocity, x, t, features)
 
         return region_adaptive_velocity
 
-    def _call(self, velocity, x: Tensor, t: Tensor) -> Tensor:
+    def _call(self, velocity: "FeatureVelocityFn", x: Tensor, t: Tensor, features: tuple) -> Tensor:
         call, s, p = self.calls, self.settings, self.patch_size
         self.calls += 1
         patches = (x.shape[-2] // p) * (x.shape[-1] // p)
         skip = self._skips[call + 1] if call + 1 < len(self._skips) else 0
         sparse_now = self._active is not None
         sparse_next = skip > 0
-        self.tokens.active = self._active if sparse_now else None
-        self.tokens.record = sparse_next and not sparse_now
+        tokens = SparseTokens(self._active if sparse_now else None, sparse_next and not sparse_now, self.cache)
         if not (sparse_now or sparse_next):  # no cache needed beyond this call
-            self.tokens.keys.clear()
-            self.tokens.values.clear()
-        out = velocity(x, t)
+            self.cache.clear()
+        out = velocity(x, t, (*features, tokens))
         if sparse_now:
             out = torch.where(self._active_pixels, out, self._last)
         self.computed.append(int(self._active.shape[1]) if sparse_now else patches)

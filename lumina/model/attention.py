@@ -8,43 +8,37 @@ memory (the query heads sharing a K/V head are folded into the sequence axis ins
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
+import sys
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..features.region_adaptive import SparseTokens
+from .hooks import AttentionSite, ForwardHook
 from .rope import apply_rope
 
-_HAS_FLASH = importlib.util.find_spec("flash_attn") is not None
+
+@functools.lru_cache(maxsize=None)
+def flash_available() -> bool:
+    """Whether flash-attn's two kernels can be imported, without importing it yet.
+
+    Another package may have put a stand-in `flash_attn` module into sys.modules (shims that
+    let the official code import on machines without it do this); `find_spec` raises ValueError
+    for such a module, so one already imported is judged by what it actually offers."""
+    module = sys.modules.get("flash_attn")
+    if module is not None:
+        return all(callable(getattr(module, name, None)) for name in ("flash_attn_func", "flash_attn_varlen_func"))
+    try:
+        return importlib.util.find_spec("flash_attn") is not None
+    except (ImportError, ValueError):
+        return False
 
 
-@dataclass
-class RegionalContext:
-    """Compositional generation, prepared once per forward."""
-
-    rows: Tensor  # (n,) batch rows that use the regions
-    cap_feats: Tensor  # (R, Lr, cap_feat_dim) raw region captions
-    cap_mask: Tensor | None  # (R, Lr) bool
-    weights: Tensor  # (R, L) each token's weight per region (summing to ≤ 1); (n, R, L) per row
-    global_weight: Tensor  # (L,) weight of the row's own (global) caption: 1 − Σ weights; (n, L) per row
-
-
-@dataclass
-class SharedContext:
-    """Style-shared self-attention, prepared once per forward."""
-
-    targets: Tensor  # (n,) rows attending also to a reference
-    references: Tensor  # (n,) the reference row of each target
-    rotations: Tensor  # (1, L, head_dim/2) RoPE of the appended reference tokens
-    logit_bias: float
-    layers: tuple[int, int] | None
-
-
-@dataclass
+@dataclass(frozen=True)
 class LayerContext:
     """Everything a block needs besides its input, computed once per forward."""
 
@@ -54,19 +48,11 @@ class LayerContext:
     rotations: Tensor  # (B or 1, L, head_dim/2) complex64
     x_mask: Tensor | None  # (B, L) bool, None when no image sequence is padded
     self_scale: float | None  # None: 1/sqrt(head_dim)
-    regional: RegionalContext | None = None
-    shared: SharedContext | None = None
-    sparse: SparseTokens | None = None  # region-adaptive sampling: the run's K/V cache
-    active: Tensor | None = None  # (B, n) sequence positions of the queries when only some are computed
-    layer: int = 0  # index of the block being run
-
-    def shares_at(self, layer: int) -> bool:
-        s = self.shared
-        return s is not None and (s.layers is None or s.layers[0] <= layer < s.layers[1])
+    hooks: tuple[ForwardHook, ...] = ()  # the call's features (lumina.model.hooks)
 
 
 def _use_flash(q: Tensor) -> bool:
-    return _HAS_FLASH and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
+    return q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and flash_available()
 
 
 def _sdpa(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, scale: float | None) -> Tensor:
@@ -143,58 +129,32 @@ class LuminaAttention(nn.Module):
         make_norm = (lambda width: nn.LayerNorm(width, eps=1e-5)) if qk_norm else (lambda width: nn.Identity())
         self.q_norm, self.k_norm, self.ky_norm = make_norm(n_heads * self.head_dim), make_norm(kv_width), make_norm(kv_width)
 
-    def forward(self, x: Tensor, cap_y: Tensor, ctx: LayerContext, region_y: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, cap_y: Tensor, ctx: LayerContext, layer: int = 0,
+                caption_norm: nn.Module | None = None) -> Tensor:
+        """x (B, L, dim) image tokens, cap_y (B, Lc, cap_feat_dim) normed caption features;
+        layer and caption_norm (the block's caption RMSNorm) tell the features' hooks where they are."""
         b, n, _ = x.shape
         q = self.q_norm(self.wq(x)).view(b, n, self.n_heads, self.head_dim)
         k_unrotated = self.k_norm(self.wk(x)).view(b, n, self.n_kv_heads, self.head_dim)
         v = self.wv(x).view(b, n, self.n_kv_heads, self.head_dim)
         q, k = apply_rope(q, ctx.rotations), apply_rope(k_unrotated, ctx.rotations)
-        if ctx.sparse is not None:  # keys/values of the positions not computed come from the cache
-            k, v = ctx.sparse.exchange(ctx.layer, k, v, ctx.active)
+        site = AttentionSite(layer, self, caption_norm or nn.Identity(), ctx.self_scale) if ctx.hooks else None
+        for hook in ctx.hooks:
+            k, v = hook.self_keys_values(site, k, v)
         out = attend(q, k, v, key_mask=ctx.x_mask, query_mask=ctx.x_mask, scale=ctx.self_scale)
-        if ctx.shares_at(ctx.layer):
-            out = self._shared_self_attention(q, k, k_unrotated, v, out, ctx)
+        for hook in ctx.hooks:
+            out = hook.after_self_attention(site, q, k, k_unrotated, v, out)
 
         # Cross-attention reuses the normed, rotated queries; caption keys carry no positions.
-        out_y = self._cross_attention(q, cap_y, ctx.cap_mask, ctx.x_mask)
-        if region_y is not None:
-            out_y = self._regional_cross_attention(q, out_y, region_y, ctx.regional)
+        out_y = self.cross_attention(q, cap_y, ctx.cap_mask, ctx.x_mask)
+        for hook in ctx.hooks:
+            out_y = hook.after_cross_attention(site, q, out_y)
         out = out + out_y * self.gate.tanh().to(out_y.dtype).view(1, 1, -1, 1)
         return self.wo(out.flatten(2))
 
-    def _cross_attention(self, q: Tensor, cap_y: Tensor, cap_mask: Tensor | None, x_mask: Tensor | None) -> Tensor:
+    def cross_attention(self, q: Tensor, cap_y: Tensor, cap_mask: Tensor | None, x_mask: Tensor | None) -> Tensor:
+        """Rotated queries (B, L, H, d) over normed caption features (B, Lc, cap_feat_dim)."""
         b, lc = cap_y.shape[:2]
         ky = self.ky_norm(self.wk_y(cap_y)).view(b, lc, self.n_kv_heads, self.head_dim)
         vy = self.wv_y(cap_y).view(b, lc, self.n_kv_heads, self.head_dim)
         return attend(q, ky, vy, key_mask=cap_mask, query_mask=x_mask)
-
-    def _regional_cross_attention(self, q: Tensor, out_y: Tensor, region_y: Tensor, rg: RegionalContext) -> Tensor:
-        """Each regional caption answers only its region's queries; a row's own (global) caption
-        answers the rest. One attention call over (rows × regions)."""
-        rows = rg.rows
-        n, r, length = rows.numel(), region_y.shape[0], q.shape[1]
-        q_rows = q[rows].unsqueeze(1).expand(n, r, *q.shape[1:]).reshape(n * r, *q.shape[1:])
-        y = region_y.unsqueeze(0).expand(n, *region_y.shape).reshape(n * r, *region_y.shape[1:])
-        mask = None if rg.cap_mask is None else rg.cap_mask.unsqueeze(0).expand(n, *rg.cap_mask.shape).reshape(n * r, -1)
-        per_region = self._cross_attention(q_rows, y, mask, None).view(n, r, length, self.n_heads, self.head_dim)
-        weights, global_weight = rg.weights.to(out_y.dtype), rg.global_weight.to(out_y.dtype)
-        if weights.ndim == 2:  # shared by the rows: (R, L), (L,); per row (n, R, L), (n, L)
-            weights, global_weight = weights[None], global_weight[None]
-        mixed = (per_region * weights[..., None, None]).sum(1) + out_y[rows] * global_weight[..., None, None]
-        return out_y.index_copy(0, rows, mixed)
-
-    def _shared_self_attention(self, q: Tensor, k: Tensor, k_unrotated: Tensor, v: Tensor, out: Tensor, ctx: LayerContext) -> Tensor:
-        """Targets attend to their own tokens and to the reference's, appended after them (RoPE
-        at the appended positions, so no position repeats); other rows keep plain attention."""
-        sh = ctx.shared
-        tgt, ref = sh.targets, sh.references
-        k_ref = apply_rope(k_unrotated[ref], sh.rotations)
-        keys = torch.cat([k[tgt], k_ref], dim=1)
-        values = torch.cat([v[tgt], v[ref]], dim=1)
-        bias = None
-        if sh.logit_bias != 0.0:
-            length = k.shape[1]
-            bias = torch.zeros(tgt.numel(), 2 * length, dtype=q.dtype, device=q.device)
-            bias[:, length:] = sh.logit_bias
-        shared = attend(q[tgt], keys, values, key_mask=bias, scale=ctx.self_scale)
-        return out.index_copy(0, tgt, shared)

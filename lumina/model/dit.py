@@ -12,9 +12,8 @@ from torch import Tensor, nn
 from ..config import FAMILY_NAMES, LuminaConfig
 from ..errors import LuminaInputError
 from ..tokens import TokenLayout, pack, pad_positions, pad_sequences, patchify, unpack, unpatchify
-from ..features.compositional import RegionalPrompts, patch_weights
-from ..features.style_shared import SharedAttention
-from .attention import LayerContext, RegionalContext, SharedContext, proportional_scale
+from .attention import LayerContext, proportional_scale
+from .hooks import ForwardInfo, single_rows
 from .layers import FinalLayer, TimestepEmbedder, caption_embedder, pooled_caption
 from .options import DEFAULT_OPTIONS, ForwardOptions
 from .rope import rope_angles, rope_table
@@ -110,24 +109,29 @@ class LuminaDiT(nn.Module):
 
         cap_feats = cap_feats.to(dtype)
         adaln_input = self.t_embedder(t) + self.cap_embedder(pooled_caption(cap_feats, cap_mask))
+        info = ForwardInfo(
+            model=self, layout=None if is_list else layouts[0], rows=options.rows or single_rows(batch),
+            rope_scaling=scaling, dtype=dtype, device=seq.device,
+        )
+        if info.rows.size != batch:
+            raise LuminaInputError(f"options.rows describes {info.rows.size} rows but the model batch has {batch}")
+        rotations = rope_table(angles)
+        active = self._selected_tokens(options, info)
+        if active is not None:
+            info = replace(info, active=active)
+            rows = torch.arange(batch, device=seq.device)[:, None]
+            rotations = rotations.expand(batch, -1, -1)[rows, active]
+        hooks = tuple(h for h in (f.begin(info) for f in options.features) if h is not None)
         ctx = LayerContext(
             adaln_input=adaln_input, cap_feats=cap_feats,
             cap_mask=None if cap_mask is None or bool(cap_mask.all()) else cap_mask,
-            rotations=rope_table(angles), x_mask=x_mask, self_scale=self_scale,
+            rotations=rotations, x_mask=x_mask, self_scale=self_scale, hooks=hooks,
         )
-        if options.regions is not None or options.shared_attention is not None:
-            if is_list:
-                raise LuminaInputError("regional prompts and shared attention need one latent size per batch, not a list")
-            ctx.regional = self._regional_context(options.regions, layouts[0], batch, dtype, seq.device)
-            ctx.shared = self._shared_context(options.shared_attention, layouts[0], batch, scaling, seq.device)
-        active = self._sparse_positions(options, ctx, layouts, is_list, batch)
-        rows = None if active is None else torch.arange(batch, device=seq.device)[:, None]
         h = seq if active is None else seq[rows, active]
         for i, layer in enumerate(self.layers):
-            ctx.layer = i
-            h = layer(h, ctx)
+            h = layer(h, ctx, i)
         out = self.final_layer(h, adaln_input)
-        if active is not None:  # positions not computed stay zero; the sampler fills them
+        if active is not None:  # positions not computed stay zero; the caller fills them
             full = out.new_zeros(batch, seq.shape[1], out.shape[2])
             full[rows, active] = out
             out = full
@@ -135,103 +139,21 @@ class LuminaDiT(nn.Module):
         keep = self.config.out_channels if return_sigma else self.config.in_channels
         results = []
         for i, layout in enumerate(layouts):
-            rows = out[i : i + 1] if is_list else out
-            latent = unpatchify(unpack(rows, layout), self.config.patch_size, self.config.out_channels)
+            item_rows = out[i : i + 1] if is_list else out
+            latent = unpatchify(unpack(item_rows, layout), self.config.patch_size, self.config.out_channels)
             results.append(latent[:, :keep].squeeze(2))
         if is_list:
             return [r[0] for r in results]
         return list(results[0]) if list_input else results[0]
 
-    # -- per-call features ------------------------------------------------------------------
-    def _sparse_positions(
-        self, options: ForwardOptions, ctx: LayerContext, layouts: list[TokenLayout], is_list: bool, batch: int
-    ) -> Tensor | None:
-        """Region-adaptive sampling: narrow the context to each row's computed sequence positions
-        ((B, n) indices, None = all): the active patches plus every [nextline] token."""
-        sparse = options.sparse
-        if sparse is None:
-            return None
-        layout = layouts[0]
-        if is_list or layout.frames != 1 or ctx.shared is not None:
-            raise LuminaInputError(
-                "region-adaptive sampling runs on image latents of one size per batch, without shared attention; "
-                "turn it off for videos, mixed sizes or style-aligned batches"
-            )
-        ctx.sparse = sparse
-        patches = sparse.rows(batch)
-        if patches is None:
-            return None
-        device = ctx.rotations.device
-        active = layout.patch_slots().to(device)[patches.to(device)]
-        specials = layout.special_slots().to(device)
-        if specials.numel():
-            active = torch.cat([active, specials.expand(batch, -1)], dim=1).sort(dim=1).values
-        ctx.active = active
-        rows = torch.arange(batch, device=device)[:, None]
-        ctx.rotations = ctx.rotations.expand(batch, -1, -1)[rows, active]
-        if ctx.regional is not None:
-            rg = ctx.regional
-            picked = active[rg.rows]  # (n, L') positions of the rows that use regions
-            ctx.regional = replace(
-                rg, weights=rg.weights[:, picked].permute(1, 0, 2), global_weight=rg.global_weight[picked]
-            )
-        return active
-
-    def _regional_context(
-        self, regions: RegionalPrompts | None, layout: TokenLayout, batch: int, dtype: torch.dtype, device: torch.device
-    ) -> RegionalContext | None:
-        if regions is None:
-            return None
-        if regions.cap_feats.shape[-1] != self.config.cap_feat_dim:
-            raise LuminaInputError(
-                f"regional caption width {regions.cap_feats.shape[-1]} does not match the model's {self.config.cap_feat_dim}"
-            )
-        rows = tuple(range(batch)) if regions.rows is None else regions.rows
-        if any(not 0 <= r < batch for r in rows):
-            raise LuminaInputError(f"regional rows {rows} are outside the batch of {batch}")
-        p = self.config.patch_size
-        per_patch = patch_weights(regions.masks.to(device), layout.rows * p, layout.cols * p, p)  # (R, rows, cols)
-        grid = per_patch.permute(1, 2, 0)[None, None]  # (1, 1, rows, cols, R): special tokens get weight 0
-        weights = pack(grid, layout, *self._zero_special_tokens(layout, grid))[0].T  # (R, L)
-        cap_mask = regions.cap_mask.to(device, torch.bool)
-        empty = (~cap_mask.any(dim=1)).nonzero().flatten().tolist()
-        if empty:
-            raise LuminaInputError(
-                f"regional captions {empty} mark no tokens; attention over no keys is undefined. "
-                "Keep at least the BOS token of every regional prompt"
-            )
-        return RegionalContext(
-            rows=torch.tensor(rows, dtype=torch.long, device=device), cap_feats=regions.cap_feats.to(device, dtype),
-            cap_mask=None if bool(cap_mask.all()) else cap_mask, weights=weights, global_weight=1 - weights.sum(0),
-        )
-
     @staticmethod
-    def _zero_special_tokens(layout: TokenLayout, grid: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        zero = grid.new_zeros(grid.shape[-1])
-        return (zero if layout.nextline else None), (zero if layout.nextframe else None)
-
-    def _shared_context(
-        self, shared: SharedAttention | None, layout: TokenLayout, batch: int, scaling, device: torch.device
-    ) -> SharedContext | None:
-        if shared is None:
-            return None
-        if shared.pairs is None:
-            shared = shared.resolve(batch)
-        if not shared.pairs:
-            return None
-        if any(not (0 <= t < batch and 0 <= r < batch) for t, r in shared.pairs):
-            raise LuminaInputError(f"shared-attention pairs {shared.pairs} are outside the batch of {batch}")
-        pos = self.positions(layout)
-        appended = pos + (layout.length if pos.shape[-1] == 1 else torch.tensor([float(layout.rows), 0.0]))
-        angles = rope_angles(
-            appended[None].to(device), self.config.head_dim, self.config.rope_theta, scaling,
-            interpolate_positions=self.interpolate_positions,
-        )
-        targets, refs = zip(*shared.pairs)
-        return SharedContext(
-            targets=torch.tensor(targets, device=device), references=torch.tensor(refs, device=device),
-            rotations=rope_table(angles), logit_bias=shared.logit_bias, layers=shared.layers,
-        )
+    def _selected_tokens(options: ForwardOptions, info: ForwardInfo) -> Tensor | None:
+        """The one feature's token selection, if any: (B, n) sequence slots."""
+        selections = [(f, s) for f in options.features if (s := f.select_tokens(info)) is not None]
+        if len(selections) > 1:
+            names = ", ".join(type(f).__name__ for f, _ in selections)
+            raise LuminaInputError(f"only one feature may narrow the computed tokens, got {names}")
+        return selections[0][1] if selections else None
 
     # -- validation -------------------------------------------------------------------------
     def _check_batch(self, x: Tensor) -> None:
@@ -255,18 +177,7 @@ class LuminaDiT(nn.Module):
         return [item.unsqueeze(0) for item in items]
 
     def _check_latent(self, where: str, shape: Sequence[int]) -> None:
-        c, p = self.config, self.config.patch_size
-        ch, hgt, wid = shape
-        if ch != c.in_channels:
-            raise LuminaInputError(
-                f"{where} has {ch} channels but this {FAMILY_NAMES[self.family]} model takes {c.in_channels}-channel "
-                f"latents; encode images with the matching VAE"
-            )
-        if hgt % p or wid % p or hgt == 0 or wid == 0:
-            raise LuminaInputError(
-                f"{where} latent size {hgt}×{wid} is not a positive multiple of the patch size {p}; "
-                f"use an image size that is a multiple of {p * c.vae_downsample} pixels"
-            )
+        self.config.check_latent(where, *shape)
 
     def _check_conditioning(
         self, batch: int, t: Tensor | float, cap_feats: Tensor, cap_mask: Tensor | None

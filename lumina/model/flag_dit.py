@@ -28,14 +28,11 @@ class FlagDiTBlock(nn.Module):
         self.attention_y_norm = RMSNorm(c.cap_feat_dim, c.norm_eps)
         self.adaLN_modulation = adaln_modulation(c.adaln_dim, 6 * c.dim)
 
-    def _region_captions(self, ctx: LayerContext) -> Tensor | None:
-        return None if ctx.regional is None else self.attention_y_norm(ctx.regional.cap_feats)
-
-    def forward(self, x: Tensor, ctx: LayerContext) -> Tensor:
+    def forward(self, x: Tensor, ctx: LayerContext, layer: int = 0) -> Tensor:
         mod = self.adaLN_modulation(ctx.adaln_input).unsqueeze(1)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.chunk(6, dim=-1)
         h = self.attention_norm(x) * (1 + scale_msa) + shift_msa
-        x = x + gate_msa * self.attention(h, self.attention_y_norm(ctx.cap_feats), ctx, self._region_captions(ctx))
+        x = x + gate_msa * self.attention(h, self.attention_y_norm(ctx.cap_feats), ctx, layer, self.attention_y_norm)
         h = self.ffn_norm(x) * (1 + scale_mlp) + shift_mlp
         return x + gate_mlp * self.feed_forward(h)
 

@@ -30,14 +30,11 @@ class NextDiTBlock(nn.Module):
         self.attention_y_norm = RMSNorm(c.cap_feat_dim, c.norm_eps)
         self.adaLN_modulation = adaln_modulation(c.adaln_dim, 4 * c.dim)
 
-    def _region_captions(self, ctx: LayerContext) -> Tensor | None:
-        return None if ctx.regional is None else self.attention_y_norm(ctx.regional.cap_feats)
-
-    def forward(self, x: Tensor, ctx: LayerContext) -> Tensor:
+    def forward(self, x: Tensor, ctx: LayerContext, layer: int = 0) -> Tensor:
         mod = self.adaLN_modulation(ctx.adaln_input).unsqueeze(1)
         scale_msa, gate_msa, scale_mlp, gate_mlp = mod.chunk(4, dim=-1)
         attn = self.attention(
-            self.attention_norm1(x) * (1 + scale_msa), self.attention_y_norm(ctx.cap_feats), ctx, self._region_captions(ctx)
+            self.attention_norm1(x) * (1 + scale_msa), self.attention_y_norm(ctx.cap_feats), ctx, layer, self.attention_y_norm
         )
         x = x + gate_msa.tanh() * self.attention_norm2(attn)
         ffn = self.feed_forward(self.ffn_norm1(x) * (1 + scale_mlp))

@@ -5,25 +5,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..features.compositional import RegionalPrompts
-from ..features.region_adaptive import SparseTokens
-from ..features.style_shared import SharedAttention
+from .hooks import BatchRows, ForwardFeature
 from .rope import RopeScaling, time_aware_scaling
 
 
 @dataclass(frozen=True)
 class ForwardOptions:
-    """Resolution-extrapolation knobs of the official code.
+    """Resolution-extrapolation knobs of the official code, and the call's features.
 
     rope_linear / rope_ntk: Flag-DiT `rope_scaling_factor` / `ntk_factor` (also valid for Next-DiT).
     time_aware_scale / time_aware_watershed: Next-DiT `scale_factor` / `scale_watershed`; when set they
       replace rope_linear / rope_ntk, chosen from the batch's first t like the official code.
     proportional_attention / base_seqlen: self-attention scale sqrt(log_base(N) / head_dim); the
       base defaults to the model's token count at its training resolution.
-    regions: compositional generation (lumina.features.compositional).
-    shared_attention: style-consistent batches (lumina.features.style_shared).
-    sparse: region-adaptive sampling's per-run token subset and key/value cache
-      (lumina.features.region_adaptive); set by `lumina.sample`, images only.
+    features: per-call feature objects (lumina.features: regional prompts, style-shared attention,
+      region-adaptive sampling), called through the hooks of lumina.model.hooks, in this order.
+    rows: which user item and guidance half each model row is (None: each row its own
+      conditional item); `lumina.sample` and the ComfyUI bridge set it with `batch_rows`.
     """
 
     rope_linear: float = 1.0
@@ -32,9 +30,15 @@ class ForwardOptions:
     time_aware_watershed: float = 0.3
     proportional_attention: bool = False
     base_seqlen: int | None = None
-    regions: RegionalPrompts | None = None
-    shared_attention: SharedAttention | None = None
-    sparse: SparseTokens | None = None
+    features: tuple[ForwardFeature, ...] = ()
+    rows: BatchRows | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.features, tuple) or not all(isinstance(f, ForwardFeature) for f in self.features):
+            raise TypeError(
+                "ForwardOptions.features must be a tuple of lumina.features objects, e.g. features=(regions,); "
+                f"got {self.features!r:.200}"
+            )
 
     def rope_scaling(self, t: float) -> RopeScaling:
         if self.time_aware_scale is not None:

@@ -10,9 +10,8 @@ families instead (`tiny_model`) and an `attention_recorder` that captures every 
 
 from __future__ import annotations
 
-import copy
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -21,6 +20,10 @@ import torch
 from safetensors.torch import load_file
 
 import lumina
+from lumina.features.compositional import RegionalHook
+from lumina.features.style_shared import SharedHook
+from lumina.model.attention import LayerContext
+from lumina.model.hooks import ForwardHook
 
 GOLDEN_DIR = Path(__file__).parents[1] / "fixtures" / "golden"
 GOLDEN_FAMILIES = {"nextdit_tiny": "next_dit", "flagdit_tiny": "flag_dit"}
@@ -153,21 +156,49 @@ def tiny_model(request: pytest.FixtureRequest) -> lumina.LuminaDiT:
 
 @dataclass
 class AttentionCall:
-    """One LuminaAttention call: its inputs (ctx shallow-copied, so `ctx.layer` is the one it ran
-    with), its output and its final cross-attention output (B, L, H, head_dim): the regional mix
-    when regions were given, else the plain cross-attention to the row's caption."""
+    """One LuminaAttention call: its inputs (the LayerContext as the model built it, without the
+    recorder's own hook), its output and its final cross-attention output (B, L, H, head_dim):
+    after every feature hook (the regional mix when regions were given), as the gate sees it."""
 
     layer: int
     x: torch.Tensor
     cap_y: torch.Tensor
-    ctx: object
-    region_y: torch.Tensor | None
+    ctx: LayerContext
+    caption_norm: object
     output: torch.Tensor | None = None
     cross: torch.Tensor | None = None
 
     @property
     def inputs(self) -> tuple:
-        return self.x, self.cap_y, self.ctx, self.region_y
+        return self.x, self.cap_y, self.ctx, self.layer, self.caption_norm
+
+    def hook(self, kind: type):
+        """The call's feature hook of type `kind` (None without one)."""
+        found = [h for h in self.ctx.hooks if isinstance(h, kind)]
+        return found[0] if found else None
+
+    @property
+    def regional(self) -> RegionalHook | None:
+        return self.hook(RegionalHook)
+
+    @property
+    def shared(self) -> SharedHook | None:
+        return self.hook(SharedHook)
+
+    def inputs_with_hooks(self, *hooks) -> tuple:
+        """These inputs with the feature hooks replaced (none: a plain attention call)."""
+        return self.x, self.cap_y, replace(self.ctx, hooks=tuple(hooks)), self.layer, self.caption_norm
+
+
+class _CrossRecorder(ForwardHook):
+    """Appended last to every recorded call's hooks: sees the final cross-attention output."""
+
+    def __init__(self, recorder: "AttentionRecorder") -> None:
+        self.recorder = recorder
+
+    def after_cross_attention(self, site, q, out):
+        self.recorder.calls[-1].cross = out
+        return out
 
 
 class AttentionRecorder:
@@ -178,44 +209,19 @@ class AttentionRecorder:
         self.model = model
         self.calls: list[AttentionCall] = []
         self._handles = []
-        self._wrapped = []
-        for i, block in enumerate(model.layers):
+        self._cross = _CrossRecorder(self)
+        for block in model.layers:
             attn = block.attention
-            self._handles.append(attn.register_forward_pre_hook(self._pre_hook(i)))
+            self._handles.append(attn.register_forward_pre_hook(self._pre_hook))
             self._handles.append(attn.register_forward_hook(self._post_hook))
-            self._wrap(attn)
 
-    def _pre_hook(self, layer: int):
-        def hook(module, args):
-            x, cap_y, ctx, *rest = args
-            self.calls.append(AttentionCall(layer, x, cap_y, copy.copy(ctx), rest[0] if rest else None))
-
-        return hook
+    def _pre_hook(self, module, args):
+        x, cap_y, ctx, layer, caption_norm = args
+        self.calls.append(AttentionCall(layer, x, cap_y, ctx, caption_norm))
+        return x, cap_y, replace(ctx, hooks=ctx.hooks + (self._cross,)), layer, caption_norm
 
     def _post_hook(self, module, args, output) -> None:
         self.calls[-1].output = output
-
-    def _wrap(self, attn) -> None:
-        plain, regional = attn._cross_attention, attn._regional_cross_attention
-        nested = []
-
-        def cross_attention(*args, **kwargs):
-            out = plain(*args, **kwargs)
-            if not nested:  # the row's own caption, not a region inside _regional_cross_attention
-                self.calls[-1].cross = out
-            return out
-
-        def regional_cross_attention(*args, **kwargs):
-            nested.append(True)
-            try:
-                out = regional(*args, **kwargs)
-            finally:
-                nested.pop()
-            self.calls[-1].cross = out
-            return out
-
-        attn._cross_attention, attn._regional_cross_attention = cross_attention, regional_cross_attention
-        self._wrapped.append(attn)
 
     def run(self, *args, **kwargs) -> tuple[torch.Tensor, list[AttentionCall]]:
         """model(*args, **kwargs) under no_grad → (output, that forward's calls, one per layer)."""
@@ -233,9 +239,7 @@ class AttentionRecorder:
     def remove(self) -> None:
         for h in self._handles:
             h.remove()
-        for attn in self._wrapped:
-            del attn._cross_attention, attn._regional_cross_attention
-        self._handles, self._wrapped = [], []
+        self._handles = []
 
 
 @pytest.fixture
@@ -244,3 +248,14 @@ def attention_recorder(tiny_model: lumina.LuminaDiT):
     recorder = AttentionRecorder(tiny_model)
     yield recorder
     recorder.remove()
+
+
+def with_image_start(kwargs: dict) -> dict:
+    """Sampling kwargs with `x_start`, `start_time`, `strength`, `normalize_start` folded into
+    `start=lumina.ImageStart(...)` (building it may raise, as sample would)."""
+    kwargs = dict(kwargs)
+    names = {"x_start": "latent", "start_time": "start_time", "strength": "strength", "normalize_start": "normalize"}
+    given = {names[k]: kwargs.pop(k) for k in list(kwargs) if k in names}
+    if given:
+        kwargs["start"] = lumina.ImageStart(**given)
+    return kwargs

@@ -98,3 +98,45 @@ def test_flash_varlen_path_matches_sdpa_on_real_tokens(monkeypatch):
         got = model(x, t, cap, cap_mask)
     for e, o in zip(expected, got):
         torch.testing.assert_close(o, e, atol=1e-5, rtol=0)
+
+
+# -- detecting flash-attn ------------------------------------------------------------------------
+
+@pytest.fixture
+def fresh_flash_check(monkeypatch):
+    """flash_available() re-evaluated, with sys.modules restored afterwards."""
+    attention.flash_available.cache_clear()
+    yield monkeypatch
+    attention.flash_available.cache_clear()
+
+
+def test_a_stand_in_flash_attn_module_does_not_break_detection(fresh_flash_check):
+    """Another package's stand-in (no __spec__, no kernels) makes find_spec raise ValueError;
+    we must neither raise nor pick it as a backend."""
+    import importlib.util
+
+    stand_in = types.ModuleType("flash_attn")
+    stand_in.__spec__ = None
+    fresh_flash_check.setitem(sys.modules, "flash_attn", stand_in)
+    with pytest.raises(ValueError):
+        importlib.util.find_spec("flash_attn")  # what a plain check would run into
+    assert attention.flash_available() is False
+    q = torch.randn(1, 4, 2, 8)
+    out = attention.attend(q, q, q)  # CPU: SDPA, and no exception on the way
+    assert out.shape == q.shape
+
+
+def test_a_stand_in_with_both_kernels_counts_as_available(fresh_flash_check):
+    stand_in = types.ModuleType("flash_attn")
+    stand_in.__spec__ = None
+    stand_in.flash_attn_func = stand_in.flash_attn_varlen_func = lambda *a, **k: None
+    fresh_flash_check.setitem(sys.modules, "flash_attn", stand_in)
+    assert attention.flash_available() is True
+    # on the CPU and in fp32 the kernels are never chosen anyway
+    assert attention._use_flash(torch.randn(1, 4, 2, 8)) is False
+
+
+def test_no_flash_attn_installed_is_detected(fresh_flash_check):
+    fresh_flash_check.delitem(sys.modules, "flash_attn", raising=False)
+    fresh_flash_check.setattr(attention.importlib.util, "find_spec", lambda name: None)
+    assert attention.flash_available() is False

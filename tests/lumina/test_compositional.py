@@ -21,7 +21,7 @@ from lumina.features.compositional import (
     grid_masks,
     patch_weights,
 )
-from lumina.sampling import _per_call_features
+from lumina.model.hooks import batch_rows
 
 CAP_WIDTH = 16
 
@@ -100,26 +100,26 @@ def test_region_weights_follow_the_token_layout(tiny_model, attention_recorder, 
     h, w, masks = LAYOUTS[layout]
     masks = masks()
     x, t, cap = model_inputs(h=h, w=w)
-    _, calls = attention_recorder.run(x, t, cap, options=ForwardOptions(regions=region_prompts(masks)))
-    rg = calls[0].ctx.regional
+    _, calls = attention_recorder.run(x, t, cap, options=ForwardOptions(features=(region_prompts(masks),)))
+    rg = calls[0].regional
     expected = expected_token_weights(tiny_model, masks)
     torch.testing.assert_close(rg.weights, expected, atol=1e-6, rtol=0)
     torch.testing.assert_close(rg.global_weight, 1 - expected.sum(0), atol=1e-6, rtol=0)
     assert rg.rows.tolist() == [0]
-    assert all(c.ctx.regional is rg for c in calls)
+    assert all(c.regional is rg for c in calls)
 
 
 def test_grid_2x2_gives_four_distinct_quadrants(tiny_model, attention_recorder):
     """The official code's region ids collide on a 2×2 grid; here every quadrant is its own region."""
     x, t, cap = model_inputs()
-    _, calls = attention_recorder.run(x, t, cap, options=ForwardOptions(regions=region_prompts(grid_masks(2, 2, 8, 8))))
-    weights = calls[0].ctx.regional.weights[:, patch_tokens(tiny_model, 8, 8)].reshape(4, 4, 4)  # (region, row, col)
+    _, calls = attention_recorder.run(x, t, cap, options=ForwardOptions(features=(region_prompts(grid_masks(2, 2, 8, 8)),)))
+    weights = calls[0].regional.weights[:, patch_tokens(tiny_model, 8, 8)].reshape(4, 4, 4)  # (region, row, col)
     quadrants = [(slice(0, 2), slice(0, 2)), (slice(0, 2), slice(2, 4)), (slice(2, 4), slice(0, 2)), (slice(2, 4), slice(2, 4))]
     for r, (ys, xs) in enumerate(quadrants):
         inside = torch.zeros(4, 4, dtype=torch.bool)
         inside[ys, xs] = True
         assert bool((weights[r][inside] == 1).all()) and bool((weights[r][~inside] == 0).all())
-    assert bool((calls[0].ctx.regional.global_weight[patch_tokens(tiny_model, 8, 8)] == 0).all())
+    assert bool((calls[0].regional.global_weight[patch_tokens(tiny_model, 8, 8)] == 0).all())
 
 
 # -- locality of the regional captions ------------------------------------------------------
@@ -134,10 +134,10 @@ def test_region_caption_changes_only_its_tokens_cross_attention_at_every_layer(t
     masks = masks()
     x, t, cap = model_inputs(h=h, w=w)
     regions = region_prompts(masks)
-    _, calls_a = attention_recorder.run(x, t, cap, options=ForwardOptions(regions=regions))
+    _, calls_a = attention_recorder.run(x, t, cap, options=ForwardOptions(features=(regions,)))
     weights = expected_token_weights(tiny_model, masks)
     for b in range(masks.shape[0]):
-        _, calls_b = attention_recorder.run(x, t, cap, options=ForwardOptions(regions=with_new_caption(regions, b)))
+        _, calls_b = attention_recorder.run(x, t, cap, options=ForwardOptions(features=(with_new_caption(regions, b),)))
         inside = weights[b] > 0
         assert bool(inside.any()) and not bool(inside.all())
 
@@ -148,9 +148,9 @@ def test_region_caption_changes_only_its_tokens_cross_attention_at_every_layer(t
 
         for layer, (a, changed) in enumerate(zip(calls_a, calls_b)):
             assert a.layer == changed.layer == layer
-            assert not torch.equal(a.region_y[b], changed.region_y[b])
+            assert not torch.equal(a.regional.cap_feats[b], changed.regional.cap_feats[b])
             same = attention_recorder.call(layer, *a.inputs)
-            other = attention_recorder.call(layer, a.x, a.cap_y, a.ctx, changed.region_y)
+            other = attention_recorder.call(layer, *a.inputs_with_hooks(changed.regional))
             torch.testing.assert_close(same.cross, a.cross, atol=0, rtol=0)
             diff = token_diff(other.cross, same.cross)[0]
             assert diff[~inside].max() <= 1e-6, f"layer {layer}: region {b}'s caption reached tokens outside it"
@@ -167,8 +167,8 @@ def test_self_attention_stays_global(tiny_model, attention_recorder):
     output changes at every patch, so the image stays one image."""
     x, t, cap = model_inputs()
     regions = region_prompts(grid_masks(1, 2, 8, 8))
-    out_a, calls_a = attention_recorder.run(x, t, cap, options=ForwardOptions(regions=regions))
-    out_b, calls_b = attention_recorder.run(x, t, cap, options=ForwardOptions(regions=with_new_caption(regions, 1)))
+    out_a, calls_a = attention_recorder.run(x, t, cap, options=ForwardOptions(features=(regions,)))
+    out_b, calls_b = attention_recorder.run(x, t, cap, options=ForwardOptions(features=(with_new_caption(regions, 1),)))
     outside = expected_token_weights(tiny_model, regions.masks)[1] == 0
     layer0, layer1 = (token_diff(calls_b[i].output, calls_a[i].output)[0][outside] for i in range(2))
     assert token_diff(calls_b[0].cross, calls_a[0].cross)[0][outside].max() <= 1e-6
@@ -189,7 +189,7 @@ def test_uncovered_tokens_use_the_global_caption(tiny_model, attention_recorder)
     x, t, cap = model_inputs()
     masks = box_mask(8, 8, 0, 0, 8, 4)[None]
     _, plain = attention_recorder.run(x, t, cap)
-    _, regional = attention_recorder.run(x, t, cap, options=ForwardOptions(regions=region_prompts(masks)))
+    _, regional = attention_recorder.run(x, t, cap, options=ForwardOptions(features=(region_prompts(masks),)))
     uncovered = expected_token_weights(tiny_model, masks).sum(0) == 0
     assert int(uncovered.sum()) == (8 if tiny_model.family == "next_dit" else 12)
 
@@ -197,7 +197,7 @@ def test_uncovered_tokens_use_the_global_caption(tiny_model, attention_recorder)
     diff = token_diff(regional[0].cross, plain[0].cross)[0]
     assert diff[uncovered].max() <= 1e-6 and diff[~uncovered].min() > 1e-6
     for layer, call in enumerate(regional):
-        without = attention_recorder.call(layer, call.x, call.cap_y, call.ctx, None)
+        without = attention_recorder.call(layer, *call.inputs_with_hooks())
         diff = token_diff(call.cross, without.cross)[0]
         assert diff[uncovered].max() <= 1e-6, f"layer {layer}: uncovered tokens lost the global caption"
         assert diff[~uncovered].min() > 1e-6
@@ -209,8 +209,8 @@ def test_soft_mask_mixes_region_and_global_caption_by_weight(tiny_model, attenti
     regions = region_prompts(torch.ones(1, 8, 8))
     soft = RegionalPrompts(regions.cap_feats, regions.cap_mask, torch.full((1, 8, 8), 0.3))
     _, plain = attention_recorder.run(x, t, cap)
-    _, full = attention_recorder.run(x, t, cap, options=ForwardOptions(regions=regions))
-    _, mixed = attention_recorder.run(x, t, cap, options=ForwardOptions(regions=soft))
+    _, full = attention_recorder.run(x, t, cap, options=ForwardOptions(features=(regions,)))
+    _, mixed = attention_recorder.run(x, t, cap, options=ForwardOptions(features=(soft,)))
     patches = patch_tokens(tiny_model, 8, 8)
     expected = 0.3 * full[0].cross + 0.7 * plain[0].cross
     torch.testing.assert_close(mixed[0].cross[:, patches], expected[:, patches], atol=1e-5, rtol=1e-5)
@@ -219,8 +219,8 @@ def test_soft_mask_mixes_region_and_global_caption_by_weight(tiny_model, attenti
 def test_overlapping_soft_masks_keep_token_weights_at_most_one(tiny_model, attention_recorder):
     x, t, cap = model_inputs()
     masks = torch.stack([box_mask(8, 8, 0, 0, 6, 6) * 0.8, box_mask(8, 8, 2, 2, 6, 6) * 0.7, torch.full((8, 8), 0.25)])
-    out, calls = attention_recorder.run(x, t, cap, options=ForwardOptions(regions=region_prompts(masks)))
-    rg = calls[0].ctx.regional
+    out, calls = attention_recorder.run(x, t, cap, options=ForwardOptions(features=(region_prompts(masks),)))
+    rg = calls[0].regional
     assert bool((rg.weights >= 0).all()) and float(rg.weights.sum(0).max()) <= 1 + 1e-6
     assert bool((rg.global_weight >= -1e-6).all())
     torch.testing.assert_close(rg.weights, expected_token_weights(tiny_model, masks), atol=1e-6, rtol=0)
@@ -260,7 +260,7 @@ def test_all_zero_masks_change_nothing(tiny_model):
     x, t, cap = model_inputs(batch=2)
     with torch.no_grad():
         plain = tiny_model(x, t, cap)
-        zero = tiny_model(x, t, cap, options=ForwardOptions(regions=region_prompts(torch.zeros(2, 8, 8))))
+        zero = tiny_model(x, t, cap, options=ForwardOptions(features=(region_prompts(torch.zeros(2, 8, 8)),)))
     torch.testing.assert_close(zero, plain, atol=1e-6, rtol=0)
 
 
@@ -269,9 +269,9 @@ def test_zero_mask_region_caption_is_ignored(tiny_model):
     masks = torch.stack([box_mask(8, 8, 0, 0, 8, 4), torch.zeros(8, 8)])
     regions = region_prompts(masks)
     with torch.no_grad():
-        a = tiny_model(x, t, cap, options=ForwardOptions(regions=regions))
-        b = tiny_model(x, t, cap, options=ForwardOptions(regions=with_new_caption(regions, 1)))
-        only_first = tiny_model(x, t, cap, options=ForwardOptions(regions=region_prompts(masks[:1])))
+        a = tiny_model(x, t, cap, options=ForwardOptions(features=(regions,)))
+        b = tiny_model(x, t, cap, options=ForwardOptions(features=(with_new_caption(regions, 1),)))
+        only_first = tiny_model(x, t, cap, options=ForwardOptions(features=(region_prompts(masks[:1]),)))
     torch.testing.assert_close(b, a, atol=1e-6, rtol=0)
     torch.testing.assert_close(a, only_first, atol=1e-6, rtol=0)
 
@@ -286,9 +286,9 @@ def test_padded_region_caption_tokens_are_ignored(tiny_model):
     feats = feats.clone()
     feats[1, 2:] = 100.0
     with torch.no_grad():
-        a = tiny_model(x, t, cap, options=ForwardOptions(regions=padded))
-        b = tiny_model(x, t, cap, options=ForwardOptions(regions=RegionalPrompts(feats, mask, regions.masks)))
-        full = tiny_model(x, t, cap, options=ForwardOptions(regions=regions))
+        a = tiny_model(x, t, cap, options=ForwardOptions(features=(padded,)))
+        b = tiny_model(x, t, cap, options=ForwardOptions(features=(RegionalPrompts(feats, mask, regions.masks),)))
+        full = tiny_model(x, t, cap, options=ForwardOptions(features=(regions,)))
     torch.testing.assert_close(b, a, atol=1e-6, rtol=0)
     assert (a - full).abs().max() > 1e-4
 
@@ -301,8 +301,8 @@ def test_regions_apply_only_to_the_rows_given(tiny_model, rows):
     masks = grid_masks(1, 2, 8, 8)
     with torch.no_grad():
         plain = tiny_model(x, t, cap)
-        some = tiny_model(x, t, cap, options=ForwardOptions(regions=region_prompts(masks, rows=rows)))
-        every = tiny_model(x, t, cap, options=ForwardOptions(regions=region_prompts(masks)))
+        some = tiny_model(x, t, cap, options=ForwardOptions(features=(region_prompts(masks, rows=rows),)))
+        every = tiny_model(x, t, cap, options=ForwardOptions(features=(region_prompts(masks),)))
     for row in range(2):
         if row in rows:
             assert (some[row] - plain[row]).abs().max() > 1e-4
@@ -317,27 +317,32 @@ def test_regions_on_a_row_match_that_row_alone(tiny_model):
     x, t, cap = model_inputs(batch=2)
     masks = grid_masks(2, 2, 8, 8)
     with torch.no_grad():
-        batch = tiny_model(x, t, cap, options=ForwardOptions(regions=region_prompts(masks, rows=(1,))))
-        alone = tiny_model(x[1:], t[1:], cap[1:], options=ForwardOptions(regions=region_prompts(masks)))
+        batch = tiny_model(x, t, cap, options=ForwardOptions(features=(region_prompts(masks, rows=(1,)),)))
+        alone = tiny_model(x[1:], t[1:], cap[1:], options=ForwardOptions(features=(region_prompts(masks),)))
     torch.testing.assert_close(batch[1:], alone, atol=1e-5, rtol=1e-5)
 
 
 def test_same_size_list_input_with_regions_matches_a_batch(tiny_model):
     x, t, cap = model_inputs(batch=2)
-    options = ForwardOptions(regions=region_prompts(grid_masks(1, 2, 8, 8)))
+    options = ForwardOptions(features=(region_prompts(grid_masks(1, 2, 8, 8)),))
     with torch.no_grad():
         batch = tiny_model(x, t, cap, options=options)
         items = tiny_model(list(x), t, cap, options=options)
     torch.testing.assert_close(torch.stack(items), batch, atol=1e-6, rtol=0)
 
 
-def test_per_call_features_put_regions_on_the_conditional_rows():
+def test_regions_go_to_the_conditional_rows_of_a_cfg_batch(tiny_model, attention_recorder):
+    """A model batch described as [conditional items; unconditional items] (what lumina.sample and
+    the ComfyUI bridge pass) gets the regions on its conditional rows only, whichever half comes first."""
+    x, t, cap = model_inputs(batch=4)
     regions = region_prompts(grid_masks(1, 2, 8, 8))
-    guided = _per_call_features(ForwardOptions(regions=regions), batch=3, groups=2)
-    assert guided.regions.rows == (0, 1, 2)
-    assert _per_call_features(ForwardOptions(regions=regions), batch=3, groups=1).regions.rows == (0, 1, 2)
-    explicit = ForwardOptions(regions=region_prompts(grid_masks(1, 2, 8, 8), rows=(1,)))
-    assert _per_call_features(explicit, batch=3, groups=2).regions.rows == (1,)
+    for halves, expected in [((True, False), [0, 1]), ((False, True), [2, 3]), ((True, True), [0, 1, 2, 3])]:
+        options = ForwardOptions(features=(regions,), rows=batch_rows(2, halves))
+        _, calls = attention_recorder.run(x, t, cap, options=options)
+        assert calls[0].regional.rows.tolist() == expected
+    explicit = ForwardOptions(features=(region_prompts(grid_masks(1, 2, 8, 8), rows=(1,)),), rows=batch_rows(2, (True, False)))
+    _, calls = attention_recorder.run(x, t, cap, options=explicit)
+    assert calls[0].regional.rows.tolist() == [1]
 
 
 def sample_calls(model, options, cfg, batch=2):
@@ -355,11 +360,11 @@ def sample_calls(model, options, cfg, batch=2):
 
 
 def test_sample_with_cfg_applies_regions_to_conditional_rows_only(tiny_model):
-    options = ForwardOptions(regions=region_prompts(grid_masks(1, 2, 8, 8)))
+    options = ForwardOptions(features=(region_prompts(grid_masks(1, 2, 8, 8)),))
     plain, plain_calls = sample_calls(tiny_model, None, cfg=4.0)
     regional, calls = sample_calls(tiny_model, options, cfg=4.0)
     assert [c[0] for c in calls] == [4, 4]
-    assert all(c[1].regions.rows == (0, 1) for c in calls)
+    assert all(c[1].rows.conditional_rows() == (0, 1) and c[1].features == options.features for c in calls)
     # the first call sees the same noise in both runs: only the conditional rows differ
     first, first_plain = calls[0][2], plain_calls[0][2]
     torch.testing.assert_close(first[2:], first_plain[2:], atol=1e-6, rtol=0)
@@ -368,10 +373,10 @@ def test_sample_with_cfg_applies_regions_to_conditional_rows_only(tiny_model):
 
 
 def test_sample_without_guidance_applies_regions_to_every_row(tiny_model):
-    options = ForwardOptions(regions=region_prompts(grid_masks(1, 2, 8, 8)))
+    options = ForwardOptions(features=(region_prompts(grid_masks(1, 2, 8, 8)),))
     plain, _ = sample_calls(tiny_model, None, cfg=1.0)
     regional, calls = sample_calls(tiny_model, options, cfg=1.0)
-    assert [c[0] for c in calls] == [2, 2] and all(c[1].regions.rows == (0, 1) for c in calls)
+    assert [c[0] for c in calls] == [2, 2] and all(c[1].rows.conditional_rows() == (0, 1) for c in calls)
     assert all((regional[row] - plain[row]).abs().max() > 1e-4 for row in range(2))
 
 
@@ -381,7 +386,7 @@ def test_region_caption_width_must_match_the_model(tiny_model):
     x, t, cap = model_inputs()
     regions = RegionalPrompts(torch.randn(2, 4, 8), torch.ones(2, 4), grid_masks(1, 2, 8, 8))
     with pytest.raises(LuminaInputError, match=r"regional caption width 8 does not match the model's 16"):
-        tiny_model(x, t, cap, options=ForwardOptions(regions=regions))
+        tiny_model(x, t, cap, options=ForwardOptions(features=(regions,)))
 
 
 def test_one_mask_per_region_caption():
@@ -400,14 +405,14 @@ def test_region_caption_mask_must_match_its_features():
 def test_region_rows_must_be_in_the_batch(tiny_model, rows):
     x, t, cap = model_inputs(batch=2)
     with pytest.raises(LuminaInputError, match=r"regional rows .* are outside the batch of 2"):
-        tiny_model(x, t, cap, options=ForwardOptions(regions=region_prompts(grid_masks(1, 2, 8, 8), rows=rows)))
+        tiny_model(x, t, cap, options=ForwardOptions(features=(region_prompts(grid_masks(1, 2, 8, 8), rows=rows),)))
 
 
 def test_regions_need_one_latent_size(tiny_model):
     g = torch.Generator().manual_seed(0)
     items = [torch.randn(4, 8, 8, generator=g), torch.randn(4, 8, 12, generator=g)]
-    with pytest.raises(LuminaInputError, match="need one latent size per batch, not a list"):
-        tiny_model(items, torch.rand(2), torch.randn(2, 5, CAP_WIDTH), options=ForwardOptions(regions=region_prompts(grid_masks(1, 2, 8, 8))))
+    with pytest.raises(LuminaInputError, match="one latent size per batch, not a list"):
+        tiny_model(items, torch.rand(2), torch.randn(2, 5, CAP_WIDTH), options=ForwardOptions(features=(region_prompts(grid_masks(1, 2, 8, 8)),)))
 
 
 def test_region_caption_with_no_real_token_is_refused(tiny_model):
@@ -416,4 +421,10 @@ def test_region_caption_with_no_real_token_is_refused(tiny_model):
     mask[1] = False
     regions = RegionalPrompts(torch.randn(2, 4, CAP_WIDTH), mask, grid_masks(1, 2, 8, 8))
     with pytest.raises(LuminaInputError, match="mark no tokens"):
-        tiny_model(x, t, cap, options=ForwardOptions(regions=regions))
+        tiny_model(x, t, cap, options=ForwardOptions(features=(regions,)))
+
+
+def test_features_must_be_a_tuple_of_feature_objects():
+    regions = region_prompts(grid_masks(1, 2, 8, 8))
+    with pytest.raises(TypeError, match=r"features must be a tuple of lumina.features objects, e.g. features=\(regions,\)"):
+        ForwardOptions(features=regions)

@@ -9,6 +9,8 @@ import lumina
 from lumina.editing import noisy_start, normalize_channels, strength_start_index
 from lumina.flow import time_grid
 
+from conftest import with_image_start
+
 SHAPE = (1, 4, 8, 8)
 
 
@@ -24,7 +26,7 @@ def noise() -> torch.Tensor:
 
 def edit(model, captions, **kwargs) -> torch.Tensor:
     cond, uncond = captions
-    return lumina.sample(model, cond, uncond, **kwargs)
+    return lumina.sample(model, cond, uncond, **with_image_start(kwargs))
 
 
 # --- the pieces ------------------------------------------------------------------------------------

@@ -10,8 +10,9 @@ import torch
 import lumina
 from lumina.errors import LuminaInputError
 from lumina.features.region_adaptive import (
-    RegionAdaptive, RegionAdaptiveRun, SparseTokens, patch_scores, select_patches,
+    KeyValueCache, RegionAdaptive, RegionAdaptiveRun, SparseTokens, patch_scores, select_patches,
 )
+from lumina.model.hooks import batch_rows
 from lumina.features import RegionalPrompts, grid_masks
 from lumina.model import ForwardOptions
 
@@ -43,14 +44,13 @@ def test_sparse_forward_equals_the_full_forward_on_the_computed_patches(options,
     x, t, cap = _inputs()
     with torch.no_grad():
         full = model(x, t, cap, None, options)
-        tokens = SparseTokens(record=True)
-        recorded = model(x, t, cap, None, replace(options, sparse=tokens))
+        cache = KeyValueCache()
+        recorded = model(x, t, cap, None, replace(options, features=(SparseTokens(record=True, cache=cache),)))
         assert torch.equal(recorded, full)
-        assert sorted(tokens.keys) == [0, 1, 2]
+        assert sorted(cache.keys) == [0, 1, 2]
         g = torch.Generator().manual_seed(5)
-        tokens.active = torch.stack([torch.randperm(48, generator=g)[:11].sort().values for _ in range(2)])
-        tokens.record = False
-        sparse = model(x, t, cap, None, replace(options, sparse=tokens))
+        tokens = SparseTokens(torch.stack([torch.randperm(48, generator=g)[:11].sort().values for _ in range(2)]), cache=cache)
+        sparse = model(x, t, cap, None, replace(options, features=(tokens,)))
     for row in range(2):
         pix = _pixels(tokens.active[row], 8, 6)
         torch.testing.assert_close(sparse[row][:, pix], full[row][:, pix], rtol=0, atol=1e-6)
@@ -64,23 +64,31 @@ def test_sparse_forward_keeps_regional_prompts_per_patch():
     regions = RegionalPrompts(
         cap_feats=torch.randn(2, 4, 16, generator=g), cap_mask=torch.ones(2, 4, dtype=torch.bool), masks=grid_masks(1, 2, 16, 12), rows=(1,)
     )
-    options = ForwardOptions(regions=regions)
+    options = ForwardOptions(features=(regions,))
     with torch.no_grad():
         full = model(x, t, cap, None, options)
-        tokens = SparseTokens(record=True)
-        model(x, t, cap, None, replace(options, sparse=tokens))
-        tokens.active, tokens.record = torch.tensor([[0, 5, 9, 30, 47], [1, 2, 3, 24, 40]]), False
-        sparse = model(x, t, cap, None, replace(options, sparse=tokens))
+        cache = KeyValueCache()
+        model(x, t, cap, None, replace(options, features=(regions, SparseTokens(record=True, cache=cache))))
+        tokens = SparseTokens(torch.tensor([[0, 5, 9, 30, 47], [1, 2, 3, 24, 40]]), cache=cache)
+        sparse = model(x, t, cap, None, replace(options, features=(regions, tokens)))
     for row in range(2):
         pix = _pixels(tokens.active[row], 8, 6)
         torch.testing.assert_close(sparse[row][:, pix], full[row][:, pix], rtol=1e-5, atol=1e-5)
 
 
 def test_items_choose_patches_that_both_cfg_halves_share():
+    """Item i's patches are computed in its conditional and its unconditional row, whichever
+    half ComfyUI or lumina.sample puts first; a batch of other items is refused."""
+    model = tiny_random_model("next_dit", n_layers=1)
+    x, t, cap = _inputs(batch=4, h=4, w=4)
     tokens = SparseTokens(active=torch.tensor([[0, 1], [2, 3]]))
-    assert tokens.rows(4).tolist() == [[0, 1], [2, 3], [0, 1], [2, 3]]
-    with pytest.raises(LuminaInputError, match="model batch is 3"):
-        tokens.rows(3)
+    for halves in [(True, False), (False, True)]:
+        options = ForwardOptions(features=(tokens,), rows=batch_rows(2, halves))
+        info = lumina.model.hooks.ForwardInfo(model, model.token_layout(1, 2, 2), options.rows, None, torch.float32, x.device)
+        assert tokens.select_tokens(info).tolist() == [[0, 1], [2, 3], [0, 1], [2, 3]]
+    info = lumina.model.hooks.ForwardInfo(model, model.token_layout(1, 2, 2), batch_rows(3), None, torch.float32, x.device)
+    with pytest.raises(LuminaInputError, match="chose patches for 2 items but the model batch holds 3"):
+        tokens.select_tokens(info)
 
 
 def test_scores_are_the_channel_spread_averaged_per_patch():
@@ -121,7 +129,7 @@ def _sampling_setup(batch: int = 1):
 def test_ratio_one_is_plain_sampling():
     model, cond, uncond = _sampling_setup()
     plain = lumina.sample(model, cond, uncond, (1, 4, 16, 16), steps=10, seed=1)
-    off = lumina.sample(model, cond, uncond, (1, 4, 16, 16), steps=10, seed=1, region_adaptive=RegionAdaptive(1.0))
+    off = lumina.sample(model, cond, uncond, (1, 4, 16, 16), steps=10, seed=1, wrappers=[RegionAdaptive(1.0)])
     assert torch.equal(plain, off)
 
 
@@ -133,7 +141,7 @@ def test_model_calls_follow_the_dense_and_sparse_schedule():
     hook = model.layers[0].register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape[:2])))
     settings = RegionAdaptive(0.5, start_step=4, reset_steps=(7,), end_step=10)
     try:
-        lumina.sample(model, cond, uncond, (2, 4, 16, 16), steps=13, step_convention="model_steps", seed=1, region_adaptive=settings)
+        lumina.sample(model, cond, uncond, (2, 4, 16, 16), steps=13, step_convention="model_steps", seed=1, wrappers=[settings])
     finally:
         hook.remove()
     expected = [64 if c < 4 or c == 7 or c > 10 else 32 for c in range(13)]
@@ -147,17 +155,18 @@ def test_midpoint_counts_both_evaluations_of_a_step():
     hook = model.layers[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[1]))
     try:
         lumina.sample(model, cond, uncond, (1, 4, 16, 16), steps=10, step_convention="model_steps", solver="midpoint",
-                      region_adaptive=RegionAdaptive(0.75, start_step=3, reset_steps=(10,)))
+                      wrappers=[RegionAdaptive(0.75, start_step=3, reset_steps=(10,))])
     finally:
         hook.remove()
     assert seen == [64 if c < 3 or c == 10 else 48 for c in range(20)]
 
 
 def test_sparse_calls_reuse_the_previous_velocity_off_the_chosen_patches():
-    calls = []
+    calls, given = [], []
 
-    def velocity(x, t):
+    def velocity(x, t, features=()):
         calls.append(float(t))
+        given.append(features[-1])
         return torch.full_like(x, float(len(calls)))
 
     settings = RegionAdaptive(0.5, start_step=1, reset_steps=())
@@ -165,10 +174,11 @@ def test_sparse_calls_reuse_the_previous_velocity_off_the_chosen_patches():
     v = run.wrap(velocity)
     x = torch.zeros(1, 4, 4, 4)
     first = v(x, torch.tensor(0.0))
-    assert run.computed == [4] and run.tokens.record and run.tokens.active is None
+    assert run.computed == [4] and given[0].record and given[0].active is None and given[0].cache is run.cache
     second = v(x, torch.tensor(0.5))
-    assert run.tokens.active is not None and run.tokens.active.shape == (1, 2) and run.computed == [4, 2]
-    pix = _pixels(run.tokens.active[0], 2, 2)
+    tokens = given[1]
+    assert tokens.active is not None and tokens.active.shape == (1, 2) and run.computed == [4, 2] and not tokens.record
+    pix = _pixels(tokens.active[0], 2, 2)
     assert (second[0][:, pix] == 2).all() and (second[0][:, ~pix] == first[0][:, ~pix]).all()
 
 
@@ -178,8 +188,8 @@ def test_region_adaptive_sampling_stays_near_dense_sampling():
     model, cond, uncond = _sampling_setup()
     kwargs = dict(steps=30, step_convention="model_steps", seed=3, cfg=2.0)
     dense = lumina.sample(model, cond, uncond, (1, 4, 16, 16), **kwargs)
-    near = lumina.sample(model, cond, uncond, (1, 4, 16, 16), region_adaptive=RegionAdaptive(0.9), **kwargs)
-    far = lumina.sample(model, cond, uncond, (1, 4, 16, 16), region_adaptive=RegionAdaptive(0.5), **kwargs)
+    near = lumina.sample(model, cond, uncond, (1, 4, 16, 16), wrappers=[RegionAdaptive(0.9)], **kwargs)
+    far = lumina.sample(model, cond, uncond, (1, 4, 16, 16), wrappers=[RegionAdaptive(0.5)], **kwargs)
     near_err, far_err = ((near - dense).norm() / dense.norm()).item(), ((far - dense).norm() / dense.norm()).item()
     assert 0 < near_err < far_err
 
@@ -200,7 +210,7 @@ def test_a_ramp_too_steep_for_the_image_fails_before_sampling():
     calls = []
     hook = model.register_forward_pre_hook(lambda m, a: calls.append(1))
     with pytest.raises(LuminaInputError, match="lower skip_ramp"):
-        lumina.sample(model, cond, uncond, (1, 4, 16, 16), steps=30, region_adaptive=RegionAdaptive(skip_ramp=256, skip_ramp_every=4))
+        lumina.sample(model, cond, uncond, (1, 4, 16, 16), steps=30, wrappers=[RegionAdaptive(skip_ramp=256, skip_ramp_every=4)])
     hook.remove()
     assert not calls
 
@@ -230,7 +240,7 @@ def test_flag_dit_computes_its_nextline_tokens_at_every_call():
     hook = model.layers[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[1]))
     try:
         lumina.sample(model, cond, None, (1, 4, 16, 16), steps=6, step_convention="model_steps",
-                      region_adaptive=RegionAdaptive(0.5, start_step=2, reset_steps=(4,)))
+                      wrappers=[RegionAdaptive(0.5, start_step=2, reset_steps=(4,))])
     finally:
         hook.remove()
     full = 8 * 9  # 8 rows of 8 patches and a [nextline] token
@@ -240,7 +250,25 @@ def test_flag_dit_computes_its_nextline_tokens_at_every_call():
 def test_dopri5_and_mixed_sizes_are_refused_clearly():
     model, cond, uncond = _sampling_setup()
     with pytest.raises(LuminaInputError, match="fixed-step solver"):
-        lumina.sample(model, cond, uncond, (1, 4, 16, 16), solver="dopri5", region_adaptive=RegionAdaptive())
+        lumina.sample(model, cond, uncond, (1, 4, 16, 16), solver="dopri5", wrappers=[RegionAdaptive()])
     with pytest.raises(LuminaInputError, match="one size per batch"):
         x, t, cap = _inputs()
-        model([x[0], x[1, :, :8]], t, cap, None, ForwardOptions(sparse=SparseTokens()))
+        model([x[0], x[1, :, :8]], t, cap, None, ForwardOptions(features=(SparseTokens(),)))
+
+
+def test_style_shared_attention_with_sparse_calls_is_refused_clearly():
+    from lumina.features import SharedAttention
+
+    model = tiny_random_model("next_dit", n_layers=1)
+    x, t, cap = _inputs()
+    tokens = SparseTokens(torch.tensor([[0, 1], [2, 3]]), cache=KeyValueCache())
+    with pytest.raises(LuminaInputError, match="style-shared attention needs every token of the reference"):
+        model(x, t, cap, None, ForwardOptions(features=(tokens, SharedAttention())))
+
+
+def test_only_one_feature_may_narrow_the_tokens():
+    model = tiny_random_model("next_dit", n_layers=1)
+    x, t, cap = _inputs()
+    tokens = SparseTokens(torch.tensor([[0, 1], [2, 3]]), cache=KeyValueCache())
+    with pytest.raises(LuminaInputError, match="only one feature may narrow the computed tokens, got SparseTokens, SparseTokens"):
+        model(x, t, cap, None, ForwardOptions(features=(tokens, tokens)))

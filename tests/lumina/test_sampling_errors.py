@@ -9,6 +9,8 @@ import torch
 import lumina
 from lumina import LuminaInputError
 
+from conftest import with_image_start
+
 SHAPE = (1, 4, 8, 8)
 
 
@@ -24,7 +26,7 @@ def bad(model, captions, model_calls):
     def check(match: str, **kwargs) -> LuminaInputError:
         cond, uncond = captions
         with pytest.raises(LuminaInputError, match=match) as info:
-            lumina.sample(model, cond, uncond, **kwargs)
+            lumina.sample(model, cond, uncond, **with_image_start(kwargs))
         assert model_calls == [], "the error came only after model calls"
         return info.value
 
@@ -72,9 +74,9 @@ def test_strength_outside_unit_interval(bad, latent, strength):
 @pytest.mark.parametrize(
     ("shape", "match"),
     [
-        ((1, 4, 7, 8), r"latent shape \(1, 4, 7, 8\) cannot be sampled.*multiples of 2.*16 px"),
-        ((1, 4, 8, 9), r"latent shape \(1, 4, 8, 9\).*multiples of 2"),
-        ((1, 3, 8, 8), r"latent shape \(1, 3, 8, 8\).*\(batch, 4, h, w\)"),
+        ((1, 4, 7, 8), r"latent shape \(1, 4, 7, 8\): latent size 7×8 is not a positive multiple of the patch size 2.*16 pixels"),
+        ((1, 4, 8, 9), r"latent shape \(1, 4, 8, 9\).*multiple of the patch size 2"),
+        ((1, 3, 8, 8), r"latent shape \(1, 3, 8, 8\) has 3 channels but this .* model takes 4-channel latents"),
         ((4, 8, 8), r"latent shape \(4, 8, 8\).*\(batch, 4, h, w\)"),
         ((1, 4, 0, 8), r"latent shape \(1, 4, 0, 8\)"),
     ],
@@ -88,12 +90,18 @@ def test_x_start_shape_checked_too(bad):
 
 
 def test_x_start_without_start_time(bad, latent):
-    bad(r"image-to-image needs both x_start .* and start_time λ or strength", x_start=latent)
+    bad(r"image-to-image needs start_time λ or strength", x_start=latent)
 
 
-@pytest.mark.parametrize("kwargs", [{"start_time": 0.5}, {"strength": 0.6}])
-def test_start_time_or_strength_without_x_start(bad, kwargs):
-    bad(r"image-to-image needs both x_start", latent_shape=SHAPE, **kwargs)
+def test_unknown_setting_names_the_known_ones(model, captions):
+    cond, uncond = captions
+    with pytest.raises(TypeError, match=r"unknown sampling setting\(s\) stpes; the settings are atol, cfg"):
+        lumina.sample(model, cond, uncond, SHAPE, stpes=4)
+
+
+@pytest.mark.parametrize("cfg", [float("nan"), float("inf")])
+def test_non_finite_cfg(bad, cfg):
+    bad(rf"cfg={cfg} is not a finite number", latent_shape=SHAPE, cfg=cfg)
 
 
 def test_start_time_and_strength_together(bad, latent):

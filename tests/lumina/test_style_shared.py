@@ -3,7 +3,7 @@ new RoPE positions), the reference itself stays a solo run, and the sampler maps
 the CFG batch.
 
 Every model test runs on both families (`tiny_model`). The shared attention call is captured
-by spying on `attend` while `_shared_self_attention` runs.
+by spying on the `attend` calls of lumina.features.style_shared (its hook's only attention call).
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ from lumina import ForwardOptions, LuminaInputError
 from lumina.conditioning import Conditioning
 from lumina.features.compositional import RegionalPrompts, grid_masks
 from lumina.features.style_shared import SharedAttention
-from lumina.model import attention
-from lumina.model.attention import LuminaAttention
+from lumina.features import style_shared
+from lumina.model.hooks import batch_rows
 from lumina.model.rope import RopeScaling, apply_rope, rope_angles, rope_table
-from lumina.sampling import _per_call_features
 
 CAP_WIDTH = 16
 
@@ -34,9 +33,10 @@ def model_inputs(batch: int = 3, h: int = 8, w: int = 8, seed: int = 1) -> tuple
     return torch.randn(batch, 4, h, w, generator=g), 0.1 + 0.8 * torch.rand(batch, generator=g), torch.randn(batch, 5, CAP_WIDTH, generator=g)
 
 
-def forward(model, x, t, cap, shared: SharedAttention | None = None, **options) -> torch.Tensor:
+def forward(model, x, t, cap, shared: SharedAttention | None = None, regions: RegionalPrompts | None = None, **options) -> torch.Tensor:
+    features = tuple(f for f in (regions, shared) if f is not None)
     with torch.no_grad():
-        return model(x, t, cap, options=ForwardOptions(shared_attention=shared, **options))
+        return model(x, t, cap, options=ForwardOptions(features=features, **options))
 
 
 def solo_runs(model, x, t, cap, **options) -> torch.Tensor:
@@ -62,25 +62,15 @@ def appended_rotations(model: lumina.LuminaDiT, h: int, w: int, scaling: RopeSca
 
 @pytest.fixture
 def shared_calls(monkeypatch):
-    """Every `attend` call made inside `_shared_self_attention`: q, k, v, key_mask, scale."""
+    """Every `attend` call made by the style-shared hook: q, k, v, key_mask, scale."""
     calls = []
-    active = []
-    real_attend, real_shared = attention.attend, LuminaAttention._shared_self_attention
+    real_attend = style_shared.attend
 
     def spy(q, k, v, **kwargs):
-        if active:
-            calls.append(SimpleNamespace(q=q, k=k, v=v, key_mask=kwargs.get("key_mask"), scale=kwargs.get("scale")))
+        calls.append(SimpleNamespace(q=q, k=k, v=v, key_mask=kwargs.get("key_mask"), scale=kwargs.get("scale")))
         return real_attend(q, k, v, **kwargs)
 
-    def shared(self, *args, **kwargs):
-        active.append(True)
-        try:
-            return real_shared(self, *args, **kwargs)
-        finally:
-            active.pop()
-
-    monkeypatch.setattr(attention, "attend", spy)
-    monkeypatch.setattr(LuminaAttention, "_shared_self_attention", shared)
+    monkeypatch.setattr(style_shared, "attend", spy)
     return calls
 
 
@@ -137,7 +127,7 @@ def test_targets_attend_to_own_keys_then_reference_keys_at_appended_positions(ti
     k_norm(wk(x_ref)) rotated at the appended positions and its v, with the plain scale and no bias."""
     x, t, cap = model_inputs()
     reference, targets = 1, [0, 2]
-    _, calls = attention_recorder.run(x, t, cap, options=ForwardOptions(shared_attention=SharedAttention(reference=reference)))
+    _, calls = attention_recorder.run(x, t, cap, options=ForwardOptions(features=(SharedAttention(reference=reference),)))
     assert len(shared_calls) == len(calls) == tiny_model.config.n_layers
     appended = appended_rotations(tiny_model, 8, 8)
     for layer, (call, seen) in enumerate(zip(calls, shared_calls)):
@@ -159,22 +149,22 @@ def test_targets_attend_to_own_keys_then_reference_keys_at_appended_positions(ti
 @pytest.mark.parametrize("h,w", [(8, 8), (8, 12)])
 def test_appended_positions_repeat_no_position_of_the_target(tiny_model, attention_recorder, h, w, scaling):
     x, t, cap = model_inputs(h=h, w=w)
-    options = ForwardOptions(shared_attention=SharedAttention(), rope_linear=scaling.linear, rope_ntk=scaling.ntk)
+    options = ForwardOptions(features=(SharedAttention(),), rope_linear=scaling.linear, rope_ntk=scaling.ntk)
     _, calls = attention_recorder.run(x, t, cap, options=options)
-    ctx = calls[0].ctx
-    own, extra = ctx.rotations[0], ctx.shared.rotations[0]
-    assert ctx.shared.rotations.shape == ctx.rotations.shape
-    torch.testing.assert_close(ctx.shared.rotations, appended_rotations(tiny_model, h, w, scaling), atol=1e-6, rtol=0)
+    ctx, shared = calls[0].ctx, calls[0].shared
+    own, extra = ctx.rotations[0], shared.rotations[0]
+    assert shared.rotations.shape == ctx.rotations.shape
+    torch.testing.assert_close(shared.rotations, appended_rotations(tiny_model, h, w, scaling), atol=1e-6, rtol=0)
     distance = torch.cdist(torch.view_as_real(extra).flatten(1), torch.view_as_real(own).flatten(1))
     assert float(distance.min()) > 1e-3, "an appended reference token shares a RoPE position with a target token"
-    assert ctx.shared.targets.tolist() == [1, 2] and ctx.shared.references.tolist() == [0, 0]
+    assert shared.targets.tolist() == [1, 2] and shared.references.tolist() == [0, 0]
 
 
 def test_reference_changes_a_target_but_another_target_does_not(tiny_model, attention_recorder):
     """Changing the reference's latent changes a target's layer-0 attention output (its own
     input is the same); changing another target changes nothing of it."""
     x, t, cap = model_inputs()
-    options = ForwardOptions(shared_attention=SharedAttention(reference=0))
+    options = ForwardOptions(features=(SharedAttention(reference=0),))
     out, base = attention_recorder.run(x, t, cap, options=options)
     new_ref, new_other = x.clone(), x.clone()
     new_ref[0] = torch.randn(x.shape[1:], generator=torch.Generator().manual_seed(7))
@@ -219,7 +209,7 @@ def test_tiny_strength_approaches_solo_and_strength_one_does_not(tiny_model):
 def test_layer_range_leaves_earlier_layers_plain(tiny_model, attention_recorder, shared_calls):
     x, t, cap = model_inputs()
     _, plain = attention_recorder.run(x, t, cap)
-    _, late = attention_recorder.run(x, t, cap, options=ForwardOptions(shared_attention=SharedAttention(layers=(1, 2))))
+    _, late = attention_recorder.run(x, t, cap, options=ForwardOptions(features=(SharedAttention(layers=(1, 2)),)))
     assert len(shared_calls) == 1
     torch.testing.assert_close(late[0].output, plain[0].output, atol=1e-6, rtol=0)
     torch.testing.assert_close(late[1].x, plain[1].x, atol=1e-6, rtol=0)
@@ -227,57 +217,49 @@ def test_layer_range_leaves_earlier_layers_plain(tiny_model, attention_recorder,
     assert all((late[1].output[i] - plain[1].output[i]).abs().max() > 1e-4 for i in (1, 2))
 
     shared_calls.clear()
-    _, early = attention_recorder.run(x, t, cap, options=ForwardOptions(shared_attention=SharedAttention(layers=(0, 1))))
+    _, early = attention_recorder.run(x, t, cap, options=ForwardOptions(features=(SharedAttention(layers=(0, 1)),)))
     assert len(shared_calls) == 1
     assert all((early[0].output[i] - plain[0].output[i]).abs().max() > 1e-4 for i in (1, 2))
 
 
-# -- resolve() and the CFG batch ----------------------------------------------------------------
+# -- pairs and the CFG batch -------------------------------------------------------------------
 
-def test_resolve_pairs_items_with_the_reference_in_every_group():
-    assert SharedAttention().resolve(3).pairs == ((1, 0), (2, 0))
-    assert SharedAttention(reference=1).resolve(3, groups=2).pairs == ((0, 1), (2, 1), (3, 4), (5, 4))
-    assert SharedAttention(reference=0, items=(True, False, True)).resolve(3, groups=2).pairs == ((2, 0), (5, 3))
-    assert SharedAttention(reference=2, items=(False, True, True)).resolve(3, groups=2).pairs == ((1, 2), (4, 5))
-    assert SharedAttention(items=(False, False)).resolve(2, groups=2).pairs == ()
-    resolved = SharedAttention(reference=1, strength=0.5, layers=(0, 1)).resolve(2, groups=2)
-    assert (resolved.reference, resolved.strength, resolved.layers) == (1, 0.5, (0, 1))
+def test_pairs_join_items_with_the_reference_in_every_half():
+    both = batch_rows(3, (True, False))
+    assert SharedAttention().pairs(batch_rows(3)) == ((1, 0), (2, 0))
+    assert SharedAttention(reference=1).pairs(both) == ((0, 1), (2, 1), (3, 4), (5, 4))
+    assert SharedAttention(reference=0, items=(True, False, True)).pairs(both) == ((2, 0), (5, 3))
+    assert SharedAttention(reference=2, items=(False, True, True)).pairs(both) == ((1, 2), (4, 5))
+    assert SharedAttention(items=(False, False)).pairs(batch_rows(2, (True, False))) == ()
+    # ComfyUI may put the unconditional half first: pairs stay within each half
+    assert SharedAttention(reference=1).pairs(batch_rows(2, (False, True))) == ((0, 1), (2, 3))
 
 
 @pytest.mark.parametrize("shared,match", [
-    (SharedAttention(reference=3), r"reference item 3 is outside the batch of 3"),
-    (SharedAttention(reference=-1), r"reference item -1 is outside the batch of 3"),
-    (SharedAttention(items=(True, True)), r"items has 2 flags for a batch of 3"),
-    (SharedAttention(strength=0.0), r"strength=0.0 must be positive"),
-    (SharedAttention(strength=-1.0), r"strength=-1.0 must be positive"),
+    (lambda: SharedAttention(reference=3), r"reference item 3 is outside the batch of 3"),
+    (lambda: SharedAttention(reference=-1), r"reference item -1 must be ≥ 0"),
+    (lambda: SharedAttention(items=(True, True)), r"items has 2 flags for a batch of 3"),
+    (lambda: SharedAttention(strength=0.0), r"strength=0.0 must be positive"),
+    (lambda: SharedAttention(strength=-1.0), r"strength=-1.0 must be positive"),
+    (lambda: SharedAttention(strength=float("nan")), r"strength=nan must be positive"),
+    (lambda: SharedAttention(layers=(3, 1)), r"layers \(3, 1\) must be \(start, stop\)"),
 ])
-def test_resolve_refuses_bad_settings(shared, match):
+def test_bad_settings_are_refused(shared, match):
     with pytest.raises(LuminaInputError, match=match):
-        shared.resolve(3, groups=2)
+        shared().pairs(batch_rows(3, (True, False)))
 
 
-def test_model_resolves_unresolved_settings_and_checks_pairs(tiny_model):
+def test_model_checks_the_reference_against_its_batch(tiny_model):
     x, t, cap = model_inputs()
     with pytest.raises(LuminaInputError, match=r"reference item 5 is outside the batch of 3"):
         forward(tiny_model, x, t, cap, SharedAttention(reference=5))
-    with pytest.raises(LuminaInputError, match=r"pairs \(\(0, 3\),\) are outside the batch of 3"):
-        forward(tiny_model, x, t, cap, SharedAttention(pairs=((0, 3),)))
-    explicit = forward(tiny_model, x, t, cap, SharedAttention(pairs=((2, 0),)))
-    torch.testing.assert_close(explicit, forward(tiny_model, x, t, cap, SharedAttention(items=(True, False, True))), atol=0, rtol=0)
 
 
 def test_shared_attention_needs_one_latent_size(tiny_model):
     g = torch.Generator().manual_seed(0)
     items = [torch.randn(4, 8, 8, generator=g), torch.randn(4, 8, 12, generator=g)]
-    with pytest.raises(LuminaInputError, match="need one latent size per batch, not a list"):
+    with pytest.raises(LuminaInputError, match="one latent size per batch, not a list"):
         forward(tiny_model, items, torch.rand(2), torch.randn(2, 5, CAP_WIDTH), SharedAttention())
-
-
-def test_per_call_features_resolve_pairs_for_the_cfg_batch():
-    options = _per_call_features(ForwardOptions(shared_attention=SharedAttention(reference=1)), batch=2, groups=2)
-    assert options.shared_attention.pairs == ((0, 1), (2, 3))
-    resolved = ForwardOptions(shared_attention=SharedAttention(pairs=((1, 0),)))
-    assert _per_call_features(resolved, batch=2, groups=2) is resolved
 
 
 @pytest.mark.parametrize("reference", [0, 1])
@@ -292,11 +274,11 @@ def test_sample_with_cfg_keeps_the_reference_a_solo_sample(tiny_model, reference
     handle = tiny_model.register_forward_pre_hook(lambda m, args: seen.append(args[4]))
     try:
         shared = lumina.sample(tiny_model, cond, uncond, noise.shape, noise=noise, steps=4, cfg=4.0,
-                               options=ForwardOptions(shared_attention=SharedAttention(reference=reference)))
+                               options=ForwardOptions(features=(SharedAttention(reference=reference),)))
     finally:
         handle.remove()
     others = [i for i in range(3) if i != reference]
-    assert all(o.shared_attention.pairs == tuple((g * 3 + i, g * 3 + reference) for g in range(2) for i in others) for o in seen)
+    assert all(o.features[0].pairs(o.rows) == tuple((g * 3 + i, g * 3 + reference) for g in range(2) for i in others) for o in seen)
     plain = lumina.sample(tiny_model, cond, uncond, noise.shape, noise=noise, steps=4, cfg=4.0)
     alone = lumina.sample(tiny_model, Conditioning(cond.cap_feats[reference : reference + 1], cond.cap_mask[reference : reference + 1]),
                           uncond, (1, 4, 8, 8), noise=noise[reference : reference + 1], steps=4, cfg=4.0)

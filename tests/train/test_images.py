@@ -15,9 +15,10 @@ from safetensors.torch import load_file
 
 import lumina
 from train.config import ConfigError, load_config
-from train.data import CaptionedImages, build_dataset
+from train.data import build_dataset
 from train.engine import fit
 from train.images import (
+    CaptionedImages,
     best_sizes,
     bucket_crop,
     bucket_sizes,
@@ -118,7 +119,8 @@ def test_square_mode_keeps_the_center_crop(tmp_path, encoder):
 def test_vae_latents_use_the_official_scale(tmp_path, vae):
     from diffusers import AutoencoderKL
 
-    from train.latents import SDXL_SCALE, VAESpace, vae_geometry
+    from train.config import SDXL_SCALE, vae_geometry
+    from train.latents import VAESpace
 
     assert vae_geometry(vae) == (4, 2, 0.13025, 0.0)
     space = VAESpace(vae)

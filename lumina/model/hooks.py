@@ -1,0 +1,153 @@
+"""The model's one seam for features: per-call hooks at fixed points of the forward.
+
+The model names no feature. A feature (regional prompts, style-shared attention, region-adaptive
+sampling, …, all in `lumina.features`) is an object passed per call in `ForwardOptions.features`:
+- `select_tokens(info)` may narrow the forward to some sequence slots per row (the others are not
+  computed and come back as zeros);
+- `begin(info)` returns a `ForwardHook`, the feature's state for this one forward (or None);
+- the hook's methods are called by every attention layer, in the order the features were given.
+State that outlives a forward (a key/value cache across sampling steps) belongs to the run that
+created the feature object, never to the model or to the options.
+
+`BatchRows` says which user item and which guidance half each row of the model batch is, so a
+feature written per item works the same under `lumina.sample`'s CFG batch and ComfyUI's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from ..errors import LuminaInputError
+from ..tokens import TokenLayout
+from .rope import RopeScaling
+
+if TYPE_CHECKING:  # annotations only: dit.py imports this module
+    from .attention import LuminaAttention
+    from .dit import LuminaDiT
+
+
+@dataclass(frozen=True)
+class BatchRows:
+    """items[r]: the user item of model row r; conditional[r]: whether row r carries the positive
+    caption (False for the unconditional half under CFG)."""
+
+    items: tuple[int, ...]
+    conditional: tuple[bool, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.items) != len(self.conditional):
+            raise ValueError("BatchRows needs one item index and one conditional flag per row")
+
+    @property
+    def size(self) -> int:
+        return len(self.items)
+
+    @property
+    def item_count(self) -> int:
+        return max(self.items) + 1
+
+    def conditional_rows(self) -> tuple[int, ...]:
+        return tuple(r for r, c in enumerate(self.conditional) if c)
+
+    def row_of(self, item: int, like_row: int) -> int:
+        """The row holding `item` in the same guidance half as `like_row`."""
+        half = self.half_of(like_row)
+        return half[0] + item
+
+    def half_of(self, row: int) -> range:
+        """The consecutive rows of the group (guidance half) that `row` belongs to."""
+        n = self.item_count
+        start = row - self.items[row]
+        if self.size % n or start % n:
+            raise LuminaInputError(f"a model batch of {self.size} rows is not whole groups of {n} items")
+        return range(start, start + n)
+
+
+def batch_rows(items: int, halves: Sequence[bool] = (True,)) -> BatchRows:
+    """The model batch made of `items` latents once per guidance half, in order.
+
+    halves[g] is True for a conditional half: `lumina.sample` under CFG passes (True, False) (its
+    batch is [conditional rows; unconditional rows]); the ComfyUI bridge passes the halves in the
+    order ComfyUI's `cond_or_uncond` lists them."""
+    if items < 1 or not halves:
+        raise ValueError(f"a model batch needs at least one item and one half, got {items} items, halves {tuple(halves)}")
+    return BatchRows(
+        items=tuple(i for _ in halves for i in range(items)),
+        conditional=tuple(bool(c) for c in halves for _ in range(items)),
+    )
+
+
+def single_rows(batch: int) -> BatchRows:
+    """Each row its own conditional item: a plain model call."""
+    return batch_rows(batch)
+
+
+@dataclass(frozen=True)
+class ForwardInfo:
+    """What a feature sees when a forward begins.
+
+    layout: the token layout of the batch (all rows one latent size; None for a padded list of
+    different sizes). active: (B, n) sequence slots computed in this forward (None = all), set
+    once a feature has selected tokens."""
+
+    model: "LuminaDiT"
+    layout: TokenLayout | None
+    rows: BatchRows
+    rope_scaling: RopeScaling
+    dtype: torch.dtype
+    device: torch.device
+    active: Tensor | None = None
+
+    def require_layout(self, feature: str) -> TokenLayout:
+        if self.layout is None:
+            raise LuminaInputError(f"{feature} works with one latent size per batch, not a list of different sizes")
+        return self.layout
+
+
+@dataclass(frozen=True)
+class AttentionSite:
+    """Where a hook is being called: the layer, its attention module (for `cross_attention`), the
+    block's caption norm, and the self-attention softmax scale (None = 1/sqrt(head_dim))."""
+
+    layer: int
+    attention: "LuminaAttention"
+    caption_norm: Callable[[Tensor], Tensor]
+    self_scale: float | None
+
+
+class ForwardHook:
+    """One feature's state for one forward. Every method returns its input unchanged by default."""
+
+    def self_keys_values(self, site: AttentionSite, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Rotated keys and values, (B, L, KV, d), before self-attention."""
+        return k, v
+
+    def after_self_attention(
+        self, site: AttentionSite, q: Tensor, k: Tensor, k_unrotated: Tensor, v: Tensor, out: Tensor
+    ) -> Tensor:
+        """The self-attention output (B, L, H, d), given its rotated queries and keys."""
+        return out
+
+    def after_cross_attention(self, site: AttentionSite, q: Tensor, out: Tensor) -> Tensor:
+        """The caption cross-attention output (B, L, H, d), before its tanh gate."""
+        return out
+
+
+class ForwardFeature:
+    """Base of the per-call feature objects in `ForwardOptions.features`."""
+
+    def select_tokens(self, info: ForwardInfo) -> Tensor | None:
+        """(B, n) sequence slots to compute, ascending per row; None = every slot."""
+        return None
+
+    def begin(self, info: ForwardInfo) -> ForwardHook | None:
+        return None
+
+
+__all__ = [
+    "BatchRows", "batch_rows", "single_rows", "ForwardInfo", "AttentionSite", "ForwardHook", "ForwardFeature",
+]
