@@ -118,7 +118,9 @@ def solve_dopri5(
             _report(callback, StepInfo(min(total, int(progress * total)), total, float(t), state, None))
         return out
 
-    states = odeint(f, x, grid.to(x.device), method="dopri5", atol=atol, rtol=rtol)
+    # one-element lists, as the official code passes them: torchdiffeq then does its error-ratio and
+    # first-step arithmetic in fp64, so our step sizes are the official ones to the bit
+    states = odeint(f, x, grid.to(x.device), method="dopri5", atol=[atol], rtol=[rtol])
     return states if trajectory else states[-1]
 
 

@@ -54,9 +54,9 @@ class LuminaEmptyLatent:
     def generate(self, preset: str, width: int, height: int, batch_size: int, model=None):
         if preset != "custom":
             width, height = presets()[preset]
-        channels, factor, patch = 4, 8, 2  # the SDXL VAE's latent space
+        channels, factor, unit = 4, 8, SIDE_MULTIPLE  # the SDXL VAE's latent space, patch size 2
         if model is not None:
             config = bridge.lumina_model_of(model).config
-            channels, factor, patch = config.in_channels, config.vae_downsample, config.patch_size
-        check_size(width, height, factor * patch)
+            channels, factor, unit = config.in_channels, config.vae_downsample, config.pixel_unit
+        check_size(width, height, unit)
         return ({"samples": torch.zeros(batch_size, channels, height // factor, width // factor)},)

@@ -127,7 +127,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _size(text: str | None, config: lumina.LuminaConfig) -> tuple[int, int]:
-    unit = config.patch_size * config.vae_downsample
+    unit = config.pixel_unit
     if text is None:
         return config.base_image_size, config.base_image_size
     match = re.fullmatch(r"(\d+)[xX](\d+)", text.strip())
