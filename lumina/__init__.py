@@ -8,7 +8,7 @@ from .checkpoints import load_model, read_state_dict, save_diffusers, save_offic
 from .conditioning import Conditioning
 from .editing import ImageStart
 from .config import PRESETS, LuminaConfig, infer_config
-from .errors import LuminaCheckpointError, LuminaError, LuminaInputError
+from .errors import LuminaCheckpointError, LuminaError, LuminaInputError, LuminaNumericError
 from .extrapolation import extrapolation_options
 from .model import FlagDiT, ForwardOptions, LuminaDiT, NextDiT, build_model
 from .model.hooks import BatchRows, batch_rows
@@ -20,5 +20,5 @@ __all__ = [
     "load_model", "save_official", "save_diffusers", "read_state_dict", "to_official",
     "LuminaConfig", "PRESETS", "infer_config", "build_model", "LuminaDiT", "FlagDiT", "NextDiT",
     "ForwardOptions", "BatchRows", "batch_rows", "Conditioning", "ImageStart", "SamplingSettings", "sample", "seeded_noise", "extrapolation_options", "StepInfo",
-    "SamplingInterrupted", "LuminaError", "LuminaCheckpointError", "LuminaInputError",
+    "SamplingInterrupted", "LuminaError", "LuminaCheckpointError", "LuminaInputError", "LuminaNumericError",
 ]

@@ -37,3 +37,7 @@ class LuminaCheckpointError(LuminaError):
 
 class LuminaInputError(LuminaError):
     """A tensor passed to the model that does not fit it (shape, channels, caption width)."""
+
+
+class LuminaNumericError(LuminaError):
+    """A computation that produced NaN or infinite values from finite inputs."""

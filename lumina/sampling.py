@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .conditioning import Conditioning, concat
 from .editing import ImageStart
-from .errors import LuminaInputError
+from .errors import LuminaInputError, LuminaNumericError
 from .guidance import OFFICIAL_GUIDED_CHANNELS, combine
 from .model import ForwardOptions, LuminaDiT
 from .model.hooks import ForwardFeature, batch_rows
@@ -69,7 +69,13 @@ def guided_velocity(
         caption, opts = batched(b)
         if features:
             opts = replace(opts, features=opts.features + tuple(features))
-        return model(x, t.expand(x.shape[0]), caption.cap_feats, caption.cap_mask, opts).float()
+        out = model(x, t.expand(x.shape[0]), caption.cap_feats, caption.cap_mask, opts).float()
+        if not bool(torch.isfinite(out).all()):  # one reduction a call: stop at the first bad step
+            raise LuminaNumericError(
+                f"the model produced NaN or infinite velocities at t={float(t):.4f} from finite inputs; its weights may "
+                "overflow in their dtype (fp16: load in bf16 or fp32) or the checkpoint may be damaged"
+            )
+        return out
 
     if unguided:
         def velocity(x: Tensor, t: Tensor, features: tuple[ForwardFeature, ...] = ()) -> Tensor:
@@ -161,6 +167,10 @@ def sample(
     elif tuple(noise.shape) != latent_shape:
         raise LuminaInputError(f"noise shape {tuple(noise.shape)} does not match the latent shape {latent_shape}")
     noise = noise.to(device, torch.float32)
+    if not bool(torch.isfinite(noise).all()):
+        raise LuminaInputError("noise contains NaN or infinite values")
+    if start is not None and not bool(torch.isfinite(start.latent).all()):
+        raise LuminaInputError("the image-to-image start latent contains NaN or infinite values; check the VAE encode (fp16 VAEs overflow)")
 
     grid = settings.time_grid()
     x = noise
@@ -185,7 +195,10 @@ def sample(
     with torch.inference_mode():
         out = solve(velocity, x, grid.to(device), settings.solver, atol=settings.atol, rtol=settings.rtol,
                     callback=callback, trajectory=trajectory)
-    return out[:, :b] if trajectory else out[:b]
+    out = out[:, :b] if trajectory else out[:b]
+    if not bool(torch.isfinite(out).all()):  # one reduction: never hand back a black image as a success
+        raise LuminaNumericError("sampling produced NaN or infinite values from finite velocities (the solver overflowed)")
+    return out
 
 
 def _first_rows(callback: Callback | None, rows: int) -> Callback | None:

@@ -11,6 +11,7 @@ Prompt and negative prompt are encoded together as one batch, as the official de
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -70,14 +71,20 @@ class TextEncoder:
         c = self.convention
         tok = self.tokenizer
         ids = []
-        for prompt in prompts:
+        for i, prompt in enumerate(prompts):
             # Special tokens are placed here, not by the tokenizer, so every tokenizer class obeys
             # the convention (Gemma's adds BOS itself; LLaMA's needs add_bos/add_eos switched on).
             body = tok(prompt, add_special_tokens=False)["input_ids"]
             seq = ([tok.bos_token_id] if c.add_bos and tok.bos_token_id is not None else []) + list(body)
             if c.add_eos and tok.eos_token_id is not None:
                 seq.append(tok.eos_token_id)
-            if c.max_length is not None:
+            if c.max_length is not None and len(seq) > c.max_length:
+                warnings.warn(
+                    f"prompt {i + 1} is {len(seq)} tokens long; the {c.name} convention keeps the first {c.max_length} "
+                    f"(like the official code), so the text after about {_words_before(tok, body, c.max_length)} "
+                    "words is ignored",
+                    stacklevel=2,
+                )
                 seq = seq[: c.max_length]
             ids.append(seq)
         longest = max(len(s) for s in ids)
@@ -107,6 +114,11 @@ class TextEncoder:
         )
         feats = out.last_hidden_state if c.hidden_state is None else out.hidden_states[c.hidden_state]
         return Conditioning(feats, mask.bool())
+
+
+def _words_before(tokenizer, ids: list[int], limit: int) -> int:
+    """How many words of the prompt fit before the token limit (for the truncation warning)."""
+    return len(tokenizer.decode(ids[: max(0, limit - 1)]).split())
 
 
 def is_text_encoder_folder(path: str | os.PathLike) -> bool:

@@ -24,6 +24,7 @@ import comfy.model_sampling
 from ..lumina import flow
 from ..lumina.conditioning import Conditioning
 from ..lumina.extrapolation import extrapolation_options
+from ..lumina.features.interrupt import InterruptCheck
 from ..lumina.guidance import official_cfg
 from ..lumina.model import ForwardOptions, LuminaDiT
 from ..lumina.model.hooks import BatchRows, ForwardFeature, batch_rows
@@ -166,12 +167,30 @@ class LuminaBaseModel(comfy.model_base.BaseModel):
                 "patch at every step", stacklevel=2,
             )
         options = patch.forward_options(
-            self.default_options(x), comfy_batch_rows(x.shape[0], transformer_options.get("cond_or_uncond"))
+            self.default_options(x), comfy_batch_rows(x.shape[0], transformer_options.get("cond_or_uncond")),
+            extra=(INTERRUPT_CHECK,),
         )
         dtype = self.get_dtype()
         t_lumina = flow.t_from_sigma(sigma.float())
         velocity = self.diffusion_model(x.to(dtype), t_lumina, caption.cap_feats.to(dtype), caption.cap_mask, options).float()
         return flow.denoised_from_velocity(x, velocity, t_lumina)
+
+
+INTERRUPT_CHECK = InterruptCheck(comfy.model_management.throw_exception_if_processing_interrupted)
+"""Cancel takes effect between transformer blocks, not only between steps."""
+
+
+def check_finite_denoised(args: dict) -> torch.Tensor:
+    """sampler_post_cfg_function on every Lumina MODEL: a NaN cfg or an overflowing model must fail
+    the prompt, not save a black image."""
+    denoised = args["denoised"]
+    if not bool(torch.isfinite(denoised).all()):
+        sigma = float(args["sigma"].reshape(-1)[0]) if torch.is_tensor(args["sigma"]) else args["sigma"]
+        raise ValueError(
+            f"Lumina: the guided prediction at sigma {sigma:.4f} contains NaN or infinite values; use a finite cfg, and "
+            "bf16 or fp32 weights if the model was loaded in fp16"
+        )
+    return denoised
 
 
 def comfy_batch_rows(batch: int, cond_or_uncond: list[int] | None) -> BatchRows:
@@ -208,7 +227,9 @@ def make_model_patcher(lumina_model: LuminaDiT, shift: float = DEFAULT_SHIFT) ->
     load_device = comfy.model_management.get_torch_device()
     offload_device = comfy.model_management.unet_offload_device()
     base = LuminaBaseModel(lumina_model.to(offload_device), shift)
-    return comfy.model_patcher.ModelPatcher(base, load_device=load_device, offload_device=offload_device)
+    patcher = comfy.model_patcher.ModelPatcher(base, load_device=load_device, offload_device=offload_device)
+    patcher.set_model_sampler_post_cfg_function(check_finite_denoised)
+    return patcher
 
 
 def lumina_model_of(model: comfy.model_patcher.ModelPatcher) -> LuminaDiT:

@@ -83,7 +83,12 @@ class LuminaStyleShared:
 
     def patch(self, model, reference_index: int, strength: float, start_layer: int, end_layer: int, items: str = ""):
         bridge.lumina_model_of(model)
-        flags = tuple(part.strip() not in ("0", "false", "no") for part in items.split(",")) if items.strip() else None
+        flags = _item_flags(items) if items.strip() else None
+        if flags is not None and reference_index >= len(flags):
+            raise ValueError(
+                f"reference_index {reference_index} is outside the {len(flags)} items listed in items ({items!r}); "
+                "items has one 0/1 flag per batch item"
+            )
         shared = SharedAttention(reference=reference_index, items=flags, strength=strength, layers=(start_layer, end_layer))
         return (bridge.with_patch(model, features=bridge.patch_of(model).replacing(SharedAttention, shared)),)
 
@@ -154,12 +159,31 @@ class LuminaRegionAdaptive:
     def patch(self, model, sample_ratio, start_step, reset_steps, end_step, metric, high_ratio, starvation_scale,
               skip_ramp=0, skip_ramp_every=0):
         bridge.lumina_model_of(model)  # a clear error for a model that is not Lumina
+        if 0 <= end_step < start_step:
+            raise ValueError(
+                f"end_step {end_step} is before start_step {start_step}: no model call could be sparse; "
+                "set end_step to -1 (to the end) or at least start_step"
+            )
         settings = RegionAdaptive(
             sample_ratio=sample_ratio, start_step=start_step, reset_steps=_step_list(reset_steps),
             end_step=None if end_step < 0 else end_step, metric=metric, high_ratio=high_ratio,
             starvation_scale=starvation_scale, skip_ramp=skip_ramp, skip_ramp_every=skip_ramp_every,
         )
         return (bridge.with_patch(model, wrappers=(settings,)),)
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _item_flags(text: str) -> tuple[bool, ...]:
+    parts = [p.strip().lower() for p in text.split(",")]
+    unknown = [p for p in parts if p not in _TRUE + _FALSE]
+    if unknown:
+        raise ValueError(
+            f"items {text!r}: {unknown[0]!r} is not a flag; write one 1 (shares) or 0 (does not) per batch item, "
+            "comma-separated, like \"1,0,1\""
+        )
+    return tuple(p in _TRUE for p in parts)
 
 
 def _step_list(text: str) -> tuple[int, ...]:

@@ -75,7 +75,8 @@ class LuminaFlowSampler:
         cond, regions = split_regions(positive, latent.shape[2], latent.shape[3], factor)
         patch = bridge.patch_of(model)
         options = patch.forward_options(
-            extrapolation_options(lumina_model.config, width, height, extrapolation), extra=() if regions is None else (regions,)
+            extrapolation_options(lumina_model.config, width, height, extrapolation),
+            extra=(bridge.INTERRUPT_CHECK,) + (() if regions is None else (regions,)),
         )
 
         bridge.load_to_device(model)

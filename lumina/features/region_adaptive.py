@@ -121,7 +121,14 @@ class RegionAdaptive:
             )
         p = plan.patch_size
         patches = (plan.latent_shape[2] // p) * (plan.latent_shape[3] // p)
-        return RegionAdaptiveRun(self, p, self.skip_counts(patches, plan.model_calls)).wrap(velocity)
+        skips = self.skip_counts(patches, plan.model_calls)
+        if not any(skips):
+            raise LuminaInputError(
+                f"region-adaptive sampling would compute every patch at all {plan.model_calls} model calls of this run "
+                f"(start_step {self.start_step}, end_step {self.end_step}, reset_steps {list(self.reset_steps)}); "
+                "lower start_step below the number of model calls, or remove the node"
+            )
+        return RegionAdaptiveRun(self, p, skips).wrap(velocity)
 
     def is_sparse(self, call: int) -> bool:
         """Whether model call `call` (0-based) runs on a subset of patches."""

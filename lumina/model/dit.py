@@ -129,6 +129,8 @@ class LuminaDiT(nn.Module):
         )
         h = seq if active is None else seq[rows, active]
         for i, layer in enumerate(self.layers):
+            for hook in hooks:
+                hook.before_block(i)
             h = layer(h, ctx, i)
         out = self.final_layer(h, adaln_input)
         if active is not None:  # positions not computed stay zero; the caller fills them
@@ -164,6 +166,7 @@ class LuminaDiT(nn.Module):
                 f"got shape {tuple(x.shape)}"
             )
         self._check_latent("x", x.shape[1:])
+        _check_finite("x", x)
 
     def _check_items(self, items: list[Tensor]) -> list[Tensor]:
         if not items:
@@ -174,6 +177,7 @@ class LuminaDiT(nn.Module):
                     f"x[{i}] must be a ({self.config.in_channels}, height, width) latent, got shape {tuple(item.shape)}"
                 )
             self._check_latent(f"x[{i}]", item.shape)
+            _check_finite(f"x[{i}]", item)
         return [item.unsqueeze(0) for item in items]
 
     def _check_latent(self, where: str, shape: Sequence[int]) -> None:
@@ -185,6 +189,7 @@ class LuminaDiT(nn.Module):
         c = self.config
         device = self.x_embedder.weight.device
         t = torch.as_tensor(t, dtype=torch.float32, device=device)
+        _check_finite("t", t)
         if t.ndim == 0:
             t = t.expand(batch)
         if t.shape != (batch,):
@@ -193,6 +198,7 @@ class LuminaDiT(nn.Module):
             raise LuminaInputError(
                 f"cap_feats must have shape ({batch}, tokens, {c.cap_feat_dim}), got {tuple(cap_feats.shape)}"
             )
+        _check_finite("cap_feats", cap_feats)
         if cap_feats.shape[-1] != c.cap_feat_dim:
             raise LuminaInputError(
                 f"cap_feats width {cap_feats.shape[-1]} does not match this {FAMILY_NAMES[self.family]} model's "
@@ -209,3 +215,12 @@ class LuminaDiT(nn.Module):
                     "Keep at least the BOS token of an empty prompt"
                 )
         return t, cap_feats.to(device), cap_mask
+
+
+def _check_finite(name: str, value: Tensor) -> None:
+    """One reduction per input: NaN or inf in would come out as a black image, reported as success."""
+    if not bool(torch.isfinite(value).all()):
+        raise LuminaInputError(
+            f"{name} contains NaN or infinite values; check what produced it (a text encoder or VAE run in fp16 "
+            "can overflow: use bf16 or fp32)"
+        )

@@ -122,6 +122,9 @@ class AttentionSite:
 class ForwardHook:
     """One feature's state for one forward. Every method returns its input unchanged by default."""
 
+    def before_block(self, layer: int) -> None:
+        """Called before each transformer block runs (a place to stop a long forward)."""
+
     def self_keys_values(self, site: AttentionSite, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Rotated keys and values, (B, L, KV, d), before self-attention."""
         return k, v

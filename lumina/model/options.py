@@ -3,7 +3,10 @@ model serves many samplers and nodes with different settings at once."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+from ..errors import LuminaInputError
 
 from .hooks import BatchRows, ForwardFeature
 from .rope import RopeScaling, time_aware_scaling
@@ -34,6 +37,14 @@ class ForwardOptions:
     rows: BatchRows | None = None
 
     def __post_init__(self) -> None:
+        for name in ("rope_linear", "rope_ntk") + (("time_aware_scale",) if self.time_aware_scale is not None else ()):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise LuminaInputError(f"ForwardOptions.{name}={value} must be a positive number (1 = no scaling)")
+        if not (0.0 <= self.time_aware_watershed <= 1.0):
+            raise LuminaInputError(f"ForwardOptions.time_aware_watershed={self.time_aware_watershed} must be a time in [0, 1]")
+        if self.base_seqlen is not None and self.base_seqlen < 2:
+            raise LuminaInputError(f"ForwardOptions.base_seqlen={self.base_seqlen} must be ≥ 2 tokens (proportional attention takes its log)")
         if not isinstance(self.features, tuple) or not all(isinstance(f, ForwardFeature) for f in self.features):
             raise TypeError(
                 "ForwardOptions.features must be a tuple of lumina.features objects, e.g. features=(regions,); "

@@ -272,3 +272,10 @@ def test_only_one_feature_may_narrow_the_tokens():
     tokens = SparseTokens(torch.tensor([[0, 1], [2, 3]]), cache=KeyValueCache())
     with pytest.raises(LuminaInputError, match="only one feature may narrow the computed tokens, got SparseTokens, SparseTokens"):
         model(x, t, cap, None, ForwardOptions(features=(tokens, tokens)))
+
+
+def test_a_run_where_no_call_could_be_sparse_is_refused():
+    model, cond, uncond = _sampling_setup()
+    with pytest.raises(LuminaInputError, match=r"would compute every patch at all 5 model calls .* lower start_step"):
+        lumina.sample(model, cond, uncond, (1, 4, 16, 16), steps=5, step_convention="model_steps",
+                      wrappers=[RegionAdaptive(0.5, start_step=8)])

@@ -52,9 +52,18 @@ def test_gemma_tokenisation_equals_the_official_call():
     assert mask[1].sum() == 1  # the empty negative prompt keeps its BOS: never an all-zero mask
 
 
-def test_gemma_truncates_at_256_tokens():
-    ids, mask = tiny_gemma().tokenize(["red " * 400])
-    assert ids.shape == (1, 256) and mask.all()
+def test_gemma_truncates_at_256_tokens_and_says_so():
+    with pytest.warns(UserWarning, match=r"prompt 2 is 401 tokens long; the gemma convention keeps the first 256 .* after about 255 words"):
+        ids, mask = tiny_gemma().tokenize(["a red circle", "red " * 400])
+    assert ids.shape == (2, 256) and mask[1].all()
+
+
+def test_prompts_that_fit_give_no_warning():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tiny_gemma().tokenize(["red " * 255])
 
 
 def test_llama_tokenisation_adds_bos_and_eos_and_pads_with_zero():

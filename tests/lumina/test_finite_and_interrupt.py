@@ -1,0 +1,104 @@
+"""Nothing wrong reported as success: non-finite inputs, options and results fail loudly, naming
+what was wrong; a forward can be stopped between transformer blocks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import lumina
+from lumina import ForwardOptions, LuminaInputError, LuminaNumericError
+from lumina.features.interrupt import InterruptCheck
+
+from conftest import tiny_random_model
+
+CAP_WIDTH = 16
+
+
+def _inputs(batch: int = 2):
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(batch, 4, 8, 8, generator=g), torch.rand(batch, generator=g), torch.randn(batch, 5, CAP_WIDTH, generator=g)
+
+
+@pytest.mark.parametrize("name", ["x", "t", "cap_feats"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_model_inputs_are_named(name, bad):
+    model = tiny_random_model("next_dit")
+    x, t, cap = _inputs()
+    {"x": x, "t": t, "cap_feats": cap}[name].view(-1)[1] = bad
+    with pytest.raises(LuminaInputError, match=rf"^{name} contains NaN or infinite values"):
+        model(x, t, cap)
+
+
+def test_non_finite_item_of_a_list_is_named():
+    model = tiny_random_model("next_dit")
+    x, t, cap = _inputs()
+    items = [x[0], x[1, :, :4].clone()]
+    items[1][0, 0, 0] = float("nan")
+    with pytest.raises(LuminaInputError, match=r"x\[1\] contains NaN"):
+        model(items, t, cap)
+
+
+@pytest.mark.parametrize(("changes", "match"), [
+    (dict(rope_linear=float("nan")), r"rope_linear=nan must be a positive number"),
+    (dict(rope_ntk=0.0), r"rope_ntk=0.0 must be a positive number"),
+    (dict(time_aware_scale=float("inf")), r"time_aware_scale=inf must be a positive number"),
+    (dict(time_aware_watershed=float("nan")), r"time_aware_watershed=nan must be a time in \[0, 1\]"),
+    (dict(base_seqlen=1), r"base_seqlen=1 must be ≥ 2"),
+])
+def test_bad_forward_options_are_refused(changes, match):
+    with pytest.raises(LuminaInputError, match=match):
+        ForwardOptions(**changes)
+
+
+def _captions():
+    g = torch.Generator().manual_seed(1)
+    return lumina.Conditioning(torch.randn(1, 5, CAP_WIDTH, generator=g), torch.ones(1, 5, dtype=torch.bool))
+
+
+def test_non_finite_noise_and_start_latent_are_named():
+    model, cond = tiny_random_model("next_dit"), _captions()
+    noise = torch.zeros(1, 4, 8, 8)
+    noise[0, 0, 0, 0] = float("nan")
+    with pytest.raises(LuminaInputError, match="^noise contains NaN"):
+        lumina.sample(model, cond, cond, (1, 4, 8, 8), noise=noise, steps=3)
+    with pytest.raises(LuminaInputError, match="start latent contains NaN"):
+        lumina.sample(model, cond, cond, start=lumina.ImageStart(noise, start_time=0.5), steps=3)
+
+
+def test_a_non_finite_result_is_an_error_not_a_black_image():
+    """Weights that overflow (here: a final layer scaled to inf) give finite inputs a NaN result."""
+    model, cond = tiny_random_model("next_dit"), _captions()
+    with torch.no_grad():
+        model.final_layer.linear.weight.fill_(float("inf"))
+    with pytest.raises(LuminaNumericError, match=r"the model produced NaN or infinite velocities at t=0.0000 from finite inputs"):
+        lumina.sample(model, cond, cond, (1, 4, 8, 8), steps=3)
+
+
+def test_interrupt_check_stops_a_forward_between_blocks():
+    model = tiny_random_model("next_dit", n_layers=4)
+    x, t, cap = _inputs()
+    ran: list[int] = []
+    handles = [block.register_forward_pre_hook(lambda m, a, i=i: ran.append(i)) for i, block in enumerate(model.layers)]
+
+    class Stop(Exception):
+        pass
+
+    checks = []
+
+    def check() -> None:
+        checks.append(1)
+        if len(checks) == 3:
+            raise Stop("cancelled")
+
+    try:
+        with pytest.raises(Stop):
+            model(x, t, cap, options=ForwardOptions(features=(InterruptCheck(check),)))
+    finally:
+        for h in handles:
+            h.remove()
+    assert ran == [0, 1], "the third check came before block 2 ran"
+    plain = model(x, t, cap)
+    with torch.no_grad():
+        unchecked = model(x, t, cap, options=ForwardOptions(features=(InterruptCheck(lambda: None),)))
+    assert torch.equal(plain.detach(), unchecked)
