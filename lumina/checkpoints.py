@@ -2,17 +2,22 @@
 
 Accepted: official `consolidated[_ema].00-of-01.{safetensors,pth}` files or their folder, diffusers
 `LuminaNextDiT2DModel` files or folders (also a pipeline folder's `transformer/`), and single files
-whose keys carry a prefix such as ComfyUI's `model.diffusion_model.`. `.pth` files are read with
-`weights_only=True`: no pickled code ever runs. `model_args.pth` is not read at all; every field
-that matters is inferred from tensor shapes (`lumina.config.infer_config`).
+whose keys carry a prefix such as ComfyUI's `model.diffusion_model.`. `.pth` files (zip or torch's
+old format) are read with `weights_only=True`: no pickled code ever runs. `model_args.pth` is not
+read at all; every field that matters is inferred from tensor shapes (`lumina.config.infer_config`),
+and a diffusers `config.json` that contradicts them is an error, never silently followed.
+Every floating-point tensor is checked for NaN/inf as it is read (one reduction per tensor).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
+import zipfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -114,59 +119,165 @@ def resolve_checkpoint_path(path: str | os.PathLike, ema: bool = True) -> Path:
     raise LuminaCheckpointError("the folder holds no Lumina weights file", source=str(path), hint=hint)
 
 
-def _read_safetensors(path: Path, dtype: torch.dtype | None) -> tuple[StateDict, dict[str, str]]:
+def _all_finite(t: Tensor) -> bool:
+    """No NaN or ±inf in a tensor, at the cost of one reduction.
+
+    NaN and inf survive a sum (inf - inf is NaN), so a finite sum proves every element finite.
+    A sum of large finite values can overflow too (fp16 tops out at 65504), so a non-finite sum
+    is confirmed element-wise; that slower path only runs for tensors that are almost surely bad.
+    The sum stays in the tensor's dtype: torch's native bf16/fp16 sums accumulate in float and
+    are vectorised (~8x faster on CPU than `sum(dtype=float32)`, ~20x than `isfinite().all()`)."""
+    if not t.is_floating_point() or t.numel() == 0 or t.device.type == "meta":
+        return True
+    try:
+        # math.isfinite on the Python float: torch.isfinite on a 0-d tensor costs more than small sums
+        return math.isfinite(t.sum().item()) or bool(torch.isfinite(t).all())
+    except (RuntimeError, TypeError):  # exotic dtypes (float8) without a sum kernel: one tensor's float copy
+        return bool(torch.isfinite(t.float()).all())
+
+
+class _Intake:
+    """Casts each tensor as it is read and checks it for NaN/inf in the same pass, so a 5B model is
+    still held once and read once; the bad names are collected so one error can list them all."""
+
+    def __init__(self, dtype: torch.dtype | None) -> None:
+        self.dtype = dtype
+        self.nonfinite: list[str] = []  # NaN/inf in the file itself
+        self.overflow: list[str] = []  # finite in the file, ±inf after the cast to `dtype`
+
+    def take(self, key: str, tensor: Tensor) -> Tensor:
+        out = tensor.to(self.dtype) if self.dtype is not None and tensor.is_floating_point() else tensor
+        if not _all_finite(out):
+            # only a bad tensor pays for the second check that tells a corrupt file from a narrow dtype
+            cast_only = out is not tensor and _all_finite(tensor)
+            (self.overflow if cast_only else self.nonfinite).append(key)
+        return out
+
+    def check(self, source: str, keys: Iterable[str], prefix: str = "") -> None:
+        """Raise for the non-finite tensors whose names start with `prefix` (the model's own:
+        a broken VAE bundled in the same file is not the model's problem)."""
+        nonfinite = [k for k in self.nonfinite if k.startswith(prefix)]
+        overflow = [k for k in self.overflow if k.startswith(prefix)]
+        if nonfinite:
+            raise LuminaCheckpointError(
+                f"{len(nonfinite)} tensor(s) hold NaN or infinite values", source=source,
+                family=_guess_family_of_keys(keys), keys=nonfinite,
+                hint="the weights are corrupt (a diverged training run, a failed conversion or a damaged "
+                "download); use another copy or an earlier checkpoint",
+            )
+        if overflow:
+            name = str(self.dtype).removeprefix("torch.")
+            raise LuminaCheckpointError(
+                f"{len(overflow)} tensor(s) overflow to infinity when cast to {name}", source=source,
+                family=_guess_family_of_keys(keys), keys=overflow,
+                hint=f"their values exceed {name}'s range; load in bfloat16 or float32",
+            )
+
+
+def _parse_json(text: str, what: str, source: str, hint: str, family: str | None = None) -> dict[str, Any]:
+    """A JSON object, or an error naming the file (or metadata entry) and where the JSON breaks."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise LuminaCheckpointError(
+            f"{what} is not valid JSON ({err.msg} at line {err.lineno} column {err.colno}, char {err.pos})",
+            source=source, family=family, hint=hint,
+        ) from None
+    if not isinstance(data, dict):
+        raise LuminaCheckpointError(
+            f"{what} holds a JSON {type(data).__name__}, not an object", source=source, family=family, hint=hint,
+        )
+    return data
+
+
+def _read_json_file(path: Path, hint: str, family: str | None = None) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise LuminaCheckpointError(
+            f"{path.name} cannot be read as text ({err})", source=str(path), family=family, hint=hint,
+        ) from None
+    return _parse_json(text, path.name, str(path), hint, family)
+
+
+def _read_safetensors(path: Path, intake: _Intake) -> tuple[StateDict, dict[str, str]]:
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = f.metadata() or {}
-            tensors = {}
-            for key in f.keys():
-                t = f.get_tensor(key)  # cast one tensor at a time: never two full copies in memory
-                tensors[key] = t.to(dtype) if dtype is not None and t.is_floating_point() else t
+            # one tensor at a time: cast and checked as it is read, never two full copies in memory
+            tensors = {key: intake.take(key, f.get_tensor(key)) for key in f.keys()}
         return tensors, metadata
     except (SafetensorError, OSError, RuntimeError, ValueError) as err:
+        size = f"{path.stat().st_size} bytes; " if path.is_file() else ""
         raise LuminaCheckpointError(
-            f"the file is not a readable safetensors file ({path.stat().st_size} bytes; {err})",
+            f"the file is not a readable safetensors file ({size}{err})",
             source=str(path), hint="the download is probably truncated or corrupt; download it again",
         ) from None
 
 
-def _read_torch(path: Path, dtype: torch.dtype | None, ema: bool = True) -> StateDict:
+def _torch_load_reason(err: Exception) -> tuple[str, str]:
+    """(what went wrong, the fix) for a failed `torch.load(weights_only=True)`, without torch's
+    advice to retry with weights_only=False (that would run whatever the file pickles)."""
+    text = str(err)
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return (
+            f"it pickles {found.group(1)}, not only tensors",
+            "the file pickles code, which is refused for safety and never run; use the .safetensors "
+            "release or re-save it as a plain state dict of tensors",
+        )
+    detail = text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()
+    return (
+        f"{type(err).__name__}: {detail[0][:200] if detail else 'no details'}",
+        "it is truncated or not a PyTorch file (or pickles code, refused for safety); download it again "
+        "or use the .safetensors release",
+    )
+
+
+def _read_torch(path: Path, intake: _Intake, ema: bool = True) -> StateDict:
+    # torch's old (non-zip) format cannot be memory-mapped: it loads fully instead, still weights-only
+    mmap = zipfile.is_zipfile(path)
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure gets the same advice
+        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure gets the same treatment
+        reason, hint = _torch_load_reason(err)
         raise LuminaCheckpointError(
-            f"the file cannot be read as plain PyTorch weights ({type(err).__name__}: {str(err).splitlines()[0][:200]})",
-            source=str(path),
-            hint="it is truncated, not a PyTorch file, or pickles code (refused for safety); "
-            "use the .safetensors release or re-save it as a plain state dict",
+            f"the file cannot be read as plain PyTorch weights ({reason})", source=str(path), hint=hint,
         ) from None
     wrappers = ("ema", "model", "state_dict", "module") if ema else ("model", "state_dict", "module", "ema")
     for wrapper in wrappers:  # training checkpoints nest the weights
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
-            obj = obj[wrapper]
+            obj = obj[wrapper]  # the outer dict (and an unused ema/model twin) is freed here
             break
-    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
         raise LuminaCheckpointError("the file holds no state dict of tensors", source=str(path))
-    return {k: v.to(dtype) if dtype is not None and v.is_floating_point() else v for k, v in obj.items()}
+    # popped one by one: an old-format file is in memory, and each stored tensor is dropped once cast
+    return {key: intake.take(key, obj.pop(key)) for key in list(obj)}
 
 
-def _read_diffusers_index(path: Path, dtype: torch.dtype | None) -> tuple[StateDict, dict[str, str]]:
-    index = json.loads(path.read_text())
+def _read_diffusers_index(path: Path, intake: _Intake) -> tuple[StateDict, dict[str, str]]:
+    hint = "it is diffusers' shard index; download it again with its shards"
+    weight_map = _read_json_file(path, hint).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise LuminaCheckpointError('the index has no "weight_map" of tensor → shard', source=str(path), hint=hint)
     out: StateDict = {}
-    for shard in sorted(set(index.get("weight_map", {}).values())):
-        out.update(_read_safetensors(path.parent / shard, dtype)[0])
+    for shard in sorted(set(map(str, weight_map.values()))):
+        if not (path.parent / shard).is_file():
+            raise LuminaCheckpointError(
+                f"shard {shard} listed in the index is missing", source=str(path), hint="download the missing shard",
+            )
+        out.update(_read_safetensors(path.parent / shard, intake)[0])
     return out, {}
 
 
-def read_state_dict(path: str | os.PathLike, dtype: torch.dtype | None = None, ema: bool = True) -> tuple[StateDict, dict[str, str], str]:
-    """(raw state dict, safetensors metadata, resolved file name) of any accepted path."""
+def _read(path: str | os.PathLike, intake: _Intake, ema: bool) -> tuple[StateDict, dict[str, str], str]:
     file = resolve_checkpoint_path(path, ema)
     if file.name.endswith(".index.json"):
-        sd, meta = _read_diffusers_index(file, dtype)
+        sd, meta = _read_diffusers_index(file, intake)
     elif file.suffix == ".safetensors":
-        sd, meta = _read_safetensors(file, dtype)
+        sd, meta = _read_safetensors(file, intake)
     elif file.suffix in (".pth", ".pt", ".bin", ".ckpt"):
-        sd, meta = _read_torch(file, dtype, ema), {}
+        sd, meta = _read_torch(file, intake, ema), {}
     else:
         raise LuminaCheckpointError(
             f"unknown file type {file.suffix!r}", source=str(file),
@@ -174,23 +285,50 @@ def read_state_dict(path: str | os.PathLike, dtype: torch.dtype | None = None, e
         )
     diffusers_json = file.parent / "config.json"
     if diffusers_json.is_file() and file.name.startswith("diffusion_pytorch_model"):
-        meta = {**meta, DIFFUSERS_CONFIG_KEY: diffusers_json.read_text()}
+        # validated here, where the file's name is known; kept as text like safetensors metadata
+        data = _read_json_file(diffusers_json, _CONFIG_JSON_HINT, _guess_family_of_keys(sd))
+        meta = {**meta, DIFFUSERS_CONFIG_KEY: json.dumps(data)}
     return sd, meta, str(file)
 
 
+def read_state_dict(path: str | os.PathLike, dtype: torch.dtype | None = None, ema: bool = True) -> tuple[StateDict, dict[str, str], str]:
+    """(raw state dict, safetensors metadata, resolved file name) of any accepted path.
+    Tensors holding NaN or inf (or overflowing in `dtype`) are refused."""
+    intake = _Intake(dtype)
+    sd, meta, file = _read(path, intake, ema)
+    intake.check(file, sd.keys())
+    return sd, meta, file
+
+
 # -- key maps -------------------------------------------------------------------------------
+def _prefix_of(keys: Iterable[str]) -> str | None:
+    """The wrapper prefix in front of the patch embedder's weight ("" for none), None without one."""
+    for key in keys:
+        for anchor in _ANCHORS:
+            if key.endswith(anchor) and (key == anchor or key[: -len(anchor)].endswith(".")):
+                return key[: -len(anchor)]
+    return None
+
+
 def strip_prefix(state_dict: Mapping[str, Tensor]) -> tuple[StateDict, str]:
     """Drop a wrapper prefix (`model.diffusion_model.`, `module.`, `transformer.`, …) and any
     tensors outside it (a VAE or text encoder bundled in the same file)."""
-    for key in state_dict:
-        for anchor in _ANCHORS:
-            if key.endswith(anchor) and (key == anchor or key[: -len(anchor)].endswith(".")):
-                prefix = key[: -len(anchor)]
-                return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}, prefix
-    return dict(state_dict), ""
+    prefix = _prefix_of(state_dict)
+    if prefix is None:
+        return dict(state_dict), ""
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}, prefix
 
 
-def is_diffusers(state_dict: Mapping[str, Any]) -> bool:
+def _guess_family_of_keys(keys: Iterable[str]) -> str | None:
+    """The family from raw key names (any prefix, official or diffusers), for errors raised
+    before the keys are converted."""
+    keys = list(keys)
+    prefix = _prefix_of(keys) or ""
+    stripped = {k[len(prefix):] for k in keys if k.startswith(prefix)}
+    return "next_dit" if is_diffusers(stripped) else guess_family(stripped)
+
+
+def is_diffusers(state_dict: Mapping[str, Any] | set[str]) -> bool:
     return "patch_embedder.proj.weight" in state_dict
 
 
@@ -288,10 +426,17 @@ def check_state_dict(model: LuminaDiT, state_dict: Mapping[str, Tensor], source:
             parts.append(f"{len(missing)} missing key(s)")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected key(s)")
+        n = model.config.n_layers
+        beyond = sorted({i for k in unexpected if (i := _layer_index(k)) is not None and i >= n})
+        extra = (
+            f" (layer {', '.join(map(str, beyond))} lies beyond the {n} layers 0–{n - 1} the other tensors describe)"
+            if beyond else ""
+        )
         raise LuminaCheckpointError(
-            " and ".join(parts) + f" for a {model.config.n_layers}-layer model",
+            " and ".join(parts) + f" for a {n}-layer model" + extra,
             source=source, family=family, keys=[f"missing {k}" for k in missing] + [f"unexpected {k}" for k in unexpected],
-            hint="the file is incomplete, or mixes weights of different models",
+            hint="the file is incomplete, or mixes weights of different models" if missing else
+            "remove those tensors from the file: they are no part of this model",
         )
     wrong = [
         f"{k} {tuple(state_dict[k].shape)} (expected {shape})"
@@ -304,16 +449,117 @@ def check_state_dict(model: LuminaDiT, state_dict: Mapping[str, Tensor], source:
         )
 
 
+def _layer_index(key: str) -> int | None:
+    parts = key.split(".", 2)
+    return int(parts[1]) if len(parts) == 3 and parts[0] == "layers" and parts[1].isdigit() else None
+
+
+_CONFIG_JSON_HINT = (
+    "fix config.json (diffusers' LuminaNextDiT2DModel config), or delete it: the model is then read off the "
+    "tensors alone, with 4-channel latents assumed where the patch size is ambiguous"
+)
+_METADATA_HINT = "re-save the file with lumina.save_official, or drop its lumina_config metadata"
+
+
 def _config_from_metadata(metadata: Mapping[str, str], sd: Mapping[str, Tensor], source: str) -> LuminaConfig:
     """Our saved config if present; else shapes, with a diffusers config.json settling the one
-    thing shapes cannot (patch size vs channels: x_embedder width is p²·C)."""
+    thing shapes cannot (patch size vs channels: x_embedder width is p²·C) and checked against
+    them on everything else."""
     raw = metadata.get(CONFIG_METADATA_KEY)
     if raw:
-        return LuminaConfig.from_dict(json.loads(raw))
-    channels = None
+        data = _parse_json(raw, f"its {CONFIG_METADATA_KEY} metadata", source, _METADATA_HINT, guess_family(sd))
+        try:
+            return LuminaConfig.from_dict(data)
+        except (TypeError, ValueError) as err:
+            raise LuminaCheckpointError(
+                f"its {CONFIG_METADATA_KEY} metadata is not a valid configuration ({err})",
+                source=source, family=data.get("family") if data.get("family") in ("flag_dit", "next_dit") else None,
+                hint=_METADATA_HINT,
+            ) from None
+    config = infer_config(sd, source)
     if DIFFUSERS_CONFIG_KEY in metadata:
-        channels = json.loads(metadata[DIFFUSERS_CONFIG_KEY]).get("in_channels")
-    return infer_config(sd, source, in_channels=channels)
+        data = _parse_json(metadata[DIFFUSERS_CONFIG_KEY], "config.json", source, _CONFIG_JSON_HINT, config.family)
+        config = _reconcile_diffusers_config(data, config, source)
+    return config
+
+
+def _split_patch(width: int, patch: Any, channels: Any) -> tuple[int, int] | tuple[str, str]:
+    """(patch_size, in_channels) from config.json values that fit the patch embedder's width
+    (p²·C features per patch), else (offending key, what the tensors say instead)."""
+    splits = [(p, width // (p * p)) for p in range(1, math.isqrt(width) + 1) if width % (p * p) == 0]
+    features = f"{width} features per patch = patch_size² × in_channels"
+    options = f"{features}, i.e. " + " or ".join(f"{p}²×{c}" for p, c in splits)
+    if patch is not None and channels is not None:
+        if patch * patch * channels == width:
+            return patch, channels
+        if width % (patch * patch) == 0:  # the patch size fits: the channel count is what is wrong
+            return "in_channels", f"{width // (patch * patch)} with patch_size {patch} ({features})"
+        return "patch_size", f"{options}; {patch}²×{channels} = {patch * patch * channels}"
+    if channels is not None:
+        found = [p for p, c in splits if c == channels]
+        return (found[0], channels) if found else ("in_channels", options)
+    if width % (patch * patch) == 0:
+        return patch, width // (patch * patch)
+    return "patch_size", options
+
+
+def _reconcile_diffusers_config(data: Mapping[str, Any], config: LuminaConfig, source: str) -> LuminaConfig:
+    """The tensors' config with config.json's patch size/channels split; any field of config.json
+    that the tensors contradict is an error listing each (the tensors decide; following either
+    side silently builds another model than the one meant)."""
+    config_json = str(Path(source).parent / "config.json") if source != "state dict" else "config.json"
+    contradictions: list[tuple[str, str]] = []  # (key, what config.json says against the tensors)
+    sizes = ("patch_size", "in_channels", "hidden_size", "num_layers", "num_attention_heads", "num_kv_heads",
+             "cross_attention_dim")
+    malformed = [
+        k for k in sizes
+        if data.get(k) is not None and (isinstance(data[k], bool) or not isinstance(data[k], int) or data[k] <= 0)
+    ]
+    contradictions += [(k, f"{k} is {data[k]!r} there, not a positive integer") for k in malformed]
+    # no arithmetic on malformed values: those are reported as they are
+    if not malformed and (data.get("patch_size") is not None or data.get("in_channels") is not None):
+        split = _split_patch(config.patch_features, data.get("patch_size"), data.get("in_channels"))
+        if isinstance(split[0], int):
+            config = config.with_(patch_size=split[0], in_channels=split[1])
+        else:
+            contradictions.append((split[0], f"{split[0]} is {data.get(split[0])!r} there, the tensors say {split[1]}"))
+    kv = data.get("num_kv_heads") or data.get("num_attention_heads")
+    checks: list[tuple[str, Any, Any, str]] = [  # key, config.json value, tensors' value, evidence
+        ("hidden_size", data.get("hidden_size"), config.dim, "rows of patch_embedder.proj.weight"),
+        ("num_layers", data.get("num_layers"), config.n_layers, "layers.<i> blocks"),
+        ("num_attention_heads", data.get("num_attention_heads"), config.n_heads, "entries of layers.0.gate"),
+        ("num_kv_heads", kv if "num_kv_heads" in data else None, config.kv_heads,
+         "rows of layers.0.attn1.to_k.weight / head size"),
+        ("cross_attention_dim", data.get("cross_attention_dim"), config.cap_feat_dim,
+         "width of layers.0.norm1_context.weight"),
+        ("learn_sigma", data.get("learn_sigma"), config.learn_sigma,
+         "norm_out.linear_2.weight rows vs patch features"),
+        ("qk_norm", data.get("qk_norm"), config.qk_norm, "layers.0.attn1.norm_q present or not"),
+    ]
+    contradictions += [
+        (k, f"{k} is {v!r} there, the tensors say {ours!r} ({evidence})")
+        for k, v, ours, evidence in checks if v is not None and v != ours and k not in malformed
+    ]
+    if "multiple_of" in data or "ffn_dim_multiplier" in data:
+        try:
+            width = ffn_hidden_dim(config.dim, int(data.get("multiple_of") or 256), data.get("ffn_dim_multiplier"))
+        except (TypeError, ValueError, ZeroDivisionError):
+            width = None
+        if width != config.hidden_dim:
+            key = "multiple_of/ffn_dim_multiplier"
+            contradictions.append((key, (
+                f"{key} is {data.get('multiple_of')!r}/{data.get('ffn_dim_multiplier')!r} there (an FFN width of "
+                f"{width}), the tensors say {config.hidden_dim} (rows of layers.0.feed_forward.linear_1.weight)"
+            )))
+    if contradictions:
+        details = "; ".join(detail for _, detail in contradictions)
+        raise LuminaCheckpointError(
+            f"{config_json} contradicts the tensors: {details}", source=source, family=config.family,
+            keys=[k for k, _ in contradictions],
+            hint="the tensors decide the model: correct those entries of config.json to match them, or use the "
+            "config.json that came with these weights",
+        )
+    return config
 
 
 def load_model(
@@ -327,14 +573,17 @@ def load_model(
     """Build the right family from any accepted checkpoint, without random-initialising it.
 
     dtype None keeps the stored dtype. The module is built on the meta device and takes the
-    loaded tensors as its parameters (`assign=True`), so the weights are held once.
+    loaded tensors as its parameters (`assign=True`), so the weights are held once. Tensors
+    holding NaN/inf (or overflowing in `dtype`) are refused, and a diffusers config.json must
+    agree with the tensors: every problem is one LuminaCheckpointError.
     """
+    intake = _Intake(dtype)
     if isinstance(path_or_state_dict, Mapping):
-        raw, metadata, source = dict(path_or_state_dict), {}, "state dict"
-        if dtype is not None:
-            raw = {k: v.to(dtype) if v.is_floating_point() else v for k, v in raw.items()}
+        raw, metadata, source = {k: intake.take(k, v) for k, v in path_or_state_dict.items()}, {}, "state dict"
     else:
-        raw, metadata, source = read_state_dict(path_or_state_dict, dtype, ema)
+        raw, metadata, source = _read(path_or_state_dict, intake, ema)
+    # before the key conversion: comparing NaN twins there would give a misleading error
+    intake.check(source, raw.keys(), prefix=_prefix_of(raw) or "")
     sd, _ = to_official(raw, source)
     config = config or _config_from_metadata(metadata, sd, source)
     with torch.device("meta"):

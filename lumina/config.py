@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal, Mapping
 
@@ -149,6 +150,21 @@ def guess_family(keys: Any) -> Family | None:
     return None
 
 
+def layer_count(keys: Any) -> int:
+    """How many blocks `layers.<i>.*` keys describe: up to the last index holding more than half
+    as many tensors as the fullest block.
+
+    1 + the highest index would turn one stray key (`layers.7.foo` beside 7 complete blocks) into
+    an 8th block with every other tensor missing; counted this way it stays one unexpected key,
+    while a real block that lacks a tensor or two still counts (and its gaps are reported as
+    missing). 0 when there are no layer keys."""
+    per_layer = Counter(int(m.group(1)) for k in keys if (m := _LAYER_KEY.match(k)))
+    if not per_layer:
+        return 0
+    fullest = max(per_layer.values())
+    return 1 + max(i for i, n in per_layer.items() if 2 * n > fullest)
+
+
 def _shape(state_dict: Mapping[str, Any], key: str, source: str, family: str | None) -> tuple[int, ...]:
     if key not in state_dict:
         raise LuminaCheckpointError(
@@ -190,7 +206,7 @@ def infer_config(state_dict: Mapping[str, Any], source: str = "state dict", in_c
     kv_width = _shape(state_dict, "layers.0.attention.wk.weight", source, family)[0]
     cap_feat_dim = _shape(state_dict, "layers.0.attention_y_norm.weight", source, family)[0]
     ffn_hidden = _shape(state_dict, "layers.0.feed_forward.w1.weight", source, family)[0]
-    n_layers = 1 + max(int(m.group(1)) for k in state_dict if (m := _LAYER_KEY.match(k)))
+    n_layers = layer_count(state_dict.keys())
     try:
         patch, channels, learn_sigma = _infer_channels(patch_features, out_features, in_channels)
     except ValueError as err:
@@ -205,4 +221,7 @@ def infer_config(state_dict: Mapping[str, Any], source: str = "state dict", in_c
     )
 
 
-__all__ = ["LuminaConfig", "PRESETS", "FAMILIES", "FAMILY_NAMES", "infer_config", "guess_family", "ffn_hidden_dim"]
+__all__ = [
+    "LuminaConfig", "PRESETS", "FAMILIES", "FAMILY_NAMES", "infer_config", "guess_family", "ffn_hidden_dim",
+    "layer_count",
+]
