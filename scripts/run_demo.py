@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests" / "e2e")]
+sys.path.insert(0, str(REPO))  # `tools`; this process never imports ComfyUI, the server child has its own sys.path
 
-from comfy_harness import ComfyServer, Workspace, find_comfyui  # noqa: E402
+from tools.comfyui import ComfyServer, Workspace, find_comfyui  # noqa: E402
 
 DEMO = REPO / "assets" / "demo"
 

@@ -22,6 +22,7 @@ model a `SparseTokens` feature at every call; nothing is stored on the model.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -122,12 +123,14 @@ class RegionAdaptive:
         p = plan.patch_size
         patches = (plan.latent_shape[2] // p) * (plan.latent_shape[3] // p)
         skips = self.skip_counts(patches, plan.model_calls)
-        if not any(skips):
-            raise LuminaInputError(
-                f"region-adaptive sampling would compute every patch at all {plan.model_calls} model calls of this run "
+        if not any(skips):  # a valid run (a short test or preview), but never silently: say why it is dense
+            warnings.warn(
+                f"region-adaptive sampling computes every patch at all {plan.model_calls} model calls of this run "
                 f"(start_step {self.start_step}, end_step {self.end_step}, reset_steps {list(self.reset_steps)}); "
-                "lower start_step below the number of model calls, or remove the node"
+                "lower start_step below the number of model calls to make it sparse",
+                stacklevel=3,
             )
+            return velocity
         return RegionAdaptiveRun(self, p, skips).wrap(velocity)
 
     def is_sparse(self, call: int) -> bool:

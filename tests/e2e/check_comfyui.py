@@ -2,8 +2,8 @@
 
     .venv/bin/python tests/e2e/check_comfyui.py --comfyui /path/to/ComfyUI --python /path/to/its/venv/bin/python
 
-Builds the tiny assets (assets.py) in a workspace, boots that ComfyUI headless with this repository
-linked as a pack (comfy_harness.ComfyServer, the torchvision stand-in on PYTHONPATH), checks that the
+Builds the tiny assets (tools/comfyui/assets.py) in a workspace, boots that ComfyUI headless with this repository
+linked as a pack (tools.comfyui.ComfyServer, the torchvision stand-in on PYTHONPATH), checks that the
 pack imported and that /object_info lists every node, then runs one graph per sampling path (our
 Lumina Flow Sampler; core KSampler; core SamplerCustom with Lumina Official CFG + Lumina Scheduler
 + euler, and with Lumina Midpoint Sampler; core SamplerCustomAdvanced with CFGGuider/BasicGuider
@@ -24,19 +24,17 @@ import tempfile
 import traceback
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parents[2]))  # `lumina`, for assets.py (this process only)
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # `tools`, and `lumina` for its assets (this process only)
 
-from comfy_harness import (
+from tools.comfyui import (  # noqa: E402
     PACK_NAME,
     REPO_ROOT,
     ComfyError,
     ComfyServer,
     Workspace,
+    assets,
     find_comfyui,
 )
-
-import assets
 
 NODES = ["LuminaModelLoader", "LuminaTextEncoderLoader", "LuminaTextEncode", "LuminaBatchTextEncode",
          "LuminaEmptyLatent", "LuminaFlowSampler", "LuminaScheduler", "LuminaMidpointSampler", "LuminaOfficialCFG",

