@@ -1,0 +1,36 @@
+"""Bad input through a real ComfyUI server (HTTP): a clear node error, never a black image
+reported as success, and the server keeps serving the next good prompt."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from tools.comfyui import execution_error
+from test_nodes import t2i_graph
+
+pytestmark = pytest.mark.e2e
+
+
+def _fails_then_next_succeeds(server, bad: dict, good: dict) -> dict:
+    entry = server.run(bad, check=False)
+    assert entry["status"]["status_str"] == "error", "a bad prompt was reported as a success"
+    error = execution_error(entry)
+    assert server.run(good)["status"]["status_str"] == "success", "the server did not serve the next prompt"
+    return error
+
+
+def test_nan_cfg_is_an_error_on_the_flow_sampler_and_on_ksampler(comfy_server, tiny_assets, unique_prefix):
+    good = t2i_graph(tiny_assets, unique_prefix, steps=3)
+    flow = copy.deepcopy(good)
+    flow["5"]["inputs"]["cfg"] = float("nan")
+    error = _fails_then_next_succeeds(comfy_server, flow, good)
+    assert error["node_type"] == "LuminaFlowSampler" and "cfg=nan is not a finite number" in error["exception_message"]
+
+    ksampler = copy.deepcopy(good)
+    ksampler["5"] = {"class_type": "KSampler", "inputs": {
+        "model": ["1", 0], "seed": 3, "steps": 3, "cfg": float("nan"), "sampler_name": "euler", "scheduler": "simple",
+        "positive": ["3", 0], "negative": ["3", 1], "latent_image": ["4", 0], "denoise": 1.0}}
+    error = _fails_then_next_succeeds(comfy_server, ksampler, good)
+    assert error["node_type"] == "KSampler" and "contains NaN or infinite values; use a finite cfg" in error["exception_message"]
