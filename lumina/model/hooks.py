@@ -54,17 +54,12 @@ class BatchRows:
         return tuple(r for r, c in enumerate(self.conditional) if c)
 
     def row_of(self, item: int, like_row: int) -> int:
-        """The row holding `item` in the same guidance half as `like_row`."""
-        half = self.half_of(like_row)
-        return half[0] + item
-
-    def half_of(self, row: int) -> range:
-        """The consecutive rows of the group (guidance half) that `row` belongs to."""
-        n = self.item_count
-        start = row - self.items[row]
-        if self.size % n or start % n:
-            raise LuminaInputError(f"a model batch of {self.size} rows is not whole groups of {n} items")
-        return range(start, start + n)
+        """The row holding `item` in the same guidance half as `like_row` (halves are consecutive
+        runs of items 0 … n − 1, as `batch_rows` lays them out)."""
+        row = like_row - self.items[like_row] + item
+        if not (0 <= row < self.size and self.items[row] == item and self.conditional[row] == self.conditional[like_row]):
+            raise LuminaInputError(f"model row {like_row}'s half has no item {item} (rows {self})")
+        return row
 
 
 def batch_rows(items: int, halves: Sequence[bool] = (True,)) -> BatchRows:

@@ -68,3 +68,13 @@ def test_feature_nodes_refuse_nonsense_at_the_node(comfyui, next_dit):
     ras = defaults(comfyui, "LuminaRegionAdaptive")
     with pytest.raises(ValueError, match=r"end_step 3 is before start_step 4"):
         comfyui.run_node("LuminaRegionAdaptive", model=next_dit, **{**ras, "start_step": 4, "end_step": 3})
+
+
+def test_comfy_batches_are_described_in_their_own_order(comfyui):
+    """ComfyUI lists its chunks in `cond_or_uncond` (0 conditional, 1 unconditional); features see that order."""
+    import sys
+
+    bridge = sys.modules[f"{comfyui.pack.__name__}.nodes.bridge"]
+    rows = bridge.comfy_batch_rows(4, [1, 0])
+    assert rows.items == (0, 1, 0, 1) and rows.conditional == (False, False, True, True)
+    assert bridge.comfy_batch_rows(3, None).conditional_rows() == (0, 1, 2)
