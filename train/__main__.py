@@ -14,6 +14,7 @@ import argparse
 import logging
 import sys
 
+from .checkpointing import CheckpointError
 from .config import ConfigError, load_config
 from .sample import CLIError
 
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
-    except CLIError as err:
+    except (CLIError, CheckpointError) as err:
         print(f"python -m train {name}: error: {err}", file=sys.stderr)
         return 2
 

@@ -134,7 +134,8 @@ def build_cache(config: TrainConfig) -> Path:
         log.info("cached %d of %d items", len(items), len(dataset))
     flush()
     if not items:
-        raise ValueError(f"no readable image in {d.path}; nothing was cached")
+        raise ConfigError(f"data.path={d.path!r}: none of its {len(dataset)} image(s) can be read; nothing was cached. "
+                          "Replace the corrupt files (readable: .png .jpg .jpeg .webp .bmp)")
     if dataset.skipped:
         log.warning("left %d unreadable image(s) out of the cache", dataset.skipped)
     latent = ({"space": "pixels", "channels": 3, "downsample": 1} if space is None else

@@ -193,16 +193,21 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()
     """YAML file (sections model/data/text/optim/run), then `section.key=value` overrides."""
     raw: dict[str, Any] = {}
     if path is not None:
-        try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
+        raw = _read_yaml(Path(path))
     for item in overrides:
         if "=" not in item or "." not in item.split("=", 1)[0]:
             raise ConfigError(f"override {item!r} must look like section.key=value, e.g. optim.lr=3e-4")
         key, value = item.split("=", 1)
         section, name = key.split(".", 1)
-        raw.setdefault(section, {})[name] = yaml.safe_load(value)
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({problem}); quote it, "
+                              "e.g. 'run.sample_prompts=[a red circle, a blue square]'") from None
+        if not isinstance(raw.setdefault(section, {}), dict):
+            raise ConfigError(f"[{section}] must be a mapping of keys to values")
+        raw[section][name] = value
     config = TrainConfig()
     sections = {f.name for f in dataclasses.fields(config)}
     for section, values in raw.items():
@@ -215,6 +220,30 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()
     return config
 
 
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """A config file's sections; a ConfigError naming the file (and the line of a YAML error)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config file {path} cannot be read ({type(err).__name__}: {err})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"config file {path} is not valid YAML: {problem}{where}; fix the file "
+                          "(sections model, data, text, optim, run, each a mapping of key: value)") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must be a mapping of sections (model, data, text, optim, run), "
+                          f"not a {type(raw).__name__}")
+    return raw
+
+
 def validate(config: TrainConfig, world_size: int = 1) -> None:
     """Refuse impossible settings before any work starts."""
     m, d, o, r, t = config.model, config.data, config.optim, config.run, config.text
@@ -224,6 +253,9 @@ def validate(config: TrainConfig, world_size: int = 1) -> None:
         raise ConfigError(f"data.kind={d.kind!r}: choose shapes, folder or jsonl")
     if d.kind in ("folder", "jsonl") and (not d.path or not Path(d.path).exists()):
         raise ConfigError(f"data.path={d.path!r} does not exist; point it at the image folder or the .jsonl manifest")
+    if m.init_from and not Path(m.init_from).exists():
+        raise ConfigError(f"model.init_from={m.init_from!r} does not exist; give the checkpoint to fine-tune "
+                          "(a .safetensors file or a checkpoint folder), or unset it to train from scratch")
     if not m.init_from:  # LuminaConfig's own checks (head widths, RoPE axes); a fine-tune takes the checkpoint's
         try:
             m.lumina_config(cap_feat_dim=1)  # the encoder width is not known yet and nothing checks it

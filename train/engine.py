@@ -21,9 +21,11 @@ from tqdm.auto import tqdm
 
 import lumina
 from lumina.checkpoints import save_official
+from lumina.errors import LuminaError
 from lumina.text_encoders import load_text_encoder
 
-from .config import TrainConfig, validate
+from . import checkpointing
+from .config import ConfigError, TrainConfig, validate
 from .data import build_dataset, epoch_order, load_batch
 from .distributed import (
     before_load_state,
@@ -44,7 +46,10 @@ log = logging.getLogger("train")
 
 def build_model(config: TrainConfig, cap_feat_dim: int) -> lumina.LuminaDiT:
     if config.model.init_from:
-        return lumina.load_model(config.model.init_from, dtype=torch.float32)
+        try:
+            return lumina.load_model(config.model.init_from, dtype=torch.float32)
+        except LuminaError as err:  # missing, truncated, not a Lumina model: the message names the file and the fix
+            raise ConfigError(f"model.init_from={config.model.init_from!r} cannot be loaded: {err}") from None
     lumina_config = config.model.lumina_config(cap_feat_dim)
     torch.manual_seed(config.run.seed)
     model = lumina.build_model(lumina_config)
@@ -162,12 +167,13 @@ def fit(config: TrainConfig, accelerator=None) -> Path:
     latent_space = build_latent_space(config, accelerator.device)  # no VAE when training from a cache
     captions.cache = getattr(dataset, "caption_features", captions.cache)  # a cache's stored text features
 
-    step = _resume(config, out, accelerator, ema)
+    step = _resume(config, out, accelerator, model, ema)
     world, rank = accelerator.num_processes, accelerator.process_index
     local = config.optim.batch_size // world
     per_epoch = len(dataset) // config.optim.batch_size
     if per_epoch == 0:
-        raise ValueError(f"the dataset has {len(dataset)} items, fewer than one batch of {config.optim.batch_size}")
+        raise ConfigError(f"the data has {len(dataset)} usable item(s), fewer than one batch: set optim.batch_size "
+                          f"(now {config.optim.batch_size}) to at most {len(dataset)}, or add data")
     log_file = out / "log.jsonl"
     started = time.perf_counter()
     model.train()
@@ -263,39 +269,112 @@ def _checkpointed(forward):
 
 
 def save(config: TrainConfig, out: Path, accelerator, model, ema, step: int) -> None:
-    """Resumable state (state/) plus loadable official-layout checkpoints (checkpoints/latest/)."""
-    accelerator.wait_for_everyone()
+    """Resumable state (state/) plus loadable official-layout checkpoints (checkpoints/latest/),
+    each written to a staging folder, sealed and swapped in (train/checkpointing.py): a kill at any
+    moment leaves the previous or the new version complete, never a mix. Every process calls this."""
     state = out / "state"
-    accelerator.save_state(str(state))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        checkpointing.prepare(state)
+    accelerator.wait_for_everyone()  # the empty staging folder exists before anyone writes into it
+    staging = checkpointing.staging(state)
+    accelerator.save_state(str(staging))
+    checkpointing.sync_tree(staging)  # each process its own files (on a shared file system only the writer's fsync counts)
     full = gathered(accelerator, model)  # on the main process under FSDP
     ema_full = gathered(accelerator, ema) if ema is not None else None
+    accelerator.wait_for_everyone()  # every process's files are written and synced
     if accelerator.is_main_process:
         if ema is not None:
-            save_file({k: v.contiguous().cpu() for k, v in ema_full.items()}, str(state / "ema.safetensors"))
-        (state / "step.json").write_text(json.dumps({"step": step}))
-        latest = out / "checkpoints" / "latest"
-        raw = accelerator.unwrap_model(model)
-        if config.model.lora_rank > 0:  # the adapters for ComfyUI's LoraLoader, and the merged model
-            save_lora(raw, latest / "lora.safetensors", full)
-            save_official(merged_state_dict(raw, full), latest / "consolidated.00-of-01.safetensors", raw.config)
-        else:
-            save_official(full, latest / "consolidated.00-of-01.safetensors", raw.config)
-        if ema is not None:
-            save_official(ema_full, latest / "consolidated_ema.00-of-01.safetensors", raw.config)
+            save_file({k: v.contiguous().cpu() for k, v in ema_full.items()}, str(staging / "ema.safetensors"))
+        checkpointing.seal(staging, step, processes=accelerator.num_processes)
+        checkpointing.commit(state)
+    export_latest(config, out, accelerator, model, ema, step, full, ema_full)
     accelerator.wait_for_everyone()
 
 
-def _resume(config: TrainConfig, out: Path, accelerator, ema) -> int:
+def export_latest(config: TrainConfig, out: Path, accelerator, model, ema, step: int,
+                  full: dict[str, torch.Tensor] | None = None, ema_full: dict[str, torch.Tensor] | None = None) -> None:
+    """checkpoints/latest/: the official-layout weights (and the LoRA) of `step`, swapped in whole.
+    Every process calls this (the weights are gathered under FSDP unless given)."""
+    if full is None:
+        full = gathered(accelerator, model)
+        ema_full = gathered(accelerator, ema) if ema is not None else None
+    if not accelerator.is_main_process:
+        return
+    latest = out / "checkpoints" / "latest"
+    staging = checkpointing.prepare(latest)
+    raw = accelerator.unwrap_model(model)
+    if config.model.lora_rank > 0:  # the adapters for ComfyUI's LoraLoader, and the merged model
+        save_lora(raw, staging / "lora.safetensors", full)
+        save_official(merged_state_dict(raw, full), staging / "consolidated.00-of-01.safetensors", raw.config)
+    else:
+        save_official(full, staging / "consolidated.00-of-01.safetensors", raw.config)
+    if ema is not None:
+        save_official(ema_full, staging / "consolidated_ema.00-of-01.safetensors", raw.config)
+    checkpointing.seal(staging, step)
+    checkpointing.commit(latest)
+
+
+RESTART = "or start over with run.resume=false (this overwrites {out}) or a new run.out_dir"
+
+
+def _resume(config: TrainConfig, out: Path, accelerator, model, ema) -> int:
+    """The step to continue from: the newest complete state/ loaded into the model, optimizer and
+    EMA (0 without one). Also re-exports checkpoints/latest when a kill left it behind the state,
+    and trims log.jsonl to the steps done. A damaged state without a complete one to fall back on
+    raises CheckpointError naming the file."""
+    if not config.run.resume:
+        return 0
     state = out / "state"
-    if not (config.run.resume and (state / "step.json").is_file()):
+    # the main process repairs and verifies (renames, checksums); the others learn the verdict
+    verdict: tuple[int | None, bool, bool, str | None] = (None, True, False, None)  # (step, verified, latest current, error)
+    if accelerator.is_main_process:
+        try:
+            found = checkpointing.recover(state, fix=f"restore that file, {RESTART.format(out=out)}")
+            step = found.step if found is not None else None
+            if found is not None and not found.verified:
+                log.warning("%s was written by an older version without checksums: it cannot be verified", state)
+            verdict = (step, found is None or found.verified, step is not None and _latest_step(out) == step, None)
+        except checkpointing.CheckpointError as err:
+            verdict = (None, True, False, str(err))
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        verdict = tuple(broadcast_object_list([verdict])[0])
+    step, verified, latest_current, error = verdict
+    if error is not None:
+        raise checkpointing.CheckpointError(error)
+    if accelerator.is_main_process:
+        checkpointing.trim_log(out / "log.jsonl", step or 0)
+    if step is None:
         return 0
     before_load_state(accelerator)
-    accelerator.load_state(str(state))
-    if ema is not None and not is_fsdp(accelerator) and (state / "ema.safetensors").is_file():  # FSDP: load_state did
-        ema.load_state_dict(load_file(str(state / "ema.safetensors")))
-    step = json.loads((state / "step.json").read_text())["step"]
+    try:
+        accelerator.load_state(str(state))
+        if ema is not None and not is_fsdp(accelerator) and (state / "ema.safetensors").is_file():  # FSDP: load_state did
+            ema.load_state_dict(load_file(str(state / "ema.safetensors")))
+    except Exception as err:  # noqa: BLE001 - a state that does not fit this run's model or optimizer
+        why = ("Was it saved with another model, LoRA or distribution setting? Use the config it was saved with"
+               if verified else "It was written by an older version without checksums and may be damaged: restore it")
+        raise checkpointing.CheckpointError(
+            f"cannot resume from {state} (step {step}): {type(err).__name__}: {str(err).strip()[:500]}. "
+            f"{why}, {RESTART.format(out=out)}") from None
+    if not latest_current:  # killed between the state's swap and the export's: export this step again
+        log.warning("re-exporting %s for step %d", out / "checkpoints" / "latest", step)
+        export_latest(config, out, accelerator, model, ema, step)
+    accelerator.wait_for_everyone()
     log.info("resumed from step %d", step)
     return step
+
+
+def _latest_step(out: Path) -> int | None:
+    """The step of the complete checkpoints/latest (after repairing an interrupted swap), or None."""
+    try:
+        found = checkpointing.recover(out / "checkpoints" / "latest")
+    except checkpointing.CheckpointError as err:  # damaged: it is exported again from the state
+        log.warning("%s", err)
+        return None
+    return found.step if found is not None else None
 
 
 __all__ = ["fit", "build_model", "trainable_model", "init_weights", "flow_matching_loss"]

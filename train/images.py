@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 from lumina.buckets import crop_size_list
 from lumina.pixels import from_uint8
 
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 
 Size = tuple[int, int]  # (width, height) in px
 
@@ -118,9 +118,18 @@ class CaptionedImages(Dataset):
     """
 
     def __init__(self, items: list[tuple[Path, str]], side: int, sizes: list[tuple[int, int]] | None = None,
-                 top_k: int = 1, seed: int = 0) -> None:
-        self.items, self.side, self.skipped = items, side, 0
+                 top_k: int = 1, seed: int = 0, source: str | None = None) -> None:
+        self.items, self.side = items, side
         self.sizes, self.top_k, self.seed = sizes, top_k, seed
+        self.source = source  # data.path, for the error when nothing is readable
+        # indices found unreadable: each is tried, warned about and counted once (a bad file is not
+        # read again in later batches or epochs: its replacement is the next readable item anyway)
+        self.unreadable: dict[int, str] = {}
+
+    @property
+    def skipped(self) -> int:
+        """How many distinct files could not be read so far."""
+        return len(self.unreadable)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -128,6 +137,8 @@ class CaptionedImages(Dataset):
     def load(self, index: int, epoch: int = 0) -> tuple[torch.Tensor, str] | None:
         from PIL import Image
 
+        if index in self.unreadable:
+            return None
         path, caption = self.items[index]
         try:
             with Image.open(path) as img:
@@ -138,8 +149,9 @@ class CaptionedImages(Dataset):
                     img = center_square(img, self.side)
                 return to_tensor(img), caption
         except Exception as err:  # noqa: BLE001 - any unreadable file is skipped, counted
-            self.skipped += 1
-            log.warning("skipping unreadable image %s (%s); %d skipped so far", path, type(err).__name__, self.skipped)
+            self.unreadable[index] = f"{type(err).__name__}: {err}"
+            log.warning("skipping unreadable image %s (%s); %d of %d skipped so far", path, type(err).__name__,
+                        self.skipped, len(self.items))
             return None
 
     def item(self, index: int, epoch: int) -> tuple[torch.Tensor, str]:
@@ -147,7 +159,10 @@ class CaptionedImages(Dataset):
             item = self.load((index + offset) % len(self.items), epoch)
             if item is not None:
                 return item
-        raise RuntimeError("no readable image in the dataset")
+        first = min(self.unreadable)
+        raise ConfigError(f"data.path={self.source!r}: none of its {len(self.items)} image(s) can be read "
+                          f"(e.g. {self.items[first][0]}: {self.unreadable[first]}); replace the corrupt files "
+                          "(readable: .png .jpg .jpeg .webp .bmp)")
 
     def __getitem__(self, index: int):
         return self.item(index, 0)
@@ -157,18 +172,22 @@ def folder_items(folder: Path) -> list[tuple[Path, str]]:
     items, missing = [], 0
     for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS):
         caption_file = path.with_suffix(".txt")
-        if not caption_file.is_file():
+        try:
+            items.append((path, caption_file.read_text().strip()))
+        except (OSError, UnicodeDecodeError):  # missing or unreadable caption
             missing += 1
-            continue
-        items.append((path, caption_file.read_text().strip()))
     if missing:
-        log.warning("skipped %d image(s) without a same-name .txt caption in %s", missing, folder)
+        log.warning("skipped %d image(s) without a readable same-name .txt caption in %s", missing, folder)
     return items
 
 
 def jsonl_items(manifest: Path) -> list[tuple[Path, str]]:
     items, bad = [], 0
-    for line in manifest.read_text().splitlines():
+    try:
+        lines = manifest.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"data.path={str(manifest)!r} cannot be read as a JSONL manifest ({type(err).__name__}: {err})") from None
+    for line in lines:
         if not line.strip():
             continue
         try:
@@ -187,11 +206,15 @@ def image_items(config: TrainConfig) -> list[tuple[Path, str]]:
     d = config.data
     items = folder_items(Path(d.path)) if d.kind == "folder" else jsonl_items(Path(d.path))
     if not items:
-        raise ValueError(f"no usable (image, caption) pairs in {d.path}")
+        if d.kind == "folder":
+            raise ConfigError(f"data.path={d.path!r} holds no image with a same-name .txt caption; put images "
+                              f"({' '.join(sorted(IMAGE_EXTENSIONS))}) and their captions (img.png + img.txt) there")
+        raise ConfigError(f"data.path={d.path!r} lists no usable image; give one JSON object per line, "
+                          '{"image": "path/to/img.png", "caption": "..."}')
     return items
 
 
 def captioned_images(config: TrainConfig) -> CaptionedImages:
     d, m = config.data, config.model
     sizes = bucket_sizes(d.image_size, unit_px(m.patch_size, m.vae_downsample), d.max_aspect_ratio) if d.buckets else None
-    return CaptionedImages(image_items(config), d.image_size, sizes, d.bucket_top_k, config.run.seed)
+    return CaptionedImages(image_items(config), d.image_size, sizes, d.bucket_top_k, config.run.seed, source=d.path)

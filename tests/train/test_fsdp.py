@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -35,12 +36,12 @@ def args(encoder: str, out: Path, steps: int, *extra: str) -> list[str]:
     return [*TINY, f"text.encoder={encoder}", f"run.out_dir={out}", f"optim.steps={steps}", f"run.save_every={steps}", *extra]
 
 
-def launch(launcher: list[str], fit_args: list[str]) -> str:
-    """Run `python -m train fit` under a launcher with 2 CPU processes; returns its stderr."""
+def launch(launcher: list[str], fit_args: list[str], program: list[str] = ("-m", "train"), expect_success: bool = True) -> str:
+    """Run `python -m train fit` (or `program`) under a launcher with 2 CPU processes; returns its stderr."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", *launcher, "-m", "train", "fit", *fit_args], cwd=REPO, env=env,
+    done = subprocess.run([sys.executable, "-m", *launcher, *program, "fit", *fit_args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600, check=False)
-    assert done.returncode == 0, done.stderr[-4000:]
+    assert (done.returncode == 0) == expect_success, done.stderr[-4000:]
     return done.stderr
 
 
@@ -115,15 +116,29 @@ def test_bad_distributed_settings_fail_clearly(encoder, tmp_path):
 
 
 # -- real runs ------------------------------------------------------------------------------
-def test_fsdp_two_processes_agree_with_one_and_resume(encoder, single, tmp_path):
+FSDP = ["run.distributed=fsdp", "run.sample_every=3", "run.sample_prompts=[a small red circle]"]
+
+
+@pytest.fixture(scope="module")
+def fsdp_three(encoder, tmp_path_factory) -> tuple[Path, str]:
+    """2 gloo processes under FSDP, stopped after 3 steps: (run folder, stderr)."""
+    out = tmp_path_factory.mktemp("fsdp") / "run"
+    return out, launch(TORCHRUN, args(encoder, out, 3, *FSDP))
+
+
+@pytest.fixture(scope="module")
+def fsdp_six(encoder, fsdp_three, tmp_path_factory) -> tuple[Path, str]:
+    """A copy of the 3-step FSDP run resumed to 6 steps: (run folder, stderr)."""
+    out = tmp_path_factory.mktemp("fsdp") / "run"
+    shutil.copytree(fsdp_three[0], out)
+    return out, launch(TORCHRUN, args(encoder, out, 6, *FSDP))
+
+
+def test_fsdp_two_processes_agree_with_one_and_resume(encoder, single, fsdp_three, fsdp_six):
     """2 gloo processes under FSDP, stopped after 3 steps and resumed to 6 (sharded model, EMA and
     Adam state), give the single-process weights; the gathered checkpoints load with lumina."""
-    out = tmp_path / "fsdp"
-    first = launch(TORCHRUN, args(encoder, out, 3, "run.distributed=fsdp", "run.sample_every=3",
-                                  "run.sample_prompts=[a small red circle]"))
+    (_, first), (out, second) = fsdp_three, fsdp_six
     assert UNITS in first
-    second = launch(TORCHRUN, args(encoder, out, 6, "run.distributed=fsdp", "run.sample_every=3",
-                                   "run.sample_prompts=[a small red circle]"))
     assert "resumed from step 3" in second
     assert [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
     assert (out / "state" / "pytorch_model_fsdp_0").is_dir() and (out / "state" / "pytorch_model_fsdp_1").is_dir()  # model, EMA
@@ -133,6 +148,55 @@ def test_fsdp_two_processes_agree_with_one_and_resume(encoder, single, tmp_path)
     model = lumina.load_model(out / "checkpoints" / "latest")
     assert model.config.dim == 32 and model.config.n_layers == 2
     assert sorted(p.name for p in (out / "samples").glob("*.png")) == ["step_0000003.png", "step_0000006.png"]
+    # the sealed manifest lists every process's files (rank 0 sealed it after all had written and synced)
+    manifest = json.loads((out / "state" / "step.json").read_text())
+    assert manifest["step"] == 6 and manifest["processes"] == 2
+    assert {"random_states_0.pkl", "random_states_1.pkl"} <= set(manifest["files"])
+    for folder in ("pytorch_model_fsdp_0", "pytorch_model_fsdp_1", "optimizer_0"):
+        assert len([n for n in manifest["files"] if n.startswith(folder + "/") and n.endswith(".distcp")]) == 2, folder
+    assert not [p.name for p in (out, out / "checkpoints") for p in p.iterdir() if p.name.endswith((".tmp", ".old"))]
+
+
+KILL_RANK_1 = """
+import os, signal, sys
+from pathlib import Path
+import torch
+target, nth = sys.argv.pop(1), int(sys.argv.pop(1))
+seen, save = [0], torch.save
+def save_then_die(obj, f, *args, **kwargs):
+    save(obj, f, *args, **kwargs)
+    if isinstance(f, (str, os.PathLike)) and Path(f).name == target:
+        seen[0] += 1
+        if seen[0] == nth:  # rank 1 half way through this file: cut it, and SIGKILL the process
+            os.truncate(f, os.path.getsize(f) // 2)
+            os.kill(os.getpid(), signal.SIGKILL)
+    return None
+torch.save = save_then_die
+from train.__main__ import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_fsdp_killed_in_a_save_resumes_exactly(encoder, fsdp_three, fsdp_six, tmp_path):
+    """Rank 1 SIGKILLed while writing its random_states_1.pkl of the save at step 5 (the launcher
+    then stops rank 0 wherever it is): the state of step 4 stays complete, and resuming to 6 gives
+    the uninterrupted FSDP run's weights bit for bit."""
+    out = tmp_path / "run"
+    shutil.copytree(fsdp_three[0], out)
+    driver = tmp_path / "kill_rank_1.py"
+    driver.write_text(KILL_RANK_1)
+    every_step = args(encoder, out, 6, *FSDP, "run.save_every=1")  # saves at steps 4, 5 and 6
+    launch(TORCHRUN, every_step, program=[str(driver), "random_states_1.pkl", "2"], expect_success=False)
+    assert json.loads((out / "state" / "step.json").read_text())["step"] == 4
+    assert (out / "state.tmp").is_dir()  # the unsealed save of step 5
+    second = launch(TORCHRUN, every_step)
+    assert "resumed from step 4" in second
+    assert [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
+    for name in (MODEL, EMA):
+        want = load_file(fsdp_six[0] / "checkpoints" / "latest" / name)
+        got = load_file(out / "checkpoints" / "latest" / name)
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want), name
+    assert not (out / "state.tmp").exists()
 
 
 def test_fsdp_lora_under_accelerate_launch_agrees_with_one_process(encoder, single, tmp_path):
