@@ -11,6 +11,7 @@ from .config import PRESETS, LuminaConfig, infer_config
 from .errors import LuminaCheckpointError, LuminaError, LuminaInputError, LuminaNumericError
 from .extrapolation import extrapolation_options
 from .model import FlagDiT, ForwardOptions, LuminaDiT, NextDiT, build_model
+from .memory import MemoryEstimate, check_sampling_fits, estimate_sampling_memory
 from .model.hooks import BatchRows, batch_rows
 from .sampling import sample, seeded_noise
 from .sampling_settings import SamplingSettings
@@ -19,6 +20,7 @@ from .solvers import SamplingInterrupted, StepInfo
 __all__ = [
     "load_model", "save_official", "save_diffusers", "read_state_dict", "to_official",
     "LuminaConfig", "PRESETS", "infer_config", "build_model", "LuminaDiT", "FlagDiT", "NextDiT",
-    "ForwardOptions", "BatchRows", "batch_rows", "Conditioning", "ImageStart", "SamplingSettings", "sample", "seeded_noise", "extrapolation_options", "StepInfo",
+    "ForwardOptions", "BatchRows", "batch_rows", "Conditioning", "ImageStart", "SamplingSettings", "sample", "seeded_noise",
+    "MemoryEstimate", "estimate_sampling_memory", "check_sampling_fits", "extrapolation_options", "StepInfo",
     "SamplingInterrupted", "LuminaError", "LuminaCheckpointError", "LuminaInputError", "LuminaNumericError",
 ]

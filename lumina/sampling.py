@@ -19,6 +19,7 @@ from .conditioning import Conditioning, concat
 from .editing import ImageStart
 from .errors import LuminaInputError, LuminaNumericError
 from .guidance import OFFICIAL_GUIDED_CHANNELS, combine
+from .memory import check_sampling_fits
 from .model import ForwardOptions, LuminaDiT
 from .model.hooks import ForwardFeature, batch_rows
 from .model.options import DEFAULT_OPTIONS
@@ -69,13 +70,18 @@ def guided_velocity(
         caption, opts = batched(b)
         if features:
             opts = replace(opts, features=opts.features + tuple(features))
-        out = model(x, t.expand(x.shape[0]), caption.cap_feats, caption.cap_mask, opts).float()
-        if not bool(torch.isfinite(out).all()):  # one reduction a call: stop at the first bad step
+        try:
+            return model(x, t.expand(x.shape[0]), caption.cap_feats, caption.cap_mask, opts).float()
+        except LuminaInputError:
+            # the model checks its inputs; a non-finite state here came from an earlier model call
+            # (the user's noise and start latent were checked), so name that cause instead
+            if bool(torch.isfinite(x).all()):
+                raise
             raise LuminaNumericError(
-                f"the model produced NaN or infinite velocities at t={float(t):.4f} from finite inputs; its weights may "
-                "overflow in their dtype (fp16: load in bf16 or fp32) or the checkpoint may be damaged"
-            )
-        return out
+                f"sampling reached NaN or infinite values before t={float(t):.4f}: the model produced them from finite "
+                "inputs; its weights may overflow in their dtype (fp16: load in bf16 or fp32) or the checkpoint may "
+                "be damaged"
+            ) from None
 
     if unguided:
         def velocity(x: Tensor, t: Tensor, features: tuple[ForwardFeature, ...] = ()) -> Tensor:
@@ -160,6 +166,12 @@ def sample(
     if latent_shape is None:
         raise LuminaInputError("give latent_shape (batch, channels, h, w), or start= an ImageStart for image-to-image")
     latent_shape = check_latent_shape(model, latent_shape)
+    guided = uncond is not None and settings.cfg != 1.0
+    check_sampling_fits(  # before any allocation: refuse what cannot fit, naming the largest size that does
+        model, latent_shape, cfg_batch=guided, solver=settings.solver,
+        caption_tokens=max(cond.length, uncond.length if uncond is not None else 0),
+        caption_padded=bool(uncond is not None and cond.length != uncond.length) or not bool(cond.cap_mask.all()),
+    )
 
     device = model.x_embedder.weight.device
     if noise is None:
@@ -179,7 +191,6 @@ def sample(
         if len(grid) < 2:  # nothing left to integrate: λ = 1 or strength 0 returns the latent
             return x[None] if trajectory else x
 
-    guided = uncond is not None and settings.cfg != 1.0
     paired = guided and settings.cfg_mode == "official" and settings.solver == "dopri5"
     velocity = guided_velocity(
         model, cond.to(device), None if uncond is None else uncond.to(device), settings.cfg, settings.cfg_mode,
@@ -197,7 +208,10 @@ def sample(
                     callback=callback, trajectory=trajectory)
     out = out[:, :b] if trajectory else out[:b]
     if not bool(torch.isfinite(out).all()):  # one reduction: never hand back a black image as a success
-        raise LuminaNumericError("sampling produced NaN or infinite values from finite velocities (the solver overflowed)")
+        raise LuminaNumericError(
+            "sampling produced NaN or infinite values from finite inputs in its last step; the model's weights may "
+            "overflow in their dtype (fp16: load in bf16 or fp32) or the checkpoint may be damaged"
+        )
     return out
 
 

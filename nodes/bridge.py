@@ -26,6 +26,7 @@ from ..lumina.conditioning import Conditioning
 from ..lumina.extrapolation import extrapolation_options
 from ..lumina.features.interrupt import InterruptCheck
 from ..lumina.guidance import official_cfg
+from ..lumina.memory import check_sampling_fits, estimate_sampling_memory
 from ..lumina.model import ForwardOptions, LuminaDiT
 from ..lumina.model.hooks import BatchRows, ForwardFeature, batch_rows
 from ..lumina.sampling import VelocityWrapper
@@ -145,6 +146,23 @@ class LuminaBaseModel(comfy.model_base.BaseModel):
         vae = self.diffusion_model.config.vae_downsample
         return extrapolation_options(self.diffusion_model.config, x.shape[-1] * vae, x.shape[-2] * vae, "auto")
 
+    def memory_required(self, input_shape, cond_shapes=None, **kwargs) -> float:
+        """What ComfyUI frees before sampling and how it batches cond/uncond: our estimate of one
+        model call of this batch (weights excluded, as ComfyUI counts them itself)."""
+        estimate = estimate_sampling_memory(
+            self.diffusion_model, tuple(input_shape), cfg_batch=False, count_weights=False,
+            device=comfy.model_management.get_torch_device(),
+        )
+        return float(estimate.run_bytes)
+
+    def _check_memory(self, x: torch.Tensor, caption: Conditioning) -> None:
+        """Core samplers: refuse a run that cannot fit before its first forward (once per batch shape)."""
+        key = _memory_key(x, caption)
+        if key != getattr(self, "_memory_checked", None):
+            check_sampling_fits(self.diffusion_model, tuple(x.shape), cfg_batch=False,
+                                caption_tokens=caption.cap_feats.shape[1], device=x.device)
+            self._memory_checked = key
+
     def extra_conds(self, **kwargs) -> dict:
         out = {}
         feats = kwargs.get("cross_attn")
@@ -170,6 +188,7 @@ class LuminaBaseModel(comfy.model_base.BaseModel):
             self.default_options(x), comfy_batch_rows(x.shape[0], transformer_options.get("cond_or_uncond")),
             extra=(INTERRUPT_CHECK,),
         )
+        self._check_memory(x, caption)
         dtype = self.get_dtype()
         t_lumina = flow.t_from_sigma(sigma.float())
         velocity = self.diffusion_model(x.to(dtype), t_lumina, caption.cap_feats.to(dtype), caption.cap_mask, options).float()
@@ -191,6 +210,10 @@ def check_finite_denoised(args: dict) -> torch.Tensor:
             "bf16 or fp32 weights if the model was loaded in fp16"
         )
     return denoised
+
+
+def _memory_key(x: torch.Tensor, caption: Conditioning) -> tuple:
+    return tuple(x.shape), str(x.device), caption.cap_feats.shape[1]
 
 
 def comfy_batch_rows(batch: int, cond_or_uncond: list[int] | None) -> BatchRows:

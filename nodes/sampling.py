@@ -9,7 +9,7 @@ from ..lumina.extrapolation import EXTRAPOLATION_MODES, extrapolation_options
 from ..lumina.flow import SCHEDULES, time_grid
 from ..lumina.guidance import CFG_MODES
 from ..lumina.editing import ImageStart, trim_grid
-from ..lumina.sampling import sample, seeded_noise
+from ..lumina.sampling import sample
 from ..lumina.sampling_settings import SamplingSettings
 from ..lumina.solvers import SOLVERS
 from . import bridge
@@ -88,7 +88,7 @@ class LuminaFlowSampler:
             start = ImageStart(image, normalize=normalize_latent, **timing)
         out = sample(
             lumina_model, cond, caption_of(negative[0]), None if start else latent.shape, settings, start=start,
-            noise=seeded_noise(latent.shape, seed), options=options, wrappers=patch.wrappers,
+            seed=seed, options=options, wrappers=patch.wrappers,  # sample() draws the official noise after its memory check
             callback=bridge.preview_callback(model, len(settings.time_grid()) - 1),  # solver steps, for the progress bar
         )
         return ({**latent_image, "samples": latent_format.process_out(out.cpu())},)

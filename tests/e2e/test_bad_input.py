@@ -34,3 +34,22 @@ def test_nan_cfg_is_an_error_on_the_flow_sampler_and_on_ksampler(comfy_server, t
         "positive": ["3", 0], "negative": ["3", 1], "latent_image": ["4", 0], "denoise": 1.0}}
     error = _fails_then_next_succeeds(comfy_server, ksampler, good)
     assert error["node_type"] == "KSampler" and "contains NaN or infinite values; use a finite cfg" in error["exception_message"]
+
+
+def test_a_size_that_cannot_fit_is_refused_before_it_runs(comfy_server, tiny_assets, unique_prefix):
+    """The node maximum (8192², batch 64) needs ~100 GiB even for the tiny model: a clear error naming
+    the largest size that fits, on both sampling paths, and the server serves the next prompt."""
+    good = t2i_graph(tiny_assets, unique_prefix, steps=3)
+    huge = copy.deepcopy(good)
+    huge["4"]["inputs"].update(width=8192, height=8192, batch_size=64)
+    error = _fails_then_next_succeeds(comfy_server, huge, good)
+    message = error["exception_message"]
+    assert error["node_type"] == "LuminaFlowSampler"
+    assert "sampling 64 images of 8192×8192 px needs about" in message and "The largest square image that fits is" in message
+
+    ksampler = copy.deepcopy(huge)
+    ksampler["5"] = {"class_type": "KSampler", "inputs": {
+        "model": ["1", 0], "seed": 3, "steps": 3, "cfg": 4.0, "sampler_name": "euler", "scheduler": "simple",
+        "positive": ["3", 0], "negative": ["3", 1], "latent_image": ["4", 0], "denoise": 1.0}}
+    error = _fails_then_next_succeeds(comfy_server, ksampler, good)
+    assert error["node_type"] == "KSampler" and "8192×8192 px needs about" in error["exception_message"]
