@@ -24,7 +24,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from .config import LuminaConfig, ffn_hidden_dim, guess_family, infer_config
+from .config import LuminaConfig, guess_family, infer_config
+from .widths import ffn_hidden_dim
 from .errors import LuminaCheckpointError
 from .model import LuminaDiT, build_model
 
@@ -468,6 +469,9 @@ def _config_from_metadata(metadata: Mapping[str, str], sd: Mapping[str, Tensor],
     raw = metadata.get(CONFIG_METADATA_KEY)
     if raw:
         data = _parse_json(raw, f"its {CONFIG_METADATA_KEY} metadata", source, _METADATA_HINT, guess_family(sd))
+        if isinstance(data, dict) and data.get("family") == "flag_dit" and "nextframe_token" not in data:
+            # saved before the field existed: the optional [nextframe] token is there or not
+            data = {**data, "nextframe_token": "nextframe_token" in sd}
         try:
             return LuminaConfig.from_dict(data)
         except (TypeError, ValueError) as err:

@@ -15,16 +15,10 @@ from typing import Any, Literal, Mapping
 
 from .errors import LuminaCheckpointError, LuminaInputError
 from .families import FAMILIES, FAMILY_NAMES
+from .widths import ffn_hidden_dim
+from .video_config import LuminaVideoConfig, infer_video_config, is_video_state_dict
 
 Family = Literal["flag_dit", "next_dit"]
-
-
-def ffn_hidden_dim(dim: int, multiple_of: int, ffn_dim_multiplier: float | None = None) -> int:
-    """SwiGLU width as the official code computes it: 2/3 of 4·dim, scaled, rounded up."""
-    hidden = int(2 * (4 * dim) / 3)
-    if ffn_dim_multiplier is not None:
-        hidden = int(ffn_dim_multiplier * hidden)
-    return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
 
 
 @dataclass(frozen=True)
@@ -47,8 +41,19 @@ class LuminaConfig:
     rope_theta: float = 10000.0
     base_image_size: int = 1024  # training resolution in pixels; extrapolation is relative to it
     vae_downsample: int = 8
+    # Flag-DiT's learned [nextframe] token (`nextframe_token`), which closes every frame of a video
+    # latent. None: created for new Flag-DiT models, absent for Next-DiT (its 3-D RoPE carries the
+    # frames). Released Lumina-T2I checkpoints have none: `infer_config` reads it off the state
+    # dict, and such a model refuses latents with more than one frame.
+    nextframe_token: bool | None = None
 
     def __post_init__(self) -> None:
+        if self.nextframe_token is None:  # frozen: resolve the family default in place
+            object.__setattr__(self, "nextframe_token", self.family == "flag_dit")
+        if self.nextframe_token and self.family != "flag_dit":
+            raise ValueError(
+                "nextframe_token is Flag-DiT's [nextframe] token; Next-DiT carries frames by 3-D RoPE and has none"
+            )
         if self.family not in FAMILIES:
             raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
         if self.dim % self.n_heads:
@@ -115,6 +120,29 @@ class LuminaConfig:
                 f"use an image size that is a multiple of {self.pixel_unit} pixels"
             )
 
+    def check_frames(self, where: str, frames: int) -> None:
+        """Raise a LuminaInputError naming `where` unless this model can take `frames` frames."""
+        if frames < 1:
+            raise LuminaInputError(
+                f"{where} has {frames} frames; a (batch, {self.in_channels}, frames, height, width) latent needs at "
+                "least one frame (an image is one frame)"
+            )
+        if frames == 1:
+            return
+        if self.family == "flag_dit" and not self.nextframe_token:
+            raise LuminaInputError(
+                f"{where} has {frames} frames but this Flag-DiT (Lumina-T2I) model has no learned [nextframe] token "
+                "(no released checkpoint has one), so it cannot lay out more than one frame; fine-tune a [nextframe] "
+                "token (a model built with nextframe_token=True, e.g. from this one's weights), or use a Next-DiT "
+                "model, whose 3-D RoPE carries the frames"
+            )
+        if self.family == "next_dit" and self.head_dim % 6:
+            raise LuminaInputError(
+                f"{where} has {frames} frames but this Next-DiT model's head_dim {self.head_dim} cannot carry 3-D "
+                "(frame, row, col) RoPE, which needs a head_dim divisible by 6; sample images (one frame) with it, or "
+                "use a model whose head_dim is a multiple of 6"
+            )
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -132,7 +160,7 @@ class LuminaConfig:
 
 PRESETS: dict[str, LuminaConfig] = {
     # lumina_t2i/models/model.py: DiT_Llama_5B_patch2, LLaMA-2-7B captions
-    "lumina-t2i-5b": LuminaConfig("flag_dit", dim=3072, n_layers=32, n_heads=32, cap_feat_dim=4096),
+    "lumina-t2i-5b": LuminaConfig("flag_dit", dim=3072, n_layers=32, n_heads=32, cap_feat_dim=4096, nextframe_token=False),
     # lumina_next_t2i*/models: NextDiT_2B_GQA_patch2, Gemma-2B captions
     "lumina-next-2b": LuminaConfig("next_dit", dim=2304, n_layers=24, n_heads=32, n_kv_heads=8, cap_feat_dim=2048),
 }
@@ -143,6 +171,8 @@ _LAYER_KEY = re.compile(r"^layers\.(\d+)\.")
 def guess_family(keys: Any) -> Family | None:
     """Family from official key names, or None when neither family's markers are present."""
     keys = set(keys)
+    if is_video_state_dict(keys):  # Lumina-Video: multi-scale patch entries (its blocks look like Next-DiT's)
+        return "lumina_video"  # type: ignore[return-value]
     if "eol_token" in keys or "layers.0.attention_norm.weight" in keys:
         return "flag_dit"
     if "layers.0.attention_norm1.weight" in keys:
@@ -200,6 +230,8 @@ def infer_config(state_dict: Mapping[str, Any], source: str = "state dict", in_c
             source=source, keys=sorted(state_dict.keys())[:5],
             hint="pick a Lumina-T2I, Lumina-Next-T2I or Lumina-Next-SFT checkpoint",
         )
+    if family == "lumina_video":
+        return infer_video_config(state_dict, source)  # type: ignore[return-value]  # a LuminaVideoConfig
     dim, patch_features = _shape(state_dict, "x_embedder.weight", source, family)
     out_features = _shape(state_dict, "final_layer.linear.weight", source, family)[0]
     n_heads = _shape(state_dict, "layers.0.attention.gate", source, family)[0]
@@ -218,10 +250,11 @@ def infer_config(state_dict: Mapping[str, Any], source: str = "state dict", in_c
         n_kv_heads=None if n_kv_heads == n_heads else n_kv_heads,
         cap_feat_dim=cap_feat_dim, ffn_hidden=ffn_hidden, patch_size=patch, in_channels=channels,
         learn_sigma=learn_sigma, qk_norm="layers.0.attention.q_norm.weight" in state_dict,
+        nextframe_token="nextframe_token" in state_dict,
     )
 
 
 __all__ = [
     "LuminaConfig", "PRESETS", "FAMILIES", "FAMILY_NAMES", "infer_config", "guess_family", "ffn_hidden_dim",
-    "layer_count",
+    "layer_count", "LuminaVideoConfig", "infer_video_config",
 ]

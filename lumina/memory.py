@@ -70,7 +70,7 @@ class _Request:
     """What an estimate was made for, kept so a refusal can recompute at other sizes."""
 
     config: LuminaConfig
-    items: tuple[tuple[int, int, int], ...]  # (channels, height, width) latent of each user item
+    items: tuple[tuple[int, int, int, int], ...]  # (channels, frames, height, width) latent of each user item
     cfg_batch: bool
     dtype: torch.dtype
     device: torch.device
@@ -178,28 +178,42 @@ def _resolve_model(
     return config, dtype, device, floating, other, count_weights
 
 
-def _items(config: LuminaConfig, latent_shape: Sequence[int] | Sequence[Sequence[int]]) -> tuple[tuple[int, int, int], ...]:
-    """A (B, C, h, w) shape, or a list of (C, h, w) item shapes (a padded list batch)."""
+def _items(
+    config: LuminaConfig, latent_shape: Sequence[int] | Sequence[Sequence[int]]
+) -> tuple[tuple[int, int, int, int], ...]:
+    """A (B, C, h, w) or (B, C, F, h, w) shape, or a list of (C, h, w) or (C, F, h, w) item shapes
+    (a padded list batch), as (C, F, h, w) items (F = 1 for images)."""
     shape = list(latent_shape)
     if shape and all(isinstance(s, int) for s in shape):
-        if len(shape) != 4:
-            raise LuminaInputError(f"latent shape {tuple(shape)} needs (batch, {config.in_channels}, h, w)")
+        if len(shape) not in (4, 5):
+            raise LuminaInputError(
+                f"latent shape {tuple(shape)} needs (batch, {config.in_channels}, h, w), or (batch, "
+                f"{config.in_channels}, frames, h, w) with frames"
+            )
         b, *item = shape
         if b < 1:
             raise LuminaInputError(f"latent shape {tuple(shape)} has no items")
         items = [tuple(item)] * b
     else:
         items = [tuple(s) for s in shape]
-        if not items or any(len(s) != 3 for s in items):
-            raise LuminaInputError(f"latent shapes {shape} need to be (channels, h, w) each")
+        if not items or any(len(s) not in (3, 4) for s in items):
+            raise LuminaInputError(f"latent shapes {shape} need to be (channels, h, w) or (channels, frames, h, w) each")
+    out = []
     for s in items:
-        config.check_latent(f"latent shape {s}", *s)
-    return tuple(items)  # type: ignore[return-value]
+        ch, f, h, w = s if len(s) == 4 else (s[0], 1, *s[1:])
+        config.check_frames(f"latent shape {s}", f)
+        config.check_latent(f"latent shape {s}", ch, h, w)
+        out.append((ch, f, h, w))
+    return tuple(out)
 
 
-def _tokens(config: LuminaConfig, height: int, width: int) -> int:
+def _tokens(config: LuminaConfig, frames: int, height: int, width: int) -> int:
+    """Sequence length: frames · rows · cols patches, plus Flag-DiT's [nextline] per row and
+    [nextframe] per frame (none for one frame)."""
     rows, cols = height // config.patch_size, width // config.patch_size
-    return rows * (cols + 1) if config.family == "flag_dit" else rows * cols  # Flag-DiT: [nextline] per row
+    if config.family != "flag_dit":
+        return frames * rows * cols
+    return frames * rows * (cols + 1) + (frames if frames > 1 else 0)
 
 
 def resolve_attention_backend(
@@ -261,7 +275,8 @@ def estimate_sampling_memory(
     count_weights: bool | None = None,
 ) -> MemoryEstimate:
     """Peak bytes of `lumina.sample` (or a sampler calling the model once per step) for latents of
-    `latent_shape`: (B, C, h, w), or a list of (C, h, w) item shapes for a padded list batch.
+    `latent_shape`: (B, C, h, w), or a list of (C, h, w) item shapes for a padded list batch; with
+    frames (B, C, F, h, w) or (C, F, h, w) items (tokens = F·rows·cols, plus special tokens).
 
     cfg_batch: conditional and unconditional rows in one forward (CFG ≠ 1 with a negative prompt).
     dtype / device: the model's (default: the model's weight dtype and device; fp32 and CPU for a
@@ -286,7 +301,7 @@ def estimate_sampling_memory(
 def _estimate(r: _Request) -> MemoryEstimate:
     c, e = r.config, torch.empty(0, dtype=r.dtype).element_size()
     half = e < 4  # apply_rope and the RMSNorms compute in fp32: a copy only when the model is not fp32
-    lengths = [_tokens(c, h, w) for _, h, w in r.items]
+    lengths = [_tokens(c, f, h, w) for _, f, h, w in r.items]
     padded = len(set(lengths)) > 1  # same-size list items are concatenated into one plain batch
     rows = len(r.items) * (2 if r.cfg_batch else 1)
     per_row = rows // len(r.items)  # 2 under CFG
@@ -307,15 +322,15 @@ def _estimate(r: _Request) -> MemoryEstimate:
     if padded:  # the items' own sequences stay alive beside the padded batch they were copied into
         persistent += [per_row * n * D * e for n in lengths]
     if c.family == "flag_dit":  # the last embedded grid stays alive beside its [nextline]-packed sequence
-        _, h_last, w_last = r.items[-1]
+        _, f_last, h_last, w_last = r.items[-1]
         grid_rows = (1 if padded else len(r.items)) * per_row
-        persistent.append(grid_rows * (h_last // c.patch_size) * (w_last // c.patch_size) * D * e)
+        persistent.append(grid_rows * f_last * (h_last // c.patch_size) * (w_last // c.patch_size) * D * e)
     # RoPE tables: fp32 angles and complex64 rotations, (1, L, d/2) for one size, (B, L, d/2) for a
     # padded list batch (positions differ per item).
     rope = [(rows if padded else 1) * L * (d // 2) * size for size in (4, 8)]
     # Latents, fp32: the solver's state and k's for the user's batch, the velocity call's batched
     # input, its patches (and their cast when the model is not fp32).
-    latent = sum(ch * h * w for ch, h, w in r.items) * 4
+    latent = sum(ch * f * h * w for ch, f, h, w in r.items) * 4
     model_in = latent * per_row
     latents = [latent] * SOLVER_LATENTS[r.solver] + [model_in] + [model_in * e // 4] * (2 if half else 1)
 
@@ -415,7 +430,7 @@ def _with(request: _Request, side: int | None = None, **changes) -> _Request:
     if side is not None:
         c = request.config
         latent_side = side // c.vae_downsample
-        changes["items"] = tuple((c.in_channels, latent_side, latent_side) for _ in request.items)
+        changes["items"] = tuple((c.in_channels, f, latent_side, latent_side) for _, f, _, _ in request.items)
     return replace(request, **changes)
 
 
@@ -539,6 +554,9 @@ def check_fits(estimate: MemoryEstimate, available: int, *, what: str) -> None:
     ]
     side = _largest_side(r, available)
     at_batch = f"at batch {batch}, " if batch > 1 else ""
+    frames = sorted({f for _, f, _, _ in r.items})
+    if frames != [1]:
+        at_batch += f"{' or '.join(map(str, frames))} frames, "
     unit = r.config.pixel_unit
     if side:
         lines.append(f"The largest square image that fits is {side}×{side} px ({at_batch}same settings; sides are "
@@ -568,9 +586,13 @@ def check_fits(estimate: MemoryEstimate, available: int, *, what: str) -> None:
 def describe_request(config: LuminaConfig, latent_shape: Sequence[int] | Sequence[Sequence[int]]) -> str:
     """"sampling 2 images of 1024×768 px" (width × height) for check_fits' messages."""
     items = _items(config, latent_shape)
-    sizes = sorted({(w * config.vae_downsample, h * config.vae_downsample) for _, h, w in items})
+    sizes = sorted({(w * config.vae_downsample, h * config.vae_downsample) for _, _, h, w in items})
     what = " and ".join(f"{w}×{h}" for w, h in sizes)
-    return f"sampling {len(items)} image{'s' if len(items) > 1 else ''} of {what} px"
+    frames = sorted({f for _, f, _, _ in items})
+    if frames == [1]:
+        return f"sampling {len(items)} image{'s' if len(items) > 1 else ''} of {what} px"
+    counts = " or ".join(str(f) for f in frames)
+    return f"sampling {len(items)} latent{'s' if len(items) > 1 else ''} of {counts} frames at {what} px"
 
 
 def check_sampling_fits(

@@ -125,10 +125,19 @@ class VelocityWrapper(Protocol):
 
 
 def check_latent_shape(model: LuminaDiT, shape: Sequence[int]) -> tuple[int, ...]:
+    """(B, C, h, w) for images, (B, C, F, h, w) with frames (video, multi-view)."""
     c = model.config
-    if len(shape) != 4:
-        raise LuminaInputError(f"latent shape {tuple(shape)} cannot be sampled: it needs (batch, {c.in_channels}, h, w)")
-    c.check_latent(f"latent shape {tuple(shape)}", *shape[1:])
+    if len(shape) not in (4, 5):
+        raise LuminaInputError(
+            f"latent shape {tuple(shape)} cannot be sampled: it needs (batch, {c.in_channels}, h, w), or "
+            f"(batch, {c.in_channels}, frames, h, w) with frames"
+        )
+    where = f"latent shape {tuple(shape)}"
+    if len(shape) == 5:
+        c.check_frames(where, shape[2])
+        c.check_latent(where, shape[1], *shape[3:])
+    else:
+        c.check_latent(where, *shape[1:])
     return tuple(shape)
 
 
@@ -150,7 +159,8 @@ def sample(
 ) -> Tensor:
     """Solve the flow ODE from noise (t = 0) — or from an image latent part-way — to data (t = 1).
 
-    Text-to-image: give `latent_shape` (B, C, h, w). Image-to-image: give `start`
+    Text-to-image: give `latent_shape` (B, C, h, w); with frames (video, multi-view) (B, C, F, h, w)
+    (the seeded noise, memory check, every solver and CFG mode work alike). Image-to-image: give `start`
     (`lumina.editing.ImageStart`: the VAE latent and a start time λ or an official strength).
     `settings` (`SamplingSettings`; defaults: the official Lumina-T2I demo's euler, 30 grid points,
     shift 4, cfg 4, official CFG) can be given whole or by name, e.g.

@@ -97,7 +97,7 @@ def init_weights(model: lumina.LuminaDiT) -> None:
     for name, p in model.named_parameters():
         if "adaLN_modulation" in name or name.startswith("final_layer.linear") or name.endswith("attention.gate"):
             torch.nn.init.zeros_(p)
-        elif name in ("pad_token", "eol_token"):
+        elif name in ("pad_token", "eol_token", "nextframe_token"):
             torch.nn.init.normal_(p, std=0.02)
 
 

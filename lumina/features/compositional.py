@@ -29,7 +29,8 @@ class RegionalPrompts(ForwardFeature):
     """R regional captions and where they apply; a per-call feature (`ForwardOptions.features`).
 
     cap_feats (R, Lr, D) and cap_mask (R, Lr): the regions' text-encoder features and masks.
-    masks (R, h, w): weights in [0, 1] at latent resolution (any h, w: resized to the latent).
+    masks (R, h, w): weights in [0, 1] at latent resolution (any h, w: resized to the latent); for
+      latents with frames the same (h, w) regions apply to every frame.
     rows: batch rows of the model call that use the regions (None = every conditional row).
     """
 
@@ -107,9 +108,9 @@ class RegionalHook(ForwardHook):
 
 def token_weights(masks: Tensor, layout: TokenLayout, patch: int) -> Tensor:
     """(R, h, w) masks → (R, layout.length) region weights of every sequence slot; special
-    tokens ([nextline], [nextframe]) get weight 0."""
+    tokens ([nextline], [nextframe]) get weight 0; every frame gets the same regions."""
     per_patch = patch_weights(masks, layout.rows * patch, layout.cols * patch, patch)  # (R, rows, cols)
-    grid = per_patch.permute(1, 2, 0)[None, None]  # (1, 1, rows, cols, R)
+    grid = per_patch.permute(1, 2, 0)[None, None].expand(1, layout.frames, -1, -1, -1)  # (1, F, rows, cols, R)
     zero = grid.new_zeros(grid.shape[-1])
     return pack(grid, layout, zero if layout.nextline else None, zero if layout.nextframe else None)[0].T
 

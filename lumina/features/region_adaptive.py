@@ -120,6 +120,11 @@ class RegionAdaptive:
                 f"region-adaptive sampling needs a fixed-step solver ({', '.join(FIXED_STEP_SOLVERS)}): "
                 f"{plan.settings.solver} rejects and retries steps, so reused velocities would be out of date"
             )
+        if len(plan.latent_shape) != 4:
+            raise LuminaInputError(
+                f"region-adaptive sampling runs on image latents (batch, channels, h, w), not the latent shape "
+                f"{tuple(plan.latent_shape)} with frames; turn it off (sample_ratio=1) for videos and multi-view latents"
+            )
         p = plan.patch_size
         patches = (plan.latent_shape[2] // p) * (plan.latent_shape[3] // p)
         skips = self.skip_counts(patches, plan.model_calls)

@@ -2,7 +2,9 @@
 values in self-attention, so the batch shares one style.
 
 The reference's tokens are appended to each target's sequence before RoPE, at positions after
-the target's own (Flag-DiT: sequence index + L; Next-DiT: rows + R), so no position is duplicated.
+the target's own (Flag-DiT: sequence index + L; Next-DiT: rows + R for images, frames + F for
+latents with frames, i.e. the reference continues the target as later frames), so no position
+is duplicated.
 The reference itself attends only to itself: its output equals a solo run of it. Under CFG each
 guidance half shares within itself (the model batch's rows come from `BatchRows`).
 """
@@ -73,7 +75,12 @@ class SharedAttention(ForwardFeature):
             return None
         model = info.model
         pos = model.positions(layout)
-        appended = pos + (layout.length if pos.shape[-1] == 1 else torch.tensor([float(layout.rows), 0.0]))
+        if pos.shape[-1] == 1:  # Flag-DiT: after the whole flat sequence
+            appended = pos + layout.length
+        elif pos.shape[-1] == 2:  # Next-DiT image (row, col): below the target's rows
+            appended = pos + torch.tensor([float(layout.rows), 0.0])
+        else:  # Next-DiT frames (frame, row, col): after the target's frames
+            appended = pos + torch.tensor([float(layout.frames), 0.0, 0.0])
         angles = rope_angles(
             appended[None].to(info.device), model.config.head_dim, model.config.rope_theta, info.rope_scaling,
             interpolate_positions=model.interpolate_positions,

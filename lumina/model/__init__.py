@@ -6,10 +6,12 @@ from __future__ import annotations
 from ..config import LuminaConfig
 from .dit import LuminaDiT
 from .flag_dit import FlagDiT
+from .lumina_video import LuminaVideo
 from .next_dit import NextDiT
 from .options import ForwardOptions
 
 MODEL_CLASSES: dict[str, type[LuminaDiT]] = {"flag_dit": FlagDiT, "next_dit": NextDiT}
+MODEL_CLASSES["lumina_video"] = LuminaVideo  # type: ignore[assignment]  # takes a LuminaVideoConfig
 
 
 def build_model(config: LuminaConfig) -> LuminaDiT:
@@ -17,4 +19,4 @@ def build_model(config: LuminaConfig) -> LuminaDiT:
     return MODEL_CLASSES[config.family](config)
 
 
-__all__ = ["build_model", "LuminaDiT", "FlagDiT", "NextDiT", "ForwardOptions", "MODEL_CLASSES"]
+__all__ = ["build_model", "LuminaDiT", "FlagDiT", "NextDiT", "ForwardOptions", "MODEL_CLASSES", "LuminaVideo"]

@@ -64,7 +64,9 @@ class LuminaDiT(nn.Module):
     ) -> Latents:
         """Velocity for the C latent channels (with return_sigma, all 2C output channels).
 
-        x: (B, C, H, W) latents, or a list of (C, H_i, W_i) latents of different sizes.
+        x: (B, C, H, W) latents, or a list of (C, H_i, W_i) latents of different sizes; with frames
+        (video, multi-view), (B, C, F, H, W) latents or a list of (C, F_i, H_i, W_i) (the result has
+        the same form; one frame is exactly the image path).
         t: (B,) or a scalar in [0, 1], 0 = noise. cap_feats: (B, Lc, cap_feat_dim) text-encoder
         features; cap_mask: (B, Lc), 1 for real tokens (None = all real).
         """
@@ -72,11 +74,12 @@ class LuminaDiT(nn.Module):
         list_input = not isinstance(x, Tensor)
         if list_input:
             grids, is_list = self._check_items(list(x)), True
+            video = grids[0].ndim == 5
             if all(g.shape == grids[0].shape for g in grids):  # same sizes: one batch, no [PAD]
                 grids, is_list = [torch.cat(grids)], False
         else:
             self._check_batch(x)
-            grids, is_list = [x], False
+            grids, is_list, video = [x], False, x.ndim == 5
         batch = sum(g.shape[0] for g in grids)
         t, cap_feats, cap_mask = self._check_conditioning(batch, t, cap_feats, cap_mask)
         dtype = self.x_embedder.weight.dtype
@@ -94,14 +97,22 @@ class LuminaDiT(nn.Module):
             positions.append(self.positions(layout).to(g.device))
         if is_list:
             seq, x_mask = pad_sequences([s[0] for s in seqs], self.pad_token)
-            pos = pad_positions(positions)
+            # Next-DiT images (2-D RoPE) beside videos (3-D): padded per item's table below
+            pos = pad_positions(positions) if len({p.shape[-1] for p in positions}) == 1 else None
         else:
             seq, x_mask, pos = seqs[0], None, positions[0][None]
 
         scaling = options.rope_scaling(float(t[0]))
-        angles = rope_angles(
-            pos, self.config.head_dim, self.config.rope_theta, scaling, interpolate_positions=self.interpolate_positions
-        )
+
+        def angles_of(p: Tensor) -> Tensor:
+            return rope_angles(
+                p, self.config.head_dim, self.config.rope_theta, scaling, interpolate_positions=self.interpolate_positions
+            )
+
+        if pos is None:  # each item's own table, then padded
+            angles = pad_positions([angles_of(p) for p in positions])
+        else:
+            angles = angles_of(pos)
         self_scale = None
         if options.proportional_attention:
             base = options.base_seqlen or self.config.base_seqlen
@@ -143,7 +154,7 @@ class LuminaDiT(nn.Module):
         for i, layout in enumerate(layouts):
             item_rows = out[i : i + 1] if is_list else out
             latent = unpatchify(unpack(item_rows, layout), self.config.patch_size, self.config.out_channels)
-            results.append(latent[:, :keep].squeeze(2))
+            results.append(latent[:, :keep] if video else latent[:, :keep].squeeze(2))
         if is_list:
             return [r[0] for r in results]
         return list(results[0]) if list_input else results[0]
@@ -160,10 +171,10 @@ class LuminaDiT(nn.Module):
     # -- validation -------------------------------------------------------------------------
     def _check_batch(self, x: Tensor) -> None:
         c = self.config
-        if x.ndim != 4:
+        if x.ndim not in (4, 5):
             raise LuminaInputError(
-                f"x must be a (batch, {c.in_channels}, height, width) latent for {FAMILY_NAMES[self.family]}, "
-                f"got shape {tuple(x.shape)}"
+                f"x must be a (batch, {c.in_channels}, height, width) latent, or (batch, {c.in_channels}, frames, "
+                f"height, width) with frames, for {FAMILY_NAMES[self.family]}, got shape {tuple(x.shape)}"
             )
         self._check_latent("x", x.shape[1:])
         _check_finite("x", x)
@@ -171,16 +182,30 @@ class LuminaDiT(nn.Module):
     def _check_items(self, items: list[Tensor]) -> list[Tensor]:
         if not items:
             raise LuminaInputError("x is an empty list; pass at least one latent")
+        c = self.config.in_channels
         for i, item in enumerate(items):
-            if item.ndim != 3:
+            if item.ndim not in (3, 4):
                 raise LuminaInputError(
-                    f"x[{i}] must be a ({self.config.in_channels}, height, width) latent, got shape {tuple(item.shape)}"
+                    f"x[{i}] must be a ({c}, height, width) latent, or ({c}, frames, height, width) with frames, "
+                    f"got shape {tuple(item.shape)}"
+                )
+            if item.ndim != items[0].ndim:
+                want = f"({c}, height, width)" if items[0].ndim == 3 else f"({c}, frames, height, width)"
+                raise LuminaInputError(
+                    f"x[{i}] must be a {want} latent like x[0] (shape {tuple(items[0].shape)}), got shape "
+                    f"{tuple(item.shape)}: a list cannot mix images and latents with frames; give images as "
+                    f"({c}, 1, height, width) (one frame) to batch them with videos"
                 )
             self._check_latent(f"x[{i}]", item.shape)
             _check_finite(f"x[{i}]", item)
         return [item.unsqueeze(0) for item in items]
 
     def _check_latent(self, where: str, shape: Sequence[int]) -> None:
+        """(C, H, W), or (C, F, H, W) with frames."""
+        if len(shape) == 4:
+            channels, frames, height, width = shape
+            self.config.check_frames(where, frames)
+            shape = (channels, height, width)
         self.config.check_latent(where, *shape)
 
     def _check_conditioning(

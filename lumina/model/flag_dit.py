@@ -2,6 +2,11 @@
 
 Tokens: 2×2 patches in row-major order with a learned [nextline] token (`eol_token`) closing every
 row, so the flattened sequence remembers the image's shape; 1-D RoPE over that sequence.
+Frames (Lumina-T2X §2.2): a (B, C, F, H, W) latent is laid out frame by frame, each frame's rows
+with their [nextline] tokens followed by a learned [nextframe] token (`nextframe_token`), and the
+1-D RoPE runs over the whole flat sequence (`lumina.tokens.TokenLayout`). One frame is exactly the
+image layout (no [nextframe]). The token is a parameter only when `config.nextframe_token` (new
+models); released checkpoints have none and refuse more than one frame.
 Blocks: RMSNorm, adaLN shift/scale/gate from timestep + pooled caption with raw (untanh'd)
 gates, KQ-norm attention with gated cross-attention to LLaMA features, SwiGLU.
 """
@@ -45,6 +50,8 @@ class FlagDiT(LuminaDiT):
     def __init__(self, config: LuminaConfig) -> None:
         super().__init__(config)
         self.eol_token = nn.Parameter(torch.zeros(config.dim))
+        if config.nextframe_token:  # like eol_token: zeros here, N(0, 0.02) in train's init_weights
+            self.nextframe_token = nn.Parameter(torch.zeros(config.dim))
 
     def make_block(self, config: LuminaConfig) -> nn.Module:
         return FlagDiTBlock(config)
@@ -56,6 +63,7 @@ class FlagDiT(LuminaDiT):
         return layout.sequence_positions()
 
     def embed_grid(self, grid: Tensor, layout: TokenLayout) -> Tensor:
-        if layout.nextframe:
-            raise NotImplementedError("no released Flag-DiT checkpoint has a [nextframe] token")
-        return pack(grid, layout, nextline_token=self.eol_token)
+        if not layout.nextframe:
+            return pack(grid, layout, nextline_token=self.eol_token)
+        self.config.check_frames("x", layout.frames)  # no [nextframe] token: the error names the fix
+        return pack(grid, layout, nextline_token=self.eol_token, nextframe_token=self.nextframe_token)

@@ -2,7 +2,12 @@
 (official `lumina_next_t2i_mini/models/nextdit.py: NextDiT`).
 
 Tokens: 2×2 patches in row-major order, no [nextline] token: 2-D RoPE over (row, col) carries the
-layout (3-D (frame, row, col) for latents with frames). Blocks: sandwich RMSNorms around attention
+layout. Frames: a (B, C, F, H, W) latent with F > 1 takes 3-D RoPE over (frame, row, col), in
+`lumina.model.rope`'s convention (axes interleaved: complex slot 3·k + a rotates by pos[a]·freq_k,
+freq_k = 1/theta^(6k/head_dim), a = 0 frame, 1 row, 2 col), so head_dim must be divisible by 6
+(the released 2B's 72 is). There is no official Next-DiT video code: this layout is ours (Lumina-
+Video, a separate family, lays its RoPE out differently). One frame is exactly the image path
+(2-D (row, col) RoPE). Blocks: sandwich RMSNorms around attention
 and FFN, adaLN scale and tanh-gate only (no shift), grouped-query attention, gated
 cross-attention to Gemma features; the final layer modulates with a scale only.
 """
@@ -53,4 +58,7 @@ class NextDiT(LuminaDiT):
 
     def positions(self, layout: TokenLayout) -> Tensor:
         grid = layout.grid_positions()
-        return grid[:, 1:] if layout.frames == 1 else grid  # (row, col) for images
+        if layout.frames == 1:
+            return grid[:, 1:]  # (row, col) for images
+        self.config.check_frames("x", layout.frames)  # head_dim must take 3 axes
+        return grid  # (frame, row, col)

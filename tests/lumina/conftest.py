@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 import lumina
+from lumina_support import tiny_random_model
 from lumina.features.compositional import RegionalHook
 from lumina.features.style_shared import SharedHook
 from lumina.model.attention import LayerContext
@@ -135,19 +136,6 @@ def model_calls(model: lumina.LuminaDiT):
 TINY_FAMILIES = ("next_dit", "flag_dit")
 
 
-def tiny_random_model(family: str, *, n_layers: int = 2, seed: int = 0) -> lumina.LuminaDiT:
-    """A small fp32 model in eval mode with every parameter drawn from N(0, 0.2) under `seed`,
-    so the zero-initialised gates are open and every path changes the output."""
-    extra = {"n_kv_heads": 2} if family == "next_dit" else {}
-    config = lumina.LuminaConfig(family, dim=64, n_layers=n_layers, n_heads=4, cap_feat_dim=16, multiple_of=16, **extra)
-    model = lumina.build_model(config)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=generator) * 0.2)
-    return model.eval()
-
-
 @pytest.fixture(params=TINY_FAMILIES)
 def tiny_model(request: pytest.FixtureRequest) -> lumina.LuminaDiT:
     """A fresh `tiny_random_model` of each family in turn."""
@@ -249,13 +237,3 @@ def attention_recorder(tiny_model: lumina.LuminaDiT):
     yield recorder
     recorder.remove()
 
-
-def with_image_start(kwargs: dict) -> dict:
-    """Sampling kwargs with `x_start`, `start_time`, `strength`, `normalize_start` folded into
-    `start=lumina.ImageStart(...)` (building it may raise, as sample would)."""
-    kwargs = dict(kwargs)
-    names = {"x_start": "latent", "start_time": "start_time", "strength": "strength", "normalize_start": "normalize"}
-    given = {names[k]: kwargs.pop(k) for k in list(kwargs) if k in names}
-    if given:
-        kwargs["start"] = lumina.ImageStart(**given)
-    return kwargs

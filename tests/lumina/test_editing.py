@@ -9,7 +9,7 @@ import lumina
 from lumina.editing import noisy_start, normalize_channels, strength_start_index
 from lumina.flow import time_grid
 
-from conftest import with_image_start
+from lumina_support import with_image_start
 
 SHAPE = (1, 4, 8, 8)
 

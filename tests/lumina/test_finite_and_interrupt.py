@@ -10,7 +10,7 @@ import lumina
 from lumina import ForwardOptions, LuminaInputError, LuminaNumericError
 from lumina.features.interrupt import InterruptCheck
 
-from conftest import tiny_random_model
+from lumina_support import tiny_random_model
 
 CAP_WIDTH = 16
 

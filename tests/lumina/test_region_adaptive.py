@@ -16,7 +16,7 @@ from lumina.model.hooks import batch_rows
 from lumina.features import RegionalPrompts, grid_masks
 from lumina.model import ForwardOptions
 
-from conftest import tiny_random_model
+from lumina_support import tiny_random_model
 
 EXTRAPOLATING = ForwardOptions(proportional_attention=True, base_seqlen=16, time_aware_scale=2.0)
 

@@ -9,7 +9,7 @@ import torch
 import lumina
 from lumina import LuminaInputError
 
-from conftest import with_image_start
+from lumina_support import with_image_start
 
 SHAPE = (1, 4, 8, 8)
 

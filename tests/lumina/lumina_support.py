@@ -1,0 +1,33 @@
+"""Helpers the library tests import by name (a module of its own: several test folders have a
+`conftest`, so `from conftest import ...` would depend on which one pytest loaded last)."""
+
+from __future__ import annotations
+
+import torch
+
+import lumina
+
+
+def tiny_random_model(family: str, *, n_layers: int = 2, seed: int = 0, dim: int = 64, **changes) -> lumina.LuminaDiT:
+    """A small fp32 model in eval mode with every parameter drawn from N(0, 0.2) under `seed`,
+    so the zero-initialised gates are open and every path changes the output."""
+    extra = {"n_kv_heads": 2} if family == "next_dit" else {}
+    extra.update(changes)
+    config = lumina.LuminaConfig(family, dim=dim, n_layers=n_layers, n_heads=4, cap_feat_dim=16, multiple_of=16, **extra)
+    model = lumina.build_model(config)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator) * 0.2)
+    return model.eval()
+
+
+def with_image_start(kwargs: dict) -> dict:
+    """Sampling kwargs with `x_start`, `start_time`, `strength`, `normalize_start` folded into
+    `start=lumina.ImageStart(...)` (building it may raise, as sample would)."""
+    kwargs = dict(kwargs)
+    names = {"x_start": "latent", "start_time": "start_time", "strength": "strength", "normalize_start": "normalize"}
+    given = {names[k]: kwargs.pop(k) for k in list(kwargs) if k in names}
+    if given:
+        kwargs["start"] = lumina.ImageStart(**given)
+    return kwargs
