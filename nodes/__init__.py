@@ -2,7 +2,7 @@
 
 from .conditioning import LuminaBatchTextEncode, LuminaTextEncode
 from .features import LuminaExtrapolation, LuminaRegionAdaptive, LuminaRegionalPrompts, LuminaStyleShared
-from .latents import LuminaEmptyLatent
+from .latents import LuminaEmptyLatent, LuminaEmptyVideoLatent
 from .loaders import LuminaModelLoader, LuminaTextEncoderLoader
 from .paths import register_folders
 from .pixel_space import LuminaPixelSpaceVAE
@@ -16,6 +16,7 @@ NODE_CLASS_MAPPINGS = {
     "LuminaTextEncode": LuminaTextEncode,
     "LuminaBatchTextEncode": LuminaBatchTextEncode,
     "LuminaEmptyLatent": LuminaEmptyLatent,
+    "LuminaEmptyVideoLatent": LuminaEmptyVideoLatent,
     "LuminaFlowSampler": LuminaFlowSampler,
     "LuminaScheduler": LuminaScheduler,
     "LuminaMidpointSampler": LuminaMidpointSampler,
@@ -32,6 +33,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LuminaTextEncode": "Lumina Text Encode",
     "LuminaBatchTextEncode": "Lumina Batch Text Encode",
     "LuminaEmptyLatent": "Lumina Empty Latent",
+    "LuminaEmptyVideoLatent": "Lumina Empty Video Latent",
     "LuminaFlowSampler": "Lumina Flow Sampler",
     "LuminaScheduler": "Lumina Scheduler (SIGMAS)",
     "LuminaMidpointSampler": "Lumina Midpoint Sampler (SAMPLER)",

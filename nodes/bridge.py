@@ -149,6 +149,7 @@ class LuminaBaseModel(comfy.model_base.BaseModel):
     def memory_required(self, input_shape, cond_shapes=None, **kwargs) -> float:
         """What ComfyUI frees before sampling and how it batches cond/uncond: our estimate of one
         model call of this batch (weights excluded, as ComfyUI counts them itself)."""
+        image_only(input_shape, "Lumina")
         estimate = estimate_sampling_memory(
             self.diffusion_model, tuple(input_shape), cfg_batch=False, count_weights=False,
             device=comfy.model_management.get_torch_device(),
@@ -175,6 +176,7 @@ class LuminaBaseModel(comfy.model_base.BaseModel):
 
     def apply_model(self, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={}, **kwargs):
         sigma = t
+        image_only(x.shape, "Lumina")
         if CAPTION_KEY not in kwargs:
             raise ValueError("this Lumina model needs conditioning from the Lumina Text Encode node")
         caption = unpack_caption(kwargs[CAPTION_KEY])
@@ -301,6 +303,20 @@ def load_to_device(model: comfy.model_patcher.ModelPatcher) -> torch.device:
     return model.load_device
 
 
+def preview_frame(latent: torch.Tensor) -> torch.Tensor:
+    """ComfyUI's previewers take (B, C, h, w): a video latent (B, C, F, h, w) shows its middle frame."""
+    return latent[:, :, latent.shape[2] // 2] if latent.ndim == 5 else latent
+
+
+def image_only(shape, where: str) -> None:
+    """Core samplers drive image latents only: a video latent is refused naming the Flow Sampler."""
+    if len(shape) == 5:
+        raise ValueError(
+            f"{where}: this latent has {shape[2]} frames (a video latent); ComfyUI's core samplers (KSampler, "
+            "SamplerCustom) take image latents with a Lumina model; sample video latents with the Lumina Flow Sampler"
+        )
+
+
 def preview_callback(model: comfy.model_patcher.ModelPatcher, steps: int):
     """Progress bar, latent previews and interrupt for our own step loop."""
     import latent_preview  # ComfyUI's top-level module
@@ -309,7 +325,8 @@ def preview_callback(model: comfy.model_patcher.ModelPatcher, steps: int):
 
     def callback(info) -> None:
         comfy.model_management.throw_exception_if_processing_interrupted()
-        preview(info.step - 1, info.denoised if info.denoised is not None else info.x, info.x, info.total)
+        x0 = info.denoised if info.denoised is not None else info.x
+        preview(info.step - 1, preview_frame(x0), preview_frame(info.x), info.total)
 
     return callback
 

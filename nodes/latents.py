@@ -60,3 +60,74 @@ class LuminaEmptyLatent:
             channels, factor, unit = config.in_channels, config.vae_downsample, config.pixel_unit
         check_size(width, height, unit)
         return ({"samples": torch.zeros(batch_size, channels, height // factor, width // factor)},)
+
+
+# How pixel frames map to latent frames: (name, temporal factor). A temporal factor k > 1 is a causal
+# video VAE (CogVideoX, Lumina-Video's VAE): the first frame alone, then k frames per latent frame,
+# so k·n + 1 frames → n + 1 latent frames. Factor 1: a model without a temporal VAE (images encoded one
+# by one, multi-view sets): one latent frame per frame.
+FRAME_MAPPINGS = {"1:1 (per-frame VAE, multi-view)": 1, "CogVideoX VAE (4k + 1 frames → k + 1)": 4}
+MAX_FRAMES = 1024
+
+
+def latent_frames(frames: int, temporal_factor: int) -> int:
+    """Latent frames for `frames` pixel frames under a causal VAE with this temporal factor."""
+    if frames < 1:
+        raise ValueError(f"frames {frames}: a video latent needs at least 1 frame (an image is 1 frame); set frames ≥ 1")
+    if temporal_factor == 1:
+        return frames
+    if (frames - 1) % temporal_factor:
+        below = (frames - 1) // temporal_factor * temporal_factor + 1
+        raise ValueError(
+            f"frames {frames} does not fit this VAE's {temporal_factor}k + 1 frames: use {below} or "
+            f"{below + temporal_factor} (or the 1:1 frame mapping)"
+        )
+    return (frames - 1) // temporal_factor + 1
+
+
+class LuminaEmptyVideoLatent:
+    """An empty (batch, C, frames, h, w) LATENT for the Lumina Flow Sampler: video, or multi-view
+    sets with the views as frames."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "preset": (["custom"] + list(presets()), {"default": "custom",
+                           "tooltip": "the official 1024-px aspect-ratio buckets (per frame)"}),
+                "width": ("INT", {"default": 512, "min": SIDE_MULTIPLE, "max": MAX_SIDE, "step": SIDE_MULTIPLE}),
+                "height": ("INT", {"default": 512, "min": SIDE_MULTIPLE, "max": MAX_SIDE, "step": SIDE_MULTIPLE}),
+                "frames": ("INT", {"default": 9, "min": 1, "max": MAX_FRAMES,
+                           "tooltip": "video frames, or the views of a multi-view set (views are frames); "
+                                      "1 frame samples exactly like an image"}),
+                "frame_mapping": (list(FRAME_MAPPINGS), {"default": list(FRAME_MAPPINGS)[0],
+                                  "tooltip": "how pixel frames become latent frames: 1:1 for a model without a "
+                                             "temporal VAE; CogVideoX: 4k + 1 frames → k + 1 latent frames"}),
+                "fps": ("INT", {"default": 24, "min": 1, "max": 240,
+                        "tooltip": "stored on the LATENT (key 'fps') for decoding and saving; sampling does not use it"}),
+                "batch_size": ("INT", {"default": 1, "min": 1, "max": 64}),
+            },
+            "optional": {
+                "model": ("MODEL", {"tooltip": "size the latent for this model's space, and check it can take frames"}),
+            },
+        }
+
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "generate"
+    CATEGORY = CATEGORY
+
+    def generate(self, preset: str, width: int, height: int, frames: int, frame_mapping: str, fps: int,
+                 batch_size: int, model=None):
+        if preset != "custom":
+            width, height = presets()[preset]
+        if frame_mapping not in FRAME_MAPPINGS:
+            raise ValueError(f"unknown frame_mapping {frame_mapping!r}; pick one of {', '.join(FRAME_MAPPINGS)}")
+        count = latent_frames(frames, FRAME_MAPPINGS[frame_mapping])
+        channels, factor, unit = 4, 8, SIDE_MULTIPLE  # the SDXL VAE's latent space, patch size 2
+        if model is not None:
+            config = bridge.lumina_model_of(model).config
+            channels, factor, unit = config.in_channels, config.vae_downsample, config.pixel_unit
+            config.check_frames(f"a {frames}-frame video ({count} latent frames)", count)
+        check_size(width, height, unit)
+        samples = torch.zeros(batch_size, channels, count, height // factor, width // factor)
+        return ({"samples": samples, "fps": fps},)

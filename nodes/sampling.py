@@ -20,7 +20,9 @@ CONVENTIONS = {"grid points (official)": "grid_points", "model steps": "model_st
 
 
 class LuminaFlowSampler:
-    """Solves the flow ODE like the official demos: same grid, solver, CFG and seed → same latent."""
+    """Solves the flow ODE like the official demos: same grid, solver, CFG and seed → same latent.
+    Video latents (batch, C, frames, h, w) pass to `lumina.sample` as they are; previews show the
+    middle frame."""
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -62,8 +64,16 @@ class LuminaFlowSampler:
                cfg, cfg_mode, extrapolation, denoise, start_time=-1.0, normalize_latent=False, sigmoid_scale=4.0):
         lumina_model = bridge.lumina_model_of(model)
         latent = latent_image["samples"]
-        if latent.ndim != 4:
-            raise ValueError(f"latent of shape {tuple(latent.shape)} is not an image latent (batch, 4, h, w)")
+        if latent.ndim not in (4, 5):
+            raise ValueError(
+                f"latent of shape {tuple(latent.shape)} is not an image latent (batch, 4, h, w) or a video latent "
+                "(batch, 4, frames, h, w); connect a Lumina Empty Latent, Empty Video Latent or VAE Encode output"
+            )
+        if latent.ndim == 5 and bridge.patch_of(model).wrappers:
+            raise ValueError(
+                f"Lumina Region-Adaptive Sampling runs on image latents only, and this latent has {latent.shape[2]} "
+                "frames; bypass the Region-Adaptive node for video (or sample an image latent)"
+            )
         if not negative:
             raise ValueError("negative conditioning is empty; connect a Lumina Text Encode output")
         settings = SamplingSettings(
@@ -71,8 +81,8 @@ class LuminaFlowSampler:
             step_convention=CONVENTIONS[step_convention], cfg=cfg, cfg_mode=cfg_mode,
         )
         factor = lumina_model.config.vae_downsample
-        height, width = latent.shape[2] * factor, latent.shape[3] * factor
-        cond, regions = split_regions(positive, latent.shape[2], latent.shape[3], factor)
+        height, width = latent.shape[-2] * factor, latent.shape[-1] * factor  # (batch, C, [frames,] h, w)
+        cond, regions = split_regions(positive, latent.shape[-2], latent.shape[-1], factor)
         patch = bridge.patch_of(model)
         options = patch.forward_options(
             extrapolation_options(lumina_model.config, width, height, extrapolation),

@@ -26,6 +26,7 @@ OUR_NODES = {
     "LuminaTextEncoderLoader": {"text_encoder", "dtype", "convention", "device"},
     "LuminaTextEncode": {"text_encoder", "prompt", "negative_prompt"},
     "LuminaEmptyLatent": {"preset", "width", "height", "batch_size", "model"},
+    "LuminaEmptyVideoLatent": {"preset", "width", "height", "frames", "frame_mapping", "fps", "batch_size", "model"},
     "LuminaPixelSpaceVAE": set(),
     "LuminaFlowSampler": {"model", "positive", "negative", "latent_image", "seed", "steps", "step_convention", "solver",
                           "schedule", "shift", "cfg", "cfg_mode", "extrapolation", "denoise", "start_time", "normalize_latent",
