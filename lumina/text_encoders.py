@@ -5,6 +5,11 @@ at most 256 tokens with truncation, BOS added, the attention mask passed to the 
 `hidden_states[-2]` (second-to-last layer, before the final norm).
 Flag-DiT (LLaMA-2-7B): BOS and EOS added, no truncation, padding with id 0 on the right, no
 mask given to the (causal) LM, features = `last_hidden_state`.
+Lumina-Video (Gemma-2-2B, `lumina_video`): the Next-DiT rule (right padding to a multiple of 8, at
+most 256 tokens with truncation, BOS, mask to the LM, `hidden_states[-2]`) applied to the fixed
+system prompt + the prompt, as the official generate.py and training captions do; the negative
+prompt gets the system prompt too (an empty negative prompt is the system prompt alone, the
+caption dropped during training). Truncation counts the system prompt's tokens.
 Prompt and negative prompt are encoded together as one batch, as the official demos do.
 """
 
@@ -36,13 +41,23 @@ class EncoderConvention:
     max_length: int | None  # truncation length; None = never truncate
     pad_to_multiple_of: int | None
     pad_token_id: int | None  # force this pad id (LLaMA has none of its own)
+    prompt_prefix: str = ""  # put before every prompt (and negative prompt) before tokenising
 
+
+# The system prompt Lumina-Video was trained and sampled with (official generate.py / train.py
+# SYSTEM_PROMPT), byte for byte, trailing space included.
+LUMINA_VIDEO_SYSTEM_PROMPT = (
+    "You are an assistant designed to generate high-quality videos with the highest degree of "
+    "image-text alignment based on user prompts. <Prompt Start> "
+)
 
 CONVENTIONS = {
     "gemma": EncoderConvention("gemma", -2, True, True, False, 256, 8, None),
     "llama": EncoderConvention("llama", None, False, True, True, None, None, 0),
+    "lumina_video": EncoderConvention("lumina_video", -2, True, True, False, 256, 8, None, LUMINA_VIDEO_SYSTEM_PROMPT),
 }
-MODEL_TYPE_TO_CONVENTION = {"gemma": "gemma", "gemma2": "gemma", "llama": "llama"}
+# Gemma-2 (hidden size 2304) only feeds Lumina-Video; Next-DiT's Gemma-2B gives 2048.
+MODEL_TYPE_TO_CONVENTION = {"gemma": "gemma", "gemma2": "lumina_video", "llama": "llama"}
 
 
 def convention_for(model_type: str, name: str = "auto") -> EncoderConvention:
@@ -74,15 +89,16 @@ class TextEncoder:
         for i, prompt in enumerate(prompts):
             # Special tokens are placed here, not by the tokenizer, so every tokenizer class obeys
             # the convention (Gemma's adds BOS itself; LLaMA's needs add_bos/add_eos switched on).
-            body = tok(prompt, add_special_tokens=False)["input_ids"]
+            body = tok(c.prompt_prefix + prompt, add_special_tokens=False)["input_ids"]
             seq = ([tok.bos_token_id] if c.add_bos and tok.bos_token_id is not None else []) + list(body)
             if c.add_eos and tok.eos_token_id is not None:
                 seq.append(tok.eos_token_id)
             if c.max_length is not None and len(seq) > c.max_length:
                 warnings.warn(
                     f"prompt {i + 1} is {len(seq)} tokens long; the {c.name} convention keeps the first {c.max_length} "
-                    f"(like the official code), so the text after about {_words_before(tok, body, c.max_length)} "
-                    "words is ignored",
+                    f"(like the official code), so the text after about "
+                    f"{_words_before(tok, body, c.max_length) - len(c.prompt_prefix.split())} words is ignored"
+                    + (" (the system prompt counts too)" if c.prompt_prefix else ""),
                     stacklevel=2,
                 )
                 seq = seq[: c.max_length]
@@ -132,14 +148,17 @@ def load_text_encoder(
     folder: str | os.PathLike, dtype: torch.dtype | None = None, device: str | torch.device = "cpu",
     convention: str = "auto",
 ) -> TextEncoder:
-    """A local transformers folder (Gemma-2B, LLaMA-2-7B or any causal LM), offline only."""
+    """A local transformers folder (Gemma-2B, LLaMA-2-7B, Gemma-2-2B or any causal LM), offline only.
+
+    `convention="auto"` picks by the folder's model_type: gemma → "gemma" (Next-DiT), gemma2 →
+    "lumina_video" (system prompt + Next-DiT rule), llama → "llama" (Flag-DiT)."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     folder = Path(folder)
     if not is_text_encoder_folder(folder):
         raise LuminaTextEncoderError(
             f"{folder} is not a text-encoder folder: it needs config.json and tokenizer files "
-            "(download e.g. google/gemma-2b or meta-llama/Llama-2-7b-hf into it)"
+            "(download e.g. google/gemma-2b, google/gemma-2-2b or meta-llama/Llama-2-7b-hf into it)"
         )
     try:
         config = AutoConfig.from_pretrained(folder, local_files_only=True)
