@@ -15,14 +15,14 @@ from typing import Any, Literal, Mapping
 
 from .errors import LuminaCheckpointError, LuminaInputError
 from .families import FAMILIES, FAMILY_NAMES
-from .widths import ffn_hidden_dim
+from .widths import AttentionWidths, ffn_hidden_dim
 from .video_config import LuminaVideoConfig, infer_video_config, is_video_state_dict
 
 Family = Literal["flag_dit", "next_dit"]
 
 
 @dataclass(frozen=True)
-class LuminaConfig:
+class LuminaConfig(AttentionWidths):
     """Everything needed to build a Flag-DiT or Next-DiT module."""
 
     family: Family
@@ -56,21 +56,10 @@ class LuminaConfig:
             )
         if self.family not in FAMILIES:
             raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
-        if self.dim % self.n_heads:
-            raise ValueError(f"dim {self.dim} is not divisible by n_heads {self.n_heads}")
-        if self.n_heads % self.kv_heads:
-            raise ValueError(f"n_heads {self.n_heads} is not a multiple of n_kv_heads {self.kv_heads}")
+        self.check_heads()
         axes = 2 if self.family == "next_dit" else 1
         if self.head_dim % (2 * axes):
             raise ValueError(f"head_dim {self.head_dim} must be divisible by {2 * axes} for {axes}-D RoPE")
-
-    @property
-    def head_dim(self) -> int:
-        return self.dim // self.n_heads
-
-    @property
-    def kv_heads(self) -> int:
-        return self.n_kv_heads or self.n_heads
 
     @property
     def hidden_dim(self) -> int:

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, ClassVar, Mapping
 
 from .errors import LuminaCheckpointError, LuminaInputError
-from .widths import ffn_hidden_dim
+from .widths import AttentionWidths, ffn_hidden_dim
 
 VIDEO_FAMILY = "lumina_video"
 _ENTRY_KEY = re.compile(r"^all_x_embedder\.(\d+)-(\d+)\.weight$")
@@ -26,7 +26,7 @@ _LAYER_KEY = re.compile(r"^layers\.(\d+)\.")
 
 
 @dataclass(frozen=True)
-class LuminaVideoConfig:
+class LuminaVideoConfig(AttentionWidths):
     """Everything needed to build a Lumina-Video MultiScaleNextDiT.
 
     patches: the (patch_size, f_patch_size) entries in state-dict order, e.g. ((2, 1), (2, 2), (4, 2))
@@ -55,22 +55,11 @@ class LuminaVideoConfig:
             raise ValueError("a Lumina-Video config needs at least one (patch_size, f_patch_size) entry")
         if len(set(self.patches)) != len(self.patches):
             raise ValueError(f"duplicate patch entries {self.patches}")
-        if self.dim % self.n_heads:
-            raise ValueError(f"dim {self.dim} is not divisible by n_heads {self.n_heads}")
-        if self.n_heads % self.kv_heads:
-            raise ValueError(f"n_heads {self.n_heads} is not a multiple of n_kv_heads {self.kv_heads}")
+        self.check_heads()
         if self.head_dim % 16:
             raise ValueError(f"head_dim {self.head_dim} must be a multiple of 16 for Lumina-Video's 3-axis RoPE")
 
     # the attributes the shared Next-DiT block reads
-    @property
-    def head_dim(self) -> int:
-        return self.dim // self.n_heads
-
-    @property
-    def kv_heads(self) -> int:
-        return self.n_kv_heads or self.n_heads
-
     @property
     def hidden_dim(self) -> int:
         return self.ffn_hidden or ffn_hidden_dim(self.dim, self.multiple_of, self.ffn_dim_multiplier)
