@@ -7,6 +7,7 @@ from .loaders import LuminaModelLoader, LuminaTextEncoderLoader
 from .paths import register_folders
 from .pixel_space import LuminaPixelSpaceVAE
 from .sampling import LuminaFlowSampler, LuminaMidpointSampler, LuminaOfficialCFG, LuminaScheduler
+from .video import LuminaVideoVAEDecode, LuminaVideoVAEEncode, LuminaVideoVAELoader
 
 register_folders()
 
@@ -26,6 +27,9 @@ NODE_CLASS_MAPPINGS = {
     "LuminaExtrapolation": LuminaExtrapolation,
     "LuminaRegionAdaptive": LuminaRegionAdaptive,
     "LuminaPixelSpaceVAE": LuminaPixelSpaceVAE,
+    "LuminaVideoVAELoader": LuminaVideoVAELoader,
+    "LuminaVideoVAEDecode": LuminaVideoVAEDecode,
+    "LuminaVideoVAEEncode": LuminaVideoVAEEncode,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "LuminaModelLoader": "Lumina Model Loader",
@@ -43,4 +47,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LuminaExtrapolation": "Lumina Resolution Extrapolation",
     "LuminaRegionAdaptive": "Lumina Region-Adaptive Sampling",
     "LuminaPixelSpaceVAE": "Lumina Pixel Space VAE",
+    "LuminaVideoVAELoader": "Lumina Video VAE Loader",
+    "LuminaVideoVAEDecode": "Lumina Video VAE Decode",
+    "LuminaVideoVAEEncode": "Lumina Video VAE Encode",
 }

@@ -331,9 +331,9 @@ def preview_callback(model: comfy.model_patcher.ModelPatcher, steps: int):
     return callback
 
 
-class _TextEncoderHolder(torch.nn.Module):
-    """A plain container for a transformers model: newer ModelPatchers assign attributes such as
-    `device` on the module they manage, and transformers' `device` is a read-only property."""
+class _ModuleHolder(torch.nn.Module):
+    """A plain container for a transformers or diffusers model: newer ModelPatchers assign
+    attributes such as `device` on the module they manage, a read-only property of both."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
@@ -343,9 +343,20 @@ class _TextEncoderHolder(torch.nn.Module):
 def text_encoder_patcher(module: torch.nn.Module, on_cpu: bool = False) -> comfy.model_patcher.ModelPatcher:
     load_device = torch.device("cpu") if on_cpu else comfy.model_management.text_encoder_device()
     return comfy.model_patcher.ModelPatcher(
-        _TextEncoderHolder(module), load_device=load_device,
+        _ModuleHolder(module), load_device=load_device,
         offload_device=comfy.model_management.text_encoder_offload_device(),
     )
+
+
+def vae_devices() -> tuple[torch.device, torch.device]:
+    """(where ComfyUI runs VAEs, where it keeps them when idle)."""
+    return comfy.model_management.vae_device(), comfy.model_management.vae_offload_device()
+
+
+def vae_patcher(module: torch.nn.Module) -> comfy.model_patcher.ModelPatcher:
+    """A VAE that ComfyUI's memory manager loads and offloads like its own."""
+    load_device, offload_device = vae_devices()
+    return comfy.model_patcher.ModelPatcher(_ModuleHolder(module), load_device=load_device, offload_device=offload_device)
 
 
 def unet_dtype_for(choice: str) -> torch.dtype:

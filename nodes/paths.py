@@ -23,7 +23,8 @@ def register_folders() -> None:
             folder_paths.folder_names_and_paths[name] = (entry[0], set(WEIGHT_EXTENSIONS))
 
 
-def _folders(name: str) -> list[str]:
+def folders(name: str) -> list[str]:
+    """ComfyUI's folders registered under `name` (models/<name> plus extra_model_paths.yaml entries)."""
     return folder_paths.get_folder_paths(name) if name in folder_paths.folder_names_and_paths else []
 
 
@@ -40,7 +41,7 @@ def checkpoint_path(name: str) -> str:
         path = folder_paths.get_full_path(folder, name) if folder in folder_paths.folder_names_and_paths else None
         if path:
             return path
-    searched = [p for f in CHECKPOINT_FOLDERS for p in _folders(f)]
+    searched = [p for f in CHECKPOINT_FOLDERS for p in folders(f)]
     raise FileNotFoundError(f"Lumina checkpoint {name!r} not found in {searched}; put it in models/lumina")
 
 
@@ -48,7 +49,7 @@ def text_encoder_names() -> list[str]:
     """Folders (one or two levels deep) holding a transformers config and tokenizer."""
     found: set[str] = set()
     for name in TEXT_ENCODER_FOLDERS:
-        for root in _folders(name):
+        for root in folders(name):
             if not os.path.isdir(root):
                 continue
             for entry in sorted(os.listdir(root)):
@@ -62,11 +63,11 @@ def text_encoder_names() -> list[str]:
 
 def text_encoder_path(name: str) -> str:
     for folder in TEXT_ENCODER_FOLDERS:
-        for root in _folders(folder):
+        for root in folders(folder):
             path = os.path.join(root, name)
             if is_text_encoder_folder(path):
                 return path
-    searched = [p for f in TEXT_ENCODER_FOLDERS for p in _folders(f)]
+    searched = [p for f in TEXT_ENCODER_FOLDERS for p in folders(f)]
     raise FileNotFoundError(
         f"text encoder folder {name!r} not found in {searched}; put the Gemma-2B / LLaMA-2-7B folder in models/text_encoders"
     )
