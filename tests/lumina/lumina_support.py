@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import lumina
+from lumina.families import FAMILY_NAMES
 
 
 def tiny_random_model(family: str, *, n_layers: int = 2, seed: int = 0, dim: int = 64, **changes) -> lumina.LuminaDiT:
@@ -31,3 +33,20 @@ def with_image_start(kwargs: dict) -> dict:
     if given:
         kwargs["start"] = lumina.ImageStart(**given)
     return kwargs
+
+
+def load_error(source, **kwargs) -> str:
+    """The message of the LuminaCheckpointError that loading `source` must raise."""
+    with pytest.raises(lumina.LuminaCheckpointError) as info:
+        lumina.load_model(source, **kwargs)
+    return str(info.value)
+
+
+def assert_checkpoint_message(msg: str, *parts: str, family: str | None, fix: bool = False) -> None:
+    """Every part is in the message, which names the family guessed (and, with `fix`, a fix)."""
+    for part in parts:
+        assert part in msg, f"{part!r} not in: {msg}"
+    label = FAMILY_NAMES[family] if family else "none"
+    assert f"Model family guessed: {label}." in msg, msg
+    if fix:
+        assert "Fix: " in msg, msg

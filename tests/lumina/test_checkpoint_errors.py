@@ -21,10 +21,10 @@ from safetensors.torch import load_file, save_file
 import lumina
 from lumina.checkpoints import CONFIG_METADATA_KEY, read_state_dict
 from lumina.config import layer_count
+from lumina_support import assert_checkpoint_message, load_error
 
 GOLDEN_DIR = Path(__file__).parents[1] / "fixtures" / "golden"
 GOLDEN_SETS = {"next_dit": "nextdit_tiny", "flag_dit": "flagdit_tiny"}
-FAMILY_LABELS = {"next_dit": "Next-DiT (Lumina-Next)", "flag_dit": "Flag-DiT (Lumina-T2I)"}
 StateDict = dict[str, torch.Tensor]
 
 
@@ -50,18 +50,9 @@ def _save(sd: StateDict, path: Path, metadata: dict[str, str] | None = None) -> 
     return path
 
 
-def _load_error(source: Any, **kwargs: Any) -> str:
-    with pytest.raises(lumina.LuminaCheckpointError) as info:
-        lumina.load_model(source, **kwargs)
-    return str(info.value)
-
-
-def _assert_message(msg: str, *parts: str, family: str | None) -> None:
-    for part in parts:
-        assert part in msg, f"{part!r} not in: {msg}"
-    label = FAMILY_LABELS[family] if family else "none"
-    assert f"Model family guessed: {label}." in msg, msg
-    assert "Fix: " in msg, msg
+def assert_message(msg: str, *parts: str, family: str | None) -> None:
+    """The checkpoint message parts, the family guessed, and a fix."""
+    assert_checkpoint_message(msg, *parts, family=family, fix=True)
 
 
 def _assert_golden(model: lumina.LuminaDiT, family: str) -> None:
@@ -99,8 +90,8 @@ def test_in_channels_that_contradicts_the_patch_embedder(tmp_path: Path) -> None
     """The issue's case: 2²×4 = 16 features per patch, config.json says 16 channels; this used to
     load as patch size 1 with 16 channels."""
     folder = _diffusers_folder(tmp_path, in_channels=16)
-    msg = _load_error(folder)
-    _assert_message(
+    msg = load_error(folder)
+    assert_message(
         msg, str(folder / "config.json"), "contradicts the tensors",
         "in_channels is 16 there, the tensors say 4 with patch_size 2", "Offending keys: in_channels.",
         str(folder / "diffusion_pytorch_model.safetensors"), "the tensors decide the model", family="next_dit",
@@ -125,25 +116,25 @@ def test_in_channels_that_contradicts_the_patch_embedder(tmp_path: Path) -> None
 )
 def test_config_json_field_that_contradicts_the_tensors(tmp_path: Path, key: str, value: Any, says: str) -> None:
     folder = _diffusers_folder(tmp_path, **{key: value})
-    _assert_message(_load_error(folder), str(folder / "config.json"), says, family="next_dit")
+    assert_message(load_error(folder), str(folder / "config.json"), says, family="next_dit")
 
 
 def test_a_malformed_value_is_reported_once(tmp_path: Path) -> None:
-    msg = _load_error(_diffusers_folder(tmp_path, num_layers="2"))
+    msg = load_error(_diffusers_folder(tmp_path, num_layers="2"))
     assert msg.count("num_layers") == 2, msg  # the detail and the offending key, no second "contradiction"
 
 
 def test_every_contradiction_is_listed(tmp_path: Path) -> None:
     folder = _diffusers_folder(tmp_path, hidden_size=64, num_layers=8, cross_attention_dim=4096)
-    _assert_message(
-        _load_error(folder), "hidden_size is 64", "num_layers is 8", "cross_attention_dim is 4096",
+    assert_message(
+        load_error(folder), "hidden_size is 64", "num_layers is 8", "cross_attention_dim is 4096",
         "Offending keys: hidden_size, num_layers, cross_attention_dim.", family="next_dit",
     )
 
 
 def test_in_channels_alone_must_split_the_patch_embedder(tmp_path: Path) -> None:
     folder = _diffusers_folder(tmp_path, patch_size=_DROP, in_channels=3)
-    _assert_message(_load_error(folder), "in_channels is 3 there", "1²×16 or 2²×4 or 4²×1", family="next_dit")
+    assert_message(load_error(folder), "in_channels is 3 there", "1²×16 or 2²×4 or 4²×1", family="next_dit")
 
 
 def test_config_json_without_shape_keys_follows_the_tensors(tmp_path: Path) -> None:
@@ -160,11 +151,11 @@ def test_nan_and_inf_weights_are_refused_with_their_names(tmp_path: Path, family
     sd["final_layer.linear.bias"] = sd["final_layer.linear.bias"].clone()
     sd["final_layer.linear.bias"][0] = float("-inf")
     path = _save(sd, tmp_path / "diverged.safetensors")
-    msg = _load_error(path)
-    _assert_message(msg, str(path), "2 tensor(s) hold NaN or infinite values",
+    msg = load_error(path)
+    assert_message(msg, str(path), "2 tensor(s) hold NaN or infinite values",
                     "final_layer.linear.bias", "layers.1.attention.wo.weight", "earlier checkpoint", family=family)
     # also when cast while reading, and through read_state_dict
-    _assert_message(_load_error(path, dtype=torch.bfloat16), "hold NaN or infinite values", family=family)
+    assert_message(load_error(path, dtype=torch.bfloat16), "hold NaN or infinite values", family=family)
     with pytest.raises(lumina.LuminaCheckpointError, match="hold NaN or infinite values"):
         read_state_dict(path)
 
@@ -172,7 +163,7 @@ def test_nan_and_inf_weights_are_refused_with_their_names(tmp_path: Path, family
 def test_nan_in_a_state_dict_is_refused(family: str) -> None:
     sd = _sd(family)
     sd["x_embedder.weight"] = torch.full_like(sd["x_embedder.weight"], float("nan"))
-    _assert_message(_load_error(sd), "state dict", "1 tensor(s) hold NaN", "x_embedder.weight", family=family)
+    assert_message(load_error(sd), "state dict", "1 tensor(s) hold NaN", "x_embedder.weight", family=family)
 
 
 def test_nan_in_diffusers_names_is_reported_as_nan(tmp_path: Path) -> None:
@@ -184,7 +175,7 @@ def test_nan_in_diffusers_names_is_reported_as_nan(tmp_path: Path) -> None:
         sd[key] = sd[key].clone()
         sd[key][0, 0] = float("nan")
     _save(sd, folder / "diffusion_pytorch_model.safetensors")
-    _assert_message(_load_error(folder), "2 tensor(s) hold NaN", "layers.0.attn1.to_q.weight",
+    assert_message(load_error(folder), "2 tensor(s) hold NaN", "layers.0.attn1.to_q.weight",
                     "layers.0.attn2.to_q.weight", family="next_dit")
 
 
@@ -192,14 +183,14 @@ def test_nan_in_a_pth_file_is_refused(tmp_path: Path) -> None:
     sd = _sd("flag_dit")
     sd["eol_token"] = torch.full_like(sd["eol_token"], float("inf"))
     torch.save({"model": sd}, tmp_path / "train.pth")
-    _assert_message(_load_error(tmp_path / "train.pth"), "eol_token", "NaN or infinite", family="flag_dit")
+    assert_message(load_error(tmp_path / "train.pth"), "eol_token", "NaN or infinite", family="flag_dit")
 
 
 def test_weights_that_overflow_the_requested_dtype(tmp_path: Path) -> None:
     sd = _sd("next_dit")
     sd["layers.0.attention.wq.weight"] = sd["layers.0.attention.wq.weight"] * 1e6  # finite in fp32, not in fp16
     path = _save(sd, tmp_path / "wide.safetensors")
-    _assert_message(_load_error(path, dtype=torch.float16), "1 tensor(s) overflow to infinity when cast to float16",
+    assert_message(load_error(path, dtype=torch.float16), "1 tensor(s) overflow to infinity when cast to float16",
                     "layers.0.attention.wq.weight", "load in bfloat16 or float32", family="next_dit")
     assert lumina.load_model(path, dtype=torch.bfloat16).config.dim == 128
 
@@ -223,15 +214,15 @@ def test_large_finite_sums_are_not_mistaken_for_inf() -> None:
 def test_config_json_that_is_not_json(tmp_path: Path) -> None:
     folder = _diffusers_folder(tmp_path)
     (folder / "config.json").write_text('{\n  "hidden_size": 128,\n  "num_layers": 2\n  "patch_size": 2\n}')
-    msg = _load_error(folder)
-    _assert_message(msg, str(folder / "config.json"), "config.json is not valid JSON",
+    msg = load_error(folder)
+    assert_message(msg, str(folder / "config.json"), "config.json is not valid JSON",
                     "Expecting ',' delimiter at line 4 column 3, char 44", "fix config.json", family="next_dit")
 
 
 def test_config_json_that_is_not_an_object(tmp_path: Path) -> None:
     folder = _diffusers_folder(tmp_path)
     (folder / "config.json").write_text("[1, 2]")
-    _assert_message(_load_error(folder), str(folder / "config.json"), "holds a JSON list, not an object",
+    assert_message(load_error(folder), str(folder / "config.json"), "holds a JSON list, not an object",
                     family="next_dit")
 
 
@@ -240,22 +231,22 @@ def test_shard_index_that_is_not_json(tmp_path: Path) -> None:
     index = folder / "diffusion_pytorch_model.safetensors.index.json"
     (folder / "diffusion_pytorch_model.safetensors").rename(folder / "part-00001.safetensors")
     index.write_text('{"weight_map": {"pad_token": "part-00001.safetensors",}}')
-    _assert_message(_load_error(folder), str(index), "is not valid JSON", "line 1 column 55, char 54", family=None)
+    assert_message(load_error(folder), str(index), "is not valid JSON", "line 1 column 55, char 54", family=None)
     index.write_text('{"weight_map": {"pad_token": "part-00002.safetensors"}}')
-    _assert_message(_load_error(folder), str(index), "shard part-00002.safetensors listed in the index is missing",
+    assert_message(load_error(folder), str(index), "shard part-00002.safetensors listed in the index is missing",
                     family=None)
 
 
 def test_lumina_config_metadata_that_is_not_json(tmp_path: Path, family: str) -> None:
     path = _save(_sd(family), tmp_path / "ours.safetensors", metadata={CONFIG_METADATA_KEY: '{"family": "next_dit",'})
-    _assert_message(_load_error(path), str(path), "its lumina_config metadata is not valid JSON",
+    assert_message(load_error(path), str(path), "its lumina_config metadata is not valid JSON",
                     "line 1 column 23, char 22", "lumina.save_official", family=family)
 
 
 def test_lumina_config_metadata_that_is_no_config(tmp_path: Path) -> None:
     path = _save(_sd("next_dit"), tmp_path / "ours.safetensors",
                  metadata={CONFIG_METADATA_KEY: json.dumps({"family": "next_dit", "dim": 128})})
-    _assert_message(_load_error(path), str(path), "lumina_config metadata is not a valid configuration",
+    assert_message(load_error(path), str(path), "lumina_config metadata is not a valid configuration",
                     "n_layers", family="next_dit")
 
 
@@ -265,8 +256,8 @@ def test_stray_layer_key_is_one_unexpected_key(tmp_path: Path, family: str, suff
     sd = _sd(family)
     key = f"layers.2.{suffix}"
     path = _save({**sd, key: sd["layers.0.attention.wq.weight"]}, tmp_path / "stray.safetensors")
-    msg = _load_error(path)
-    _assert_message(msg, str(path), "1 unexpected key(s) for a 2-layer model",
+    msg = load_error(path)
+    assert_message(msg, str(path), "1 unexpected key(s) for a 2-layer model",
                     "layer 2 lies beyond the 2 layers 0–1 the other tensors describe",
                     f"Offending keys: unexpected {key}.", "remove those tensors from the file", family=family)
     assert "missing" not in msg
@@ -275,7 +266,7 @@ def test_stray_layer_key_is_one_unexpected_key(tmp_path: Path, family: str, suff
 def test_stray_key_far_beyond_the_layers(tmp_path: Path) -> None:
     sd = _sd("next_dit")
     path = _save({**sd, "layers.17.gate": torch.zeros(4)}, tmp_path / "stray.safetensors")
-    _assert_message(_load_error(path), "1 unexpected key(s) for a 2-layer model", "layer 17 lies beyond",
+    assert_message(load_error(path), "1 unexpected key(s) for a 2-layer model", "layer 17 lies beyond",
                     "unexpected layers.17.gate", family="next_dit")
 
 
@@ -294,7 +285,7 @@ def test_a_real_last_layer_missing_a_tensor_is_still_missing(tmp_path: Path, fam
     sd = _sd(family)
     del sd["layers.1.attention.wq.weight"]
     path = _save(sd, tmp_path / "incomplete.safetensors")
-    _assert_message(_load_error(path), "1 missing key(s) for a 2-layer model", "missing layers.1.attention.wq.weight",
+    assert_message(load_error(path), "1 missing key(s) for a 2-layer model", "missing layers.1.attention.wq.weight",
                     family=family)
 
 
@@ -327,9 +318,9 @@ def test_pickled_code_is_refused_in_either_format(tmp_path: Path, zip_format: bo
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pth"
     torch.save({**_sd("next_dit"), "evil": _Payload(marker)}, str(path), _use_new_zipfile_serialization=zip_format)
-    msg = _load_error(path)
+    msg = load_error(path)
     assert not marker.exists()
-    _assert_message(msg, str(path), "cannot be read as plain PyTorch weights", "it pickles io.open",
+    assert_message(msg, str(path), "cannot be read as plain PyTorch weights", "it pickles io.open",
                     "pickles code, which is refused for safety and never run", family=None)
     assert "weights_only` set to `False" not in msg  # torch's advice to run it is not passed on
     torch.load(str(path), weights_only=False)["evil"].close()  # the payload is live
@@ -340,4 +331,4 @@ def test_truncated_old_format_pth(tmp_path: Path) -> None:
     path = tmp_path / "cut.pth"
     torch.save(_sd("flag_dit"), str(path), _use_new_zipfile_serialization=False)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    _assert_message(_load_error(path), str(path), "cannot be read as plain PyTorch weights", "truncated", family=None)
+    assert_message(load_error(path), str(path), "cannot be read as plain PyTorch weights", "truncated", family=None)

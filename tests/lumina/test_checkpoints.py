@@ -19,11 +19,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import lumina
+from lumina_support import assert_checkpoint_message, load_error
 from lumina.checkpoints import diffusers_to_official, official_to_diffusers
 
 GOLDEN_DIR = Path(__file__).parents[1] / "fixtures" / "golden"
 GOLDEN_SETS = {"next_dit": "nextdit_tiny", "flag_dit": "flagdit_tiny"}
-FAMILY_LABELS = {"next_dit": "Next-DiT (Lumina-Next)", "flag_dit": "Flag-DiT (Lumina-T2I)"}
 ATOL = 1e-5
 StateDict = dict[str, torch.Tensor]
 
@@ -96,19 +96,6 @@ def _save(sd: StateDict, path: Path) -> Path:
 
 def _perturbed(sd: StateDict) -> StateDict:
     return {k: v + 0.01 if v.is_floating_point() else v for k, v in sd.items()}
-
-
-def _load_error(source, **kwargs) -> str:
-    with pytest.raises(lumina.LuminaCheckpointError) as info:
-        lumina.load_model(source, **kwargs)
-    return str(info.value)
-
-
-def _assert_message(msg: str, *parts: str, family: str | None) -> None:
-    for part in parts:
-        assert part in msg, f"{part!r} not in: {msg}"
-    label = FAMILY_LABELS[family] if family else "none"
-    assert f"Model family guessed: {label}." in msg, msg
 
 
 # -- accepted formats -----------------------------------------------------------------------
@@ -278,8 +265,8 @@ def test_not_a_lumina_checkpoint(tmp_path: Path) -> None:
         "model.diffusion_model.out.2.weight": torch.randn(4, 320, 3, 3, generator=gen),
     }
     path = _save(unet, tmp_path / "sd_unet.safetensors")
-    msg = _load_error(path)
-    _assert_message(msg, "no Lumina model found", str(path), "Offending keys:",
+    msg = load_error(path)
+    assert_checkpoint_message(msg, "no Lumina model found", str(path), "Offending keys:",
                     "model.diffusion_model.input_blocks.0.0.weight", family=None)
 
 
@@ -287,14 +274,14 @@ def test_not_a_lumina_checkpoint(tmp_path: Path) -> None:
 def test_truncated_file(tmp_path: Path, ref: Ref, suffix: str) -> None:
     path = _save(ref.state_dict(), tmp_path / f"consolidated.00-of-01{suffix}")
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    _assert_message(_load_error(path), "truncated", str(path), family=None)
-    _assert_message(_load_error(tmp_path), "truncated", str(path), family=None)  # via the folder
+    assert_checkpoint_message(load_error(path), "truncated", str(path), family=None)
+    assert_checkpoint_message(load_error(tmp_path), "truncated", str(path), family=None)  # via the folder
 
 
 def test_random_bytes_pth(tmp_path: Path) -> None:
     path = tmp_path / "garbage.pth"
     path.write_bytes(os.urandom(4096))
-    _assert_message(_load_error(path), "cannot be read as plain PyTorch weights", str(path), family=None)
+    assert_checkpoint_message(load_error(path), "cannot be read as plain PyTorch weights", str(path), family=None)
 
 
 class _Payload:
@@ -310,9 +297,9 @@ class _Payload:
 def test_pickled_code_is_refused_and_never_runs(tmp_path: Path, ref: Ref) -> None:
     marker = tmp_path / "pwned"
     path = _save({**ref.state_dict(), "evil": _Payload(marker)}, tmp_path / "evil.pth")
-    msg = _load_error(path)
+    msg = load_error(path)
     assert not marker.exists()
-    _assert_message(msg, str(path), "cannot be read as plain PyTorch weights", "pickles code", family=None)
+    assert_checkpoint_message(msg, str(path), "cannot be read as plain PyTorch weights", "pickles code", family=None)
     # the payload is live: a plain unpickle does run it
     torch.load(str(path), weights_only=False)["evil"].close()
     assert marker.exists()
@@ -326,45 +313,45 @@ def test_missing_key(tmp_path: Path, ref: Ref, key: str) -> None:
     sd = ref.state_dict()
     del sd[key]
     path = _save(sd, tmp_path / "incomplete.safetensors")
-    _assert_message(_load_error(path), "missing", key, str(path), family=ref.family)
+    assert_checkpoint_message(load_error(path), "missing", key, str(path), family=ref.family)
 
 
 def test_unexpected_key(tmp_path: Path, ref: Ref) -> None:
     path = _save({**ref.state_dict(), "foo.bar": torch.zeros(3)}, tmp_path / "extra.safetensors")
-    _assert_message(_load_error(path), "unexpected", "foo.bar", str(path), family=ref.family)
+    assert_checkpoint_message(load_error(path), "unexpected", "foo.bar", str(path), family=ref.family)
 
 
 def test_shape_mismatch(tmp_path: Path, ref: Ref) -> None:
     key = "layers.1.feed_forward.w2.weight"
     rows, cols = ref.sd[key].shape
     path = _save({**ref.state_dict(), key: torch.zeros(rows, cols - 32)}, tmp_path / "mixed.safetensors")
-    msg = _load_error(path)
-    _assert_message(msg, "shapes", key, f"({rows}, {cols - 32})", f"expected ({rows}, {cols})", str(path),
+    msg = load_error(path)
+    assert_checkpoint_message(msg, "shapes", key, f"({rows}, {cols - 32})", f"expected ({rows}, {cols})", str(path),
                     family=ref.family)
 
 
 def test_lumina_image_2_is_named(tmp_path: Path, next_ref: Ref) -> None:
     sd = {**next_ref.state_dict(), "noise_refiner.0.x": torch.zeros(2)}
     path = _save({"model.diffusion_model." + k: v for k, v in sd.items()}, tmp_path / "lumina2.safetensors")
-    _assert_message(_load_error(path), "Lumina-Image 2.0", str(path), family=None)
+    assert_checkpoint_message(load_error(path), "Lumina-Image 2.0", str(path), family=None)
 
 
 def test_folder_without_weights(tmp_path: Path) -> None:
     (tmp_path / "README.md").write_text("not weights")
     (tmp_path / "model_args.pth").write_bytes(b"")
-    _assert_message(_load_error(tmp_path), "holds no Lumina weights", str(tmp_path), family=None)
+    assert_checkpoint_message(load_error(tmp_path), "holds no Lumina weights", str(tmp_path), family=None)
 
 
 def test_folder_with_model_parallel_shards(tmp_path: Path, ref: Ref) -> None:
     _save(ref.state_dict(), tmp_path / "consolidated.00-of-02.pth")
     _save(ref.state_dict(), tmp_path / "consolidated.01-of-02.pth")
-    _assert_message(_load_error(tmp_path), "holds no Lumina weights", "model-parallel shards",
+    assert_checkpoint_message(load_error(tmp_path), "holds no Lumina weights", "model-parallel shards",
                     "consolidated.00-of-02.pth", family=None)
 
 
 def test_path_that_does_not_exist(tmp_path: Path) -> None:
     path = tmp_path / "nowhere" / "consolidated.00-of-01.safetensors"
-    _assert_message(_load_error(path), "no such file", str(path), family=None)
+    assert_checkpoint_message(load_error(path), "no such file", str(path), family=None)
 
 
 @pytest.mark.parametrize("what", ["model", "state_dict"])
@@ -373,7 +360,7 @@ def test_flag_dit_cannot_be_saved_for_diffusers(tmp_path: Path, what: str) -> No
     source = lumina.load_model(r.file) if what == "model" else r.state_dict()
     with pytest.raises(lumina.LuminaCheckpointError) as info:
         lumina.save_diffusers(source, tmp_path / "out")
-    _assert_message(str(info.value), "diffusers has no Flag-DiT", family="flag_dit")
+    assert_checkpoint_message(str(info.value), "diffusers has no Flag-DiT", family="flag_dit")
     assert not (tmp_path / "out" / "diffusion_pytorch_model.safetensors").exists()
 
 
@@ -383,7 +370,7 @@ def test_diffusers_cross_attention_query_must_equal_self_attention(tmp_path: Pat
     key, twin = f"layers.1.{duplicate}", f"layers.1.{duplicate.replace('attn2', 'attn1')}"
     sd[key] = sd[key] + 0.01
     path = _save(sd, tmp_path / "untied.safetensors")
-    _assert_message(_load_error(path), key, twin, str(path), family="next_dit")
+    assert_checkpoint_message(load_error(path), key, twin, str(path), family="next_dit")
 
 
 @pytest.mark.parametrize("extra", ["foo.bar", "layers.0.foo.weight"])
