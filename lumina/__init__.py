@@ -1,4 +1,4 @@
-"""Lumina-T2X in pure PyTorch: Flag-DiT and Next-DiT, checkpoints, and flow-ODE sampling.
+"""Lumina-T2X in pure PyTorch: Flag-DiT, Next-DiT and Lumina-Video, checkpoints, and flow-ODE sampling.
 
 Importable without ComfyUI. Time convention everywhere: t=0 is noise, t=1 is data, and the
 model predicts the velocity data − noise.
@@ -16,11 +16,16 @@ from .model.hooks import BatchRows, batch_rows
 from .sampling import sample, seeded_noise
 from .sampling_settings import SamplingSettings
 from .solvers import SamplingInterrupted, StepInfo
+from .video_checkpoints import load_video_model
+from .video_config import LuminaVideoConfig
+from .model.lumina_video import LuminaVideo
+from .video_sampling import SAMPLE_CONFIGS, VideoSampleSettings, sample_video, video_sample_settings
 
 __all__ = [
     "load_model", "save_official", "save_diffusers", "read_state_dict", "to_official",
     "LuminaConfig", "PRESETS", "infer_config", "build_model", "LuminaDiT", "FlagDiT", "NextDiT",
     "ForwardOptions", "BatchRows", "batch_rows", "Conditioning", "ImageStart", "SamplingSettings", "sample", "seeded_noise",
     "MemoryEstimate", "estimate_sampling_memory", "check_sampling_fits", "extrapolation_options", "StepInfo",
-    "SamplingInterrupted", "LuminaError", "LuminaCheckpointError", "LuminaInputError", "LuminaNumericError",
+    "SamplingInterrupted", "LuminaVideo", "LuminaVideoConfig", "load_video_model", "sample_video",
+    "video_sample_settings", "VideoSampleSettings", "SAMPLE_CONFIGS", "LuminaError", "LuminaCheckpointError", "LuminaInputError", "LuminaNumericError",
 ]

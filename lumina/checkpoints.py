@@ -25,6 +25,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from .config import LuminaConfig, guess_family, infer_config
+from .video_config import strip_compile_prefix
 from .widths import ffn_hidden_dim
 from .errors import LuminaCheckpointError
 from .model import LuminaDiT, build_model
@@ -397,8 +398,9 @@ def official_to_diffusers(state_dict: Mapping[str, Tensor], source: str = "state
 
 
 def to_official(state_dict: Mapping[str, Tensor], source: str = "state dict") -> tuple[StateDict, str]:
-    """Any accepted naming → official names; also returns the detected format."""
-    sd, prefix = strip_prefix(state_dict)
+    """Any accepted naming → official names; also returns the detected format. torch.compile's
+    `_orig_mod.` key segments (in the released Lumina-Video file) are dropped."""
+    sd, prefix = strip_prefix(strip_compile_prefix(state_dict))
     if is_diffusers(sd):
         return diffusers_to_official(sd, source), "diffusers"
     _reject_other_models(sd, source)

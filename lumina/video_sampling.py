@@ -9,13 +9,19 @@ Every setting can be changed: `video_sample_settings("f24F96R960-MultiScale", cf
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from torch import Tensor
 
-from .errors import LuminaInputError
+from .conditioning import Conditioning, concat
+from .editing import ImageStart
+from .errors import LuminaInputError, LuminaNumericError
+from .flow import time_shift as shift_times
 from .model.lumina_video import TimeAware, guided_velocity, parse_patch_comb, time_aware_value
+from .model.options import ForwardOptions
+from .sampling import seeded_noise
+from .solvers import Callback, VelocityFn, solve
 
 if TYPE_CHECKING:
     from .model.lumina_video import LuminaVideo
@@ -76,56 +82,121 @@ def video_sample_settings(name: str = "f24F96R960", **changes: Any) -> VideoSamp
 
 def time_grid(steps: int, time_shift: float) -> Tensor:
     """fp32 official grid: linspace(0, 1, steps) then t / (t + s − s·t)."""
-    t = torch.linspace(0.0, 1.0, steps)
-    return t / (t + time_shift - time_shift * t)
+    return shift_times(torch.linspace(0.0, 1.0, steps), time_shift)
 
 
-def model_kwargs(settings: VideoSampleSettings, batch: int = 1) -> dict[str, Any]:
-    """The official `forward_with_multi_cfg` keyword arguments for `batch` prompts and one negative set."""
+def model_kwargs(settings: VideoSampleSettings, batch: int = 1, negative: bool = True) -> dict[str, Any]:
+    """The official `forward_with_multi_cfg` keyword arguments for `batch` prompts and one negative
+    set (none when `negative` is False: unguided)."""
     return {
-        "motion_score": [settings.motion] * batch + [settings.neg_motion] * batch,
+        "motion_score": [settings.motion] * batch + ([settings.neg_motion] * batch if negative else []),
         "patch_comb": settings.patch_comb,
-        "cfg_scale": [settings.cfg],
+        "cfg_scale": [settings.cfg] if negative else [],
         "renorm_cfg": settings.renorm,
     }
 
 
+def scaled_cfg(cfg: TimeAware, scale: float) -> TimeAware:
+    """`cfg` with its first (t = 0) value replaced by `scale` and its switches kept: the official
+    (20, (0.2, 0)) with scale 7 is (7, (0.2, 0)) — guidance 7 until t = 0.2, then none."""
+    if isinstance(cfg, (tuple, list)) and cfg and isinstance(cfg[0], (int, float)):
+        return (float(scale), *cfg[1:])
+    return float(scale)
+
+
+def video_velocity(
+    model: "LuminaVideo", cond: Conditioning, uncond: Conditioning | None, settings: VideoSampleSettings,
+    options: ForwardOptions | None = None,
+) -> VelocityFn:
+    """v(x, t) for a batch x (B, C, F, H, W): the official guided call of its B rows with one
+    negative caption set (`uncond`; None = unguided), time-aware settings resolved at each t.
+    One caption (batch 1) serves every row. The velocity is fp32."""
+    prepared: dict[int, tuple[Tensor, Tensor, dict[str, Any]]] = {}
+
+    def rows(b: int) -> tuple[Tensor, Tensor, dict[str, Any]]:
+        if b not in prepared:  # built once per batch size: the caption batch and the official kwargs
+            parts = [cond.repeat_to(b)] + ([] if uncond is None else [uncond.repeat_to(b)])
+            caption = concat(parts)
+            prepared[b] = caption.cap_feats, caption.cap_mask, model_kwargs(settings, b, uncond is not None)
+        return prepared[b]
+
+    def velocity(x: Tensor, t: Tensor) -> Tensor:
+        feats, mask, kw = rows(x.shape[0])
+        t_rows = torch.as_tensor(t, dtype=torch.float32, device=x.device).reshape(-1)[:1].expand(feats.shape[0])
+        try:
+            return guided_velocity(model, x.to(model.dtype), t_rows, feats, mask, kw["motion_score"], kw["patch_comb"],
+                                   kw["cfg_scale"], kw["renorm_cfg"], options=options).float()
+        except LuminaInputError:
+            if bool(torch.isfinite(x).all()):
+                raise
+            raise LuminaNumericError(
+                f"sampling reached NaN or infinite values before t={float(t_rows[0]):.4f}: the model produced them from "
+                "finite inputs; its weights may overflow in their dtype (fp16: load in bf16 or fp32)"
+            ) from None
+
+    return velocity
+
+
+def _explicit_grid(grid: Tensor) -> Tensor:
+    grid = torch.as_tensor(grid, dtype=torch.float32).reshape(-1)
+    if len(grid) < 2 or not bool((grid[1:] > grid[:-1]).all()) or float(grid[0]) < 0.0 or float(grid[-1]) > 1.0:
+        raise LuminaInputError(f"the time grid must rise from t ≥ 0 to t ≤ 1 in at least 2 points, got {grid.tolist()[:8]}")
+    return grid
+
+
 def sample_video(
-    model: "LuminaVideo", noise: Tensor, cap_feats: Tensor, cap_mask: Tensor, neg_cap_feats: Tensor, neg_cap_mask: Tensor,
-    settings: VideoSampleSettings | str = "f24F96R960", *, callback: Callable[[int, float, Tensor], None] | None = None,
+    model: "LuminaVideo", cond: Conditioning, uncond: Conditioning | None = None,
+    latent_shape: Sequence[int] | None = None, settings: VideoSampleSettings | str = "f24F96R960", *,
+    noise: Tensor | None = None, seed: int = 0, start: ImageStart | None = None, solver: str = "euler",
+    grid: Tensor | None = None, options: ForwardOptions | None = None, callback: Callback | None = None,
     trajectory: bool = False,
 ) -> Tensor:
-    """Euler-integrate noise (B, C, F, H, W) at t=0 to the data latent at t=1 with the guided
-    velocity (one negative caption set). Only the B positive rows are integrated (the official
-    sampler also carries the negative rows, whose values it never reads). Returns the final latent,
-    or with trajectory=True a (steps, B, C, F, H, W) stack of every grid point."""
+    """Solve Lumina-Video's flow ODE from noise (t = 0) to the data latent (t = 1), like the official
+    `generate.py` (Euler over `time_grid(steps, time_shift)`, one negative caption set).
+
+    `latent_shape` (B, C, F, H, W) or `noise` of that shape (default: `seeded_noise(shape, seed)`);
+    `start`: video-to-video from a latent (`lumina.editing.ImageStart`, λ or strength). `solver`:
+    any of `lumina.solvers.SOLVERS` (the official one is euler); `grid`: an explicit time grid
+    instead of the settings' (steps, time_shift). Only the B positive rows are integrated (the
+    official sampler also carries the negative rows, whose values it never reads). Returns the
+    fp32 final latent, or with trajectory=True the (points, B, C, F, H, W) stack."""
     if isinstance(settings, str):
         settings = video_sample_settings(settings)
-    b = noise.shape[0]
-    if cap_feats.shape[0] != b or neg_cap_feats.shape[0] != b:
-        raise LuminaInputError(f"{b} noise rows need {b} positive and {b} negative caption rows")
-    if cap_feats.shape[1] != neg_cap_feats.shape[1]:  # one padded caption batch
-        width = max(cap_feats.shape[1], neg_cap_feats.shape[1])
-        pad = lambda f, m: (torch.nn.functional.pad(f, (0, 0, 0, width - f.shape[1])),  # noqa: E731
-                            torch.nn.functional.pad(m, (0, width - m.shape[1])))
-        (cap_feats, cap_mask), (neg_cap_feats, neg_cap_mask) = pad(cap_feats, cap_mask), pad(neg_cap_feats, neg_cap_mask)
-    feats = torch.cat([cap_feats, neg_cap_feats])
-    mask = torch.cat([cap_mask, neg_cap_mask])
-    kwargs = model_kwargs(settings, b)
-    grid = time_grid(int(settings.steps), float(settings.time_shift))
-    x = noise.float()
-    states = [x]
-    for i, (t0, t1) in enumerate(zip(grid[:-1].tolist(), grid[1:].tolist())):
-        t = torch.full((2 * b,), t0, dtype=torch.float32, device=x.device)
-        v = guided_velocity(model, x.to(noise.dtype), t, feats, mask, kwargs["motion_score"], kwargs["patch_comb"],
-                            kwargs["cfg_scale"], kwargs["renorm_cfg"]).float()
-        x = x + (grid[i + 1] - grid[i]).item() * v
-        if callback is not None:
-            callback(i, t0, x)
-        states.append(x)
-    return torch.stack(states) if trajectory else x
+    if start is not None:
+        latent_shape = tuple(start.latent.shape)
+    elif noise is not None:
+        latent_shape = tuple(noise.shape)
+    if latent_shape is None or len(latent_shape) != 5:
+        raise LuminaInputError(
+            f"Lumina-Video samples (batch, {model.config.in_channels}, frames, height, width) latents; got "
+            f"{None if latent_shape is None else tuple(latent_shape)} (give latent_shape, noise or start)"
+        )
+    device = model.t_embedder.mlp[0].weight.device
+    noise = seeded_noise(latent_shape, seed) if noise is None else noise
+    if tuple(noise.shape) != tuple(latent_shape):
+        raise LuminaInputError(f"noise shape {tuple(noise.shape)} does not match the latent shape {tuple(latent_shape)}")
+    x = noise.to(device, torch.float32)
+    if not bool(torch.isfinite(x).all()):
+        raise LuminaInputError("noise contains NaN or infinite values")
+    grid = time_grid(int(settings.steps), float(settings.time_shift)) if grid is None else _explicit_grid(grid)
+    if start is not None:
+        if not bool(torch.isfinite(start.latent).all()):
+            raise LuminaInputError("the video-to-video start latent contains NaN or infinite values; check the VAE encode")
+        x, grid = start.begin(grid, x)
+        if len(grid) < 2:
+            return x[None] if trajectory else x
+    velocity = video_velocity(model, cond.to(device), None if uncond is None else uncond.to(device), settings, options)
+    with torch.inference_mode():
+        out = solve(velocity, x, grid.to(device), solver, callback=callback, trajectory=trajectory)
+    if not bool(torch.isfinite(out).all()):
+        raise LuminaNumericError(
+            "sampling produced NaN or infinite values from finite inputs; the model's weights may overflow in their "
+            "dtype (fp16: load in bf16 or fp32) or the checkpoint may be damaged"
+        )
+    return out
 
 
 __all__ = [
-    "VideoSampleSettings", "SAMPLE_CONFIGS", "video_sample_settings", "time_grid", "model_kwargs", "sample_video",
+    "VideoSampleSettings", "SAMPLE_CONFIGS", "video_sample_settings", "time_grid", "model_kwargs", "scaled_cfg",
+    "video_velocity", "sample_video",
 ]

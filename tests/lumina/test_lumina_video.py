@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 import lumina
+from lumina.conditioning import Conditioning
 from lumina.config import guess_family, infer_config
 from lumina.errors import LuminaCheckpointError, LuminaInputError
 from lumina.model import MODEL_CLASSES, build_model
@@ -278,8 +279,9 @@ def test_time_grid_and_trajectory_match_official(vmodel, name):
     assert _diff(time_grid(settings.steps, settings.time_shift), T[f"sample.{name}.tgrid"]) == 0
     z = T["in.z_a"] if name == "f16F64R512" else T["in.z_b"]
     with torch.no_grad():
-        traj = sample_video(vmodel, z, T["in.cfg_cap_feats"][:1], T["in.cfg_cap_mask"][:1], T["in.cfg_cap_feats"][1:],
-                            T["in.cfg_cap_mask"][1:], settings, trajectory=True)
+        traj = sample_video(vmodel, Conditioning(T["in.cfg_cap_feats"][:1], T["in.cfg_cap_mask"][:1]),
+                            Conditioning(T["in.cfg_cap_feats"][1:], T["in.cfg_cap_mask"][1:]), settings=settings,
+                            noise=z, trajectory=True)
     assert _diff(traj, T[f"sample.{name}.traj"]) <= 1e-4
 
 
