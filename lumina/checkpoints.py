@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from .config import LuminaConfig, guess_family, infer_config
-from .video_config import strip_compile_prefix
+from .video_config import VIDEO_FAMILY, LuminaVideoConfig, strip_compile_prefix
 from .widths import ffn_hidden_dim
 from .errors import LuminaCheckpointError
 from .model import LuminaDiT, build_model
@@ -471,6 +471,8 @@ def _config_from_metadata(metadata: Mapping[str, str], sd: Mapping[str, Tensor],
     raw = metadata.get(CONFIG_METADATA_KEY)
     if raw:
         data = _parse_json(raw, f"its {CONFIG_METADATA_KEY} metadata", source, _METADATA_HINT, guess_family(sd))
+        if isinstance(data, dict) and data.get("family") == VIDEO_FAMILY:
+            return _video_config_from(data, source)
         if isinstance(data, dict) and data.get("family") == "flag_dit" and "nextframe_token" not in data:
             # saved before the field existed: the optional [nextframe] token is there or not
             data = {**data, "nextframe_token": "nextframe_token" in sd}
@@ -487,6 +489,16 @@ def _config_from_metadata(metadata: Mapping[str, str], sd: Mapping[str, Tensor],
         data = _parse_json(metadata[DIFFUSERS_CONFIG_KEY], "config.json", source, _CONFIG_JSON_HINT, config.family)
         config = _reconcile_diffusers_config(data, config, source)
     return config
+
+
+def _video_config_from(data: Mapping[str, Any], source: str) -> LuminaVideoConfig:
+    try:
+        return LuminaVideoConfig.from_dict(data)
+    except (TypeError, ValueError) as err:
+        raise LuminaCheckpointError(
+            f"its {CONFIG_METADATA_KEY} metadata is not a valid Lumina-Video configuration ({err})",
+            source=source, family=VIDEO_FAMILY, hint=_METADATA_HINT,
+        ) from None
 
 
 def _split_patch(width: int, patch: Any, channels: Any) -> tuple[int, int] | tuple[str, str]:

@@ -12,6 +12,7 @@ t_scale and motion_scale change no shape; they take the values of the released t
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass, fields, replace
@@ -88,11 +89,48 @@ class LuminaVideoConfig(AttentionWidths):
             )
         return f"{patch_size}-{f_patch_size}"
 
+    # the latent checks of `LuminaConfig`, for every patch entry (a multi-scale schedule may use each)
+    vae_downsample: ClassVar[int] = 8  # CogVideoX: 8× spatial (its 4× temporal is the VAE's business)
+
+    @property
+    def pixel_unit(self) -> int:
+        """Pixels per token side at the largest spatial patch: sizes that every patch entry can cut."""
+        return max(p for p, _ in self.patches) * self.vae_downsample
+
+    def check_latent(self, where: str, channels: int, height: int, width: int) -> None:
+        """Raise a LuminaInputError naming `where` unless every patch entry can cut this latent."""
+        if channels != self.in_channels:
+            raise LuminaInputError(
+                f"{where} has {channels} channels but this Lumina-Video model takes {self.in_channels}-channel "
+                "latents (CogVideoX VAE); make the latent with Lumina Empty Video Latent (model connected) or "
+                "Lumina Video VAE Encode"
+            )
+        p = max(p for p, _ in self.patches)
+        if height <= 0 or width <= 0 or height % p or width % p:
+            raise LuminaInputError(
+                f"{where}: latent size {height}×{width} is not a positive multiple of the largest patch size {p}; "
+                f"use a video size that is a multiple of {self.pixel_unit} pixels"
+            )
+
+    def check_frames(self, where: str, frames: int) -> None:
+        """Raise a LuminaInputError naming `where` unless every patch entry can cut `frames` latent frames."""
+        f = max(f for _, f in self.patches)
+        if frames < 1 or (frames != 1 and frames % f):
+            cogvideox = ", ".join(str(4 * (f * m - 1) + 1) for m in (1, 2, 3))  # 4k + 1 frames → k + 1 latent frames
+            raise LuminaInputError(
+                f"{where} has {frames} latent frames; this Lumina-Video model's temporal patch size {f} needs 1 or a "
+                f"multiple of {f} latent frames: with the CogVideoX mapping {cogvideox}, … video frames, with the "
+                f"official frames ÷ 4 mapping a multiple of {4 * f}"
+            )
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["family"] = self.family
         data["patches"] = [list(p) for p in self.patches]
         return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "LuminaVideoConfig":

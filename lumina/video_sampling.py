@@ -9,7 +9,7 @@ Every setting can be changed: `video_sample_settings("f24F96R960-MultiScale", cf
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -25,6 +25,7 @@ from .solvers import Callback, VelocityFn, solve
 
 if TYPE_CHECKING:
     from .model.lumina_video import LuminaVideo
+    from .video_config import LuminaVideoConfig
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,54 @@ class VideoSampleSettings:
 
     def with_(self, **changes: Any) -> "VideoSampleSettings":
         return replace(self, **changes)
+
+    def patch_entries(self) -> list[tuple[int, int]]:
+        """Every (patch_size, f_patch_size) the patch schedule uses."""
+        return [parse_patch_comb(v) for v in schedule_values(self.patch_comb)]
+
+    def check_model(self, config: "LuminaVideoConfig") -> None:
+        """Raise a LuminaInputError before sampling when the model lacks an entry the schedule uses."""
+        for patch, f_patch in self.patch_entries():
+            config.entry_key(patch, f_patch)
+
+
+def schedule_values(value: TimeAware) -> list:
+    """The values of a time-switched setting, in order: 'a' → ['a'], ('a', (0.1, 'b')) → ['a', 'b']."""
+    if isinstance(value, (tuple, list)) and value and not isinstance(value[0], (tuple, list)):
+        return [value[0]] + [v for _, v in value[1:]]
+    return [value]
+
+
+def parse_schedule(text: str, value: Callable[[str], Any] = str) -> TimeAware:
+    """A time-switched setting written for a text field: '2x4; 0.03: 2x2; 0.125: 1x2' → ('2x4',
+    (0.03, '2x2'), (0.125, '1x2')), i.e. 2x4 from t = 0, 2x2 from t = 0.03, 1x2 from t = 0.125;
+    a single entry '1x2' → '1x2'. `value` converts each value (e.g. float)."""
+    parts = [part.strip() for part in str(text).split(";") if part.strip()]
+    if not parts:
+        raise LuminaInputError("the schedule is empty; write a value, or 'v0; t1: v1; t2: v2' (times ascending in (0, 1))")
+    try:
+        first = value(parts[0])
+        switches = []
+        for part in parts[1:]:
+            time, _, v = part.partition(":")
+            if not _:
+                raise ValueError(part)
+            switches.append((float(time), value(v.strip())))
+    except ValueError:
+        raise LuminaInputError(
+            f"schedule {text!r} cannot be read: write 'v0; t1: v1; t2: v2', e.g. '2x4; 0.03: 2x2; 0.125: 1x2'"
+        ) from None
+    times = [t for t, _ in switches]
+    if any(not 0.0 < t < 1.0 for t in times) or times != sorted(set(times)):
+        raise LuminaInputError(f"schedule {text!r}: the switch times must rise strictly inside (0, 1), got {times}")
+    return (first, *switches) if switches else first
+
+
+def format_schedule(value: TimeAware) -> str:
+    """The text form `parse_schedule` reads."""
+    if isinstance(value, (tuple, list)) and value and not isinstance(value[0], (tuple, list)):
+        return "; ".join([str(value[0])] + [f"{t:g}: {v}" for t, v in value[1:]])
+    return str(value)
 
 
 SAMPLE_CONFIGS: dict[str, VideoSampleSettings] = {
@@ -198,5 +247,6 @@ def sample_video(
 
 __all__ = [
     "VideoSampleSettings", "SAMPLE_CONFIGS", "video_sample_settings", "time_grid", "model_kwargs", "scaled_cfg",
+    "parse_schedule", "format_schedule", "schedule_values",
     "video_velocity", "sample_video",
 ]

@@ -52,6 +52,18 @@ def latent_frames_for(frames: int) -> int:
     return (frames - 1) // 4 + 1
 
 
+def official_latent_frames(frames: int) -> int:
+    """Lumina-Video generate.py's noise length, frames // 4 (96 → 24 latent frames, which the VAE
+    decodes to 93); asked for a multiple of 4 so that nothing is silently dropped."""
+    if frames < 4 or frames % 4:
+        below = max(4, frames // 4 * 4)
+        raise LuminaInputError(
+            f"{frames} frames: the official mapping takes frames ÷ 4 latent frames; use a multiple of 4 "
+            f"({below} or {below + 4 if below < frames else below})"
+        )
+    return frames // 4
+
+
 def _check_frame_count(frames: int) -> None:
     if frames < 1 or (frames - 1) % 4:
         below, above = valid_frame_counts(frames)

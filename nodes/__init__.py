@@ -8,6 +8,7 @@ from .paths import register_folders
 from .pixel_space import LuminaPixelSpaceVAE
 from .sampling import LuminaFlowSampler, LuminaMidpointSampler, LuminaOfficialCFG, LuminaScheduler
 from .video import LuminaVideoVAEDecode, LuminaVideoVAEEncode, LuminaVideoVAELoader
+from .video_sampling import LuminaVideoSettings
 
 register_folders()
 
@@ -30,6 +31,7 @@ NODE_CLASS_MAPPINGS = {
     "LuminaVideoVAELoader": LuminaVideoVAELoader,
     "LuminaVideoVAEDecode": LuminaVideoVAEDecode,
     "LuminaVideoVAEEncode": LuminaVideoVAEEncode,
+    "LuminaVideoSettings": LuminaVideoSettings,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "LuminaModelLoader": "Lumina Model Loader",
@@ -50,4 +52,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LuminaVideoVAELoader": "Lumina Video VAE Loader",
     "LuminaVideoVAEDecode": "Lumina Video VAE Decode",
     "LuminaVideoVAEEncode": "Lumina Video VAE Encode",
+    "LuminaVideoSettings": "Lumina-Video Settings",
 }

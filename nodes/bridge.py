@@ -27,9 +27,10 @@ from ..lumina.extrapolation import extrapolation_options
 from ..lumina.features.interrupt import InterruptCheck
 from ..lumina.guidance import official_cfg
 from ..lumina.memory import check_sampling_fits, estimate_sampling_memory
-from ..lumina.model import ForwardOptions, LuminaDiT
+from ..lumina.model import ForwardOptions, LuminaDiT, LuminaVideo
 from ..lumina.model.hooks import BatchRows, ForwardFeature, batch_rows
 from ..lumina.sampling import VelocityWrapper
+from ..lumina.video_vae import LUMINA_VIDEO_VAE_SCALE
 
 PATCH_KEY = "lumina"  # the one transformer_options entry: a LuminaPatch
 CAPTION_KEY = "lumina_caption"  # model cond: caption features with the mask as a last channel
@@ -117,13 +118,33 @@ class PixelSpaceLatentFormat(comfy.latent_formats.LatentFormat):
         self.taesd_decoder_name = None
 
 
+class LuminaVideoLatentFormat(comfy.latent_formats.LatentFormat):
+    """Lumina-Video's model space is the CogVideoX latent × 1.15258426 (the official factor); a
+    LATENT holds the VAE's own space, so sampling scales in and out by it (no shift)."""
+
+    latent_channels = 16
+    latent_dimensions = 3
+
+    def __init__(self) -> None:
+        self.scale_factor = LUMINA_VIDEO_VAE_SCALE
+        self.latent_rgb_factors = None  # no fast preview decoder: the progress bar still runs
+        self.taesd_decoder_name = None
+
+
+def latent_format_of(lumina_model: LuminaDiT | LuminaVideo) -> comfy.latent_formats.LatentFormat:
+    if isinstance(lumina_model, LuminaVideo):
+        return LuminaVideoLatentFormat()
+    if lumina_model.config.vae_downsample == 1:
+        return PixelSpaceLatentFormat()
+    return comfy.latent_formats.SDXL()  # scale 0.13025, the official SDXL VAE factor
+
+
 class _LuminaModelConfig:
     """The slice of a ComfyUI model config that BaseModel and the model manager read."""
 
-    def __init__(self, lumina_model: LuminaDiT) -> None:
+    def __init__(self, lumina_model: LuminaDiT | LuminaVideo) -> None:
         self.unet_config = {"disable_unet_model_creation": True}
-        pixel_space = lumina_model.config.vae_downsample == 1
-        self.latent_format = PixelSpaceLatentFormat() if pixel_space else comfy.latent_formats.SDXL()  # SDXL: 0.13025
+        self.latent_format = latent_format_of(lumina_model)
         self.manual_cast_dtype = None
         self.sampling_settings: dict = {}
         self.memory_usage_factor = 2.0
@@ -197,6 +218,23 @@ class LuminaBaseModel(comfy.model_base.BaseModel):
         return flow.denoised_from_velocity(x, velocity, t_lumina)
 
 
+class LuminaVideoBaseModel(LuminaBaseModel):
+    """A Lumina-Video model as a MODEL: ComfyUI loads, offloads and LoRA-patches it; the Lumina Flow
+    Sampler runs its official guided call (core samplers cannot: see apply_model)."""
+
+    def get_dtype(self) -> torch.dtype:
+        return self.diffusion_model.dtype
+
+    def memory_required(self, input_shape, cond_shapes=None, **kwargs) -> float:
+        return comfy.model_base.BaseModel.memory_required(self, input_shape)  # ComfyUI's rule, by latent area
+
+    def apply_model(self, *args, **kwargs):
+        raise ValueError(
+            "a Lumina-Video MODEL samples with the Lumina Flow Sampler: its guidance runs several captions and motion "
+            "scores per step with a patch-size schedule, which core KSampler / SamplerCustom cannot drive"
+        )
+
+
 INTERRUPT_CHECK = InterruptCheck(comfy.model_management.throw_exception_if_processing_interrupted)
 """Cancel takes effect between transformer blocks, not only between steps."""
 
@@ -247,20 +285,33 @@ class LuminaPatch:
         return tuple(f for f in self.features if not isinstance(f, kind)) + (item,)
 
 
-def make_model_patcher(lumina_model: LuminaDiT, shift: float = DEFAULT_SHIFT) -> comfy.model_patcher.ModelPatcher:
+def make_model_patcher(lumina_model: LuminaDiT | LuminaVideo, shift: float = DEFAULT_SHIFT) -> comfy.model_patcher.ModelPatcher:
     """ComfyUI's standard MODEL around a lumina model (weights stay on the offload device until used)."""
     load_device = comfy.model_management.get_torch_device()
     offload_device = comfy.model_management.unet_offload_device()
-    base = LuminaBaseModel(lumina_model.to(offload_device), shift)
+    kind = LuminaVideoBaseModel if isinstance(lumina_model, LuminaVideo) else LuminaBaseModel
+    base = kind(lumina_model.to(offload_device), shift)
     patcher = comfy.model_patcher.ModelPatcher(base, load_device=load_device, offload_device=offload_device)
     patcher.set_model_sampler_post_cfg_function(check_finite_denoised)
     return patcher
 
 
-def lumina_model_of(model: comfy.model_patcher.ModelPatcher) -> LuminaDiT:
+def any_lumina_model_of(model: comfy.model_patcher.ModelPatcher) -> LuminaDiT | LuminaVideo:
+    """The Lumina model inside a MODEL of the Lumina Model Loader: an image family or Lumina-Video."""
     inner = getattr(getattr(model, "model", None), "diffusion_model", None)
-    if not isinstance(inner, LuminaDiT):
+    if not isinstance(inner, (LuminaDiT, LuminaVideo)):
         raise ValueError("this node needs a model from the Lumina Model Loader (got a different model type)")
+    return inner
+
+
+def lumina_model_of(model: comfy.model_patcher.ModelPatcher) -> LuminaDiT:
+    """The Flag-DiT / Next-DiT inside a MODEL, for the nodes that work with those families only."""
+    inner = any_lumina_model_of(model)
+    if isinstance(inner, LuminaVideo):
+        raise ValueError(
+            "this node works with Lumina-T2I / Lumina-Next models; a Lumina-Video MODEL goes straight to the Lumina "
+            "Flow Sampler (with Lumina-Video Settings for motion and the multi-scale schedule)"
+        )
     return inner
 
 

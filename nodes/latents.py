@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..lumina.buckets import official_buckets
+from ..lumina.video_vae import latent_frames_for, official_latent_frames
 from . import bridge
 from .loaders import CATEGORY
 
@@ -62,27 +63,26 @@ class LuminaEmptyLatent:
         return ({"samples": torch.zeros(batch_size, channels, height // factor, width // factor)},)
 
 
-# How pixel frames map to latent frames: (name, temporal factor). A temporal factor k > 1 is a causal
-# video VAE (CogVideoX, Lumina-Video's VAE): the first frame alone, then k frames per latent frame,
-# so k·n + 1 frames → n + 1 latent frames. Factor 1: a model without a temporal VAE (images encoded one
+# How pixel frames map to latent frames. "causal" (CogVideoX, Lumina-Video's VAE): the first frame
+# alone, then 4 frames per latent frame, so 4k + 1 frames → k + 1 latent frames (what VAE Encode
+# makes and Decode gives back). "floor": Lumina-Video's generate.py, frames // 4 latent frames
+# (96 → 24, which decode to 93 frames). "one": a model without a temporal VAE (images encoded one
 # by one, multi-view sets): one latent frame per frame.
-FRAME_MAPPINGS = {"1:1 (per-frame VAE, multi-view)": 1, "CogVideoX VAE (4k + 1 frames → k + 1)": 4}
+FRAME_MAPPINGS = {
+    "1:1 (per-frame VAE, multi-view)": "one",
+    "CogVideoX VAE (4k + 1 frames → k + 1)": "causal",
+    "Lumina-Video official (frames ÷ 4)": "floor",
+}
 MAX_FRAMES = 1024
+# generate.py's sizes (per frame): the README's 1248x704 for f24R960, its default 672x384 for f16R512
+VIDEO_PRESETS = {"1248x704 (Lumina-Video R960)": (1248, 704), "672x384 (Lumina-Video R512)": (672, 384)}
 
 
-def latent_frames(frames: int, temporal_factor: int) -> int:
-    """Latent frames for `frames` pixel frames under a causal VAE with this temporal factor."""
+def latent_frames(frames: int, mapping: str) -> int:
+    """Latent frames for `frames` pixel frames under a FRAME_MAPPINGS rule."""
     if frames < 1:
         raise ValueError(f"frames {frames}: a video latent needs at least 1 frame (an image is 1 frame); set frames ≥ 1")
-    if temporal_factor == 1:
-        return frames
-    if (frames - 1) % temporal_factor:
-        below = (frames - 1) // temporal_factor * temporal_factor + 1
-        raise ValueError(
-            f"frames {frames} does not fit this VAE's {temporal_factor}k + 1 frames: use {below} or "
-            f"{below + temporal_factor} (or the 1:1 frame mapping)"
-        )
-    return (frames - 1) // temporal_factor + 1
+    return {"one": int, "causal": latent_frames_for, "floor": official_latent_frames}[mapping](frames)
 
 
 class LuminaEmptyVideoLatent:
@@ -93,8 +93,8 @@ class LuminaEmptyVideoLatent:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "preset": (["custom"] + list(presets()), {"default": "custom",
-                           "tooltip": "the official 1024-px aspect-ratio buckets (per frame)"}),
+                "preset": (["custom"] + list(VIDEO_PRESETS) + list(presets()), {"default": "custom",
+                           "tooltip": "Lumina-Video's generate.py sizes, or the official 1024-px image buckets (per frame)"}),
                 "width": ("INT", {"default": 512, "min": SIDE_MULTIPLE, "max": MAX_SIDE, "step": SIDE_MULTIPLE}),
                 "height": ("INT", {"default": 512, "min": SIDE_MULTIPLE, "max": MAX_SIDE, "step": SIDE_MULTIPLE}),
                 "frames": ("INT", {"default": 9, "min": 1, "max": MAX_FRAMES,
@@ -102,7 +102,8 @@ class LuminaEmptyVideoLatent:
                                       "1 frame samples exactly like an image"}),
                 "frame_mapping": (list(FRAME_MAPPINGS), {"default": list(FRAME_MAPPINGS)[0],
                                   "tooltip": "how pixel frames become latent frames: 1:1 for a model without a "
-                                             "temporal VAE; CogVideoX: 4k + 1 frames → k + 1 latent frames"}),
+                                             "temporal VAE; CogVideoX: 4k + 1 frames → k + 1 latent frames; "
+                                             "Lumina-Video official: frames ÷ 4 (96 → 24, decoded to 93 frames)"}),
                 "fps": ("INT", {"default": 24, "min": 1, "max": 240,
                         "tooltip": "stored on the LATENT (key 'fps') for decoding and saving; sampling does not use it"}),
                 "batch_size": ("INT", {"default": 1, "min": 1, "max": 64}),
@@ -119,13 +120,13 @@ class LuminaEmptyVideoLatent:
     def generate(self, preset: str, width: int, height: int, frames: int, frame_mapping: str, fps: int,
                  batch_size: int, model=None):
         if preset != "custom":
-            width, height = presets()[preset]
+            width, height = VIDEO_PRESETS.get(preset) or presets()[preset]
         if frame_mapping not in FRAME_MAPPINGS:
             raise ValueError(f"unknown frame_mapping {frame_mapping!r}; pick one of {', '.join(FRAME_MAPPINGS)}")
         count = latent_frames(frames, FRAME_MAPPINGS[frame_mapping])
         channels, factor, unit = 4, 8, SIDE_MULTIPLE  # the SDXL VAE's latent space, patch size 2
         if model is not None:
-            config = bridge.lumina_model_of(model).config
+            config = bridge.any_lumina_model_of(model).config
             channels, factor, unit = config.in_channels, config.vae_downsample, config.pixel_unit
             config.check_frames(f"a {frames}-frame video ({count} latent frames)", count)
         check_size(width, height, unit)

@@ -11,6 +11,7 @@ from ..lumina.text_encoders import is_text_encoder_folder
 CHECKPOINT_FOLDERS = ("lumina", "diffusion_models", "unet")  # Lumina weights: official or diffusers
 TEXT_ENCODER_FOLDERS = ("text_encoders", "LLM")  # transformers folders (Gemma-2B, LLaMA-2-7B)
 WEIGHT_EXTENSIONS = {".safetensors", ".pth", ".pt", ".bin", ".ckpt"}
+NOT_WEIGHTS = {"model_args.pth"}  # Lumina-Video's pickled training arguments, beside its weights
 
 
 def register_folders() -> None:
@@ -32,7 +33,8 @@ def checkpoint_names() -> list[str]:
     names: set[str] = set()
     for name in CHECKPOINT_FOLDERS:
         if name in folder_paths.folder_names_and_paths:
-            names.update(f for f in folder_paths.get_filename_list(name) if os.path.splitext(f)[1].lower() in WEIGHT_EXTENSIONS)
+            names.update(f for f in folder_paths.get_filename_list(name)
+                         if os.path.splitext(f)[1].lower() in WEIGHT_EXTENSIONS and os.path.basename(f) not in NOT_WEIGHTS)
     return sorted(names)
 
 

@@ -11,8 +11,10 @@ from ..lumina.guidance import CFG_MODES
 from ..lumina.editing import ImageStart, trim_grid
 from ..lumina.sampling import sample
 from ..lumina.sampling_settings import SamplingSettings
+from ..lumina.model import LuminaVideo
 from ..lumina.solvers import SOLVERS
 from . import bridge
+from .video_sampling import SETTINGS_TYPE, sample_lumina_video
 from .loaders import CATEGORY
 from .regions import caption_of, split_regions
 
@@ -53,6 +55,8 @@ class LuminaFlowSampler:
                                      "tooltip": "channel-wise latent normalisation before editing (style edits)"}),
                 "sigmoid_scale": ("FLOAT", {"default": 4.0, "min": 0.1, "max": 50.0, "step": 0.1,
                                   "tooltip": "sigmoid schedule only: larger = steps denser at both ends (our parameterisation)"}),
+                "video_settings": (SETTINGS_TYPE, {"tooltip": "Lumina-Video models: motion, guidance end, renorm and the "
+                                                              "multi-scale patch schedule (Lumina-Video Settings)"}),
             },
         }
 
@@ -61,7 +65,22 @@ class LuminaFlowSampler:
     CATEGORY = CATEGORY
 
     def sample(self, model, positive, negative, latent_image, seed, steps, step_convention, solver, schedule, shift,
-               cfg, cfg_mode, extrapolation, denoise, start_time=-1.0, normalize_latent=False, sigmoid_scale=4.0):
+               cfg, cfg_mode, extrapolation, denoise, start_time=-1.0, normalize_latent=False, sigmoid_scale=4.0,
+               video_settings=None):
+        settings = SamplingSettings(
+            steps=steps, solver=solver, schedule=schedule, shift=shift, sigmoid_scale=sigmoid_scale,
+            step_convention=CONVENTIONS[step_convention], cfg=cfg, cfg_mode=cfg_mode,
+        )
+        if not negative:
+            raise ValueError("negative conditioning is empty; connect a Lumina Text Encode output")
+        inner = bridge.any_lumina_model_of(model)
+        if isinstance(inner, LuminaVideo):
+            return (sample_lumina_video(
+                model, inner, positive, negative, latent_image, seed, settings, denoise=denoise, start_time=start_time,
+                normalize_latent=normalize_latent, video_settings=video_settings,
+            ),)
+        if video_settings is not None:
+            raise ValueError("Lumina-Video Settings apply to Lumina-Video models only; disconnect it for this model")
         lumina_model = bridge.lumina_model_of(model)
         latent = latent_image["samples"]
         if latent.ndim not in (4, 5):
@@ -74,12 +93,6 @@ class LuminaFlowSampler:
                 f"Lumina Region-Adaptive Sampling runs on image latents only, and this latent has {latent.shape[2]} "
                 "frames; bypass the Region-Adaptive node for video (or sample an image latent)"
             )
-        if not negative:
-            raise ValueError("negative conditioning is empty; connect a Lumina Text Encode output")
-        settings = SamplingSettings(
-            steps=steps, solver=solver, schedule=schedule, shift=shift, sigmoid_scale=sigmoid_scale,
-            step_convention=CONVENTIONS[step_convention], cfg=cfg, cfg_mode=cfg_mode,
-        )
         factor = lumina_model.config.vae_downsample
         height, width = latent.shape[-2] * factor, latent.shape[-1] * factor  # (batch, C, [frames,] h, w)
         cond, regions = split_regions(positive, latent.shape[-2], latent.shape[-1], factor)

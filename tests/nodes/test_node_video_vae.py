@@ -7,32 +7,22 @@ from __future__ import annotations
 
 import pytest
 import torch
-from diffusers import AutoencoderKLCogVideoX
 
 from lumina.video_vae import LUMINA_VIDEO_VAE_SCALE, frames_from_comfy, frames_to_comfy, load_video_vae
+from tools.comfyui.assets import COGVIDEOX_VAE_NAME as VAE_NAME, tiny_cogvideox
 
-VAE_NAME = "tiny_cogvideox"
 PIPELINE_NAME = "tiny_cogvideox_pipeline"  # a pipeline folder: the VAE in its vae/
 H, W = 2, 3  # latent size → 16 × 24 pixels
-
-
-def tiny_cogvideox() -> AutoencoderKLCogVideoX:
-    """tests/lumina/test_video_vae.py's tiny VAE with Lumina-Video's 16 latent channels."""
-    torch.manual_seed(0)
-    return AutoencoderKLCogVideoX(
-        block_out_channels=(8, 8, 8, 8), latent_channels=16, layers_per_block=1, norm_num_groups=2,
-        down_block_types=("CogVideoXDownBlock3D",) * 4, up_block_types=("CogVideoXUpBlock3D",) * 4,
-        temporal_compression_ratio=4, sample_height=96, sample_width=80,
-    ).eval()
 
 
 @pytest.fixture(scope="module")
 def vae_dir(comfyui):
     root = comfyui.workspace.models_dir / "vae"
-    folder = root / VAE_NAME
-    if not folder.exists():
-        tiny_cogvideox().save_pretrained(folder)
-        tiny_cogvideox().save_pretrained(root / PIPELINE_NAME / "vae")
+    folder = root / VAE_NAME  # the tiny assets' VAE when they were built first
+    for path in (folder, root / PIPELINE_NAME / "vae"):
+        if not path.exists():
+            tiny_cogvideox().save_pretrained(path)
+    if not (root / "not_a_video_vae").exists():
         (root / "not_a_video_vae").mkdir()
         (root / "not_a_video_vae" / "config.json").write_text('{"_class_name": "AutoencoderKL"}')
     return folder

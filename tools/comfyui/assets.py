@@ -9,15 +9,20 @@ workspace's extra_model_paths yaml wires it (workspace.py):
       lumina/tiny_next_dit_diffusers/         the same weights as a diffusers LuminaNextDiT2DModel folder
       lumina/tiny_flag_dit.safetensors        Flag-DiT, dim 64, 2 layers, cap_feat_dim 96 (official keys)
       lumina/not_lumina.safetensors           SD-UNet-like keys: for "this is not a Lumina file" tests
+      lumina/tiny_lumina_video/               Lumina-Video, dim 64, 2 layers, 16 channels, patch entries 1x2 2x2 2x4,
+                                              cap_feat_dim 64, in the released form (consolidated.00-of-01.pth
+                                              with torch.compile key segments + a pickled model_args.pth)
       text_encoders/tiny_gemma/               GemmaForCausalLM (hidden 64) + word-level tokenizer (adds <bos>)
+      text_encoders/tiny_gemma2/              Gemma2ForCausalLM (hidden 64), same tokenizer: Lumina-Video's convention
       text_encoders/tiny_llama/               LlamaForCausalLM (hidden 96) + word-level tokenizer (adds <bos>)
       LLM/tiny_gemma, LLM/tiny_llama          symlinks to the two folders above
       vae_approx/taesdxl_{encoder,decoder}.safetensors   random TAESD-XL: core VAELoader name "taesdxl"
-      vae/ checkpoints/                       empty (see `sdxl_vae_random` for an opt-in full-size VAE)
+      vae/tiny_cogvideox/                     diffusers AutoencoderKLCogVideoX: 16 latent channels, 8× spatial, 4× temporal
+      checkpoints/                            empty (see `sdxl_vae_random` for an opt-in full-size SDXL VAE)
 
 The text-encoder folders load offline with `AutoTokenizer/AutoModel.from_pretrained(folder,
 local_files_only=True)` (AutoModelForCausalLM too). Next-DiT pairs with tiny_gemma (64 = Gemma
-hidden size), Flag-DiT with tiny_llama (96).
+hidden size), Flag-DiT with tiny_llama (96), Lumina-Video with tiny_gemma2 and tiny_cogvideox.
 
 This module imports torch, transformers and the repository's `lumina` library, never ComfyUI.
 """
@@ -38,6 +43,9 @@ from torch import nn
 NEXT_DIT_KWARGS = dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, cap_feat_dim=64, multiple_of=16)
 FLAG_DIT_KWARGS = dict(dim=64, n_layers=2, n_heads=4, cap_feat_dim=96, multiple_of=16)
 GEMMA_HIDDEN = 64
+LUMINA_VIDEO_KWARGS = dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, cap_feat_dim=GEMMA_HIDDEN, multiple_of=16,
+                           patches=((2, 1), (2, 2), (4, 2)), in_channels=16)
+COGVIDEOX_VAE_NAME = "tiny_cogvideox"
 LLAMA_HIDDEN = 96
 TAESD_VAE_NAME = "taesdxl"  # the name core VAELoader lists once both TAESD-XL halves are in vae_approx/
 SEED = 1234
@@ -71,6 +79,9 @@ class TinyAssets:
     llama: Path
     taesdxl_encoder: Path
     taesdxl_decoder: Path
+    lumina_video: Path | None = None
+    gemma2: Path | None = None
+    cogvideox: Path | None = None
     vae_name: str = TAESD_VAE_NAME
     build_seconds: float = 0.0
     extra: dict = field(default_factory=dict)
@@ -142,6 +153,34 @@ def write_not_lumina(path: Path) -> Path:
     return _save_safetensors({k: torch.randn(s, generator=g) for k, s in shapes.items()}, path)
 
 
+def write_lumina_video(folder: Path, seed_offset: int = 5) -> Path:
+    """A tiny Lumina-Video in the released form: `consolidated.00-of-01.pth` whose layer keys carry
+    torch.compile's `_orig_mod.` segment, beside a pickled `model_args.pth` (never read by the pack)."""
+    import argparse
+
+    from lumina.model import LuminaVideo
+    from lumina.video_config import LuminaVideoConfig
+
+    model = init_small_normal(LuminaVideo(LuminaVideoConfig(**LUMINA_VIDEO_KWARGS)), seed_offset)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {f"_orig_mod.{k}" if k.startswith("layers.") else k: v.detach().clone() for k, v in model.state_dict().items()}
+    torch.save(state, folder / "consolidated.00-of-01.pth")
+    torch.save(argparse.Namespace(model="MultiScaleNextDiT_tiny", rope_theta=256.0), folder / "model_args.pth")
+    return folder / "consolidated.00-of-01.pth"
+
+
+def tiny_cogvideox():
+    """A random diffusers AutoencoderKLCogVideoX with Lumina-Video's 16 latent channels (seeded)."""
+    from diffusers import AutoencoderKLCogVideoX
+
+    torch.manual_seed(0)
+    return AutoencoderKLCogVideoX(
+        block_out_channels=(8, 8, 8, 8), latent_channels=16, layers_per_block=1, norm_num_groups=2,
+        down_block_types=("CogVideoXDownBlock3D",) * 4, up_block_types=("CogVideoXUpBlock3D",) * 4,
+        temporal_compression_ratio=4, sample_height=96, sample_width=80,
+    ).eval()
+
+
 # -- text encoders --------------------------------------------------------------------------------------
 
 def build_tokenizer(folder: Path, max_length: int = 128):
@@ -179,7 +218,8 @@ def build_tokenizer(folder: Path, max_length: int = 128):
 
 
 def build_text_encoder(kind: str, folder: Path, seed_offset: int = 0) -> Path:
-    """tiny_gemma (GemmaForCausalLM, hidden 64) or tiny_llama (LlamaForCausalLM, hidden 96)."""
+    """tiny_gemma (GemmaForCausalLM, hidden 64), tiny_gemma2 (Gemma2ForCausalLM, hidden 64) or tiny_llama
+    (LlamaForCausalLM, hidden 96)."""
     import transformers
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -191,6 +231,12 @@ def build_text_encoder(kind: str, folder: Path, seed_offset: int = 0) -> Path:
             num_attention_heads=4, num_key_value_heads=1, head_dim=16, max_position_embeddings=256, **ids,
         )
         cls = transformers.GemmaForCausalLM
+    elif kind == "gemma2":
+        config = transformers.Gemma2Config(
+            vocab_size=len(vocab), hidden_size=GEMMA_HIDDEN, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=1, head_dim=16, max_position_embeddings=256, **ids,
+        )
+        cls = transformers.Gemma2ForCausalLM
     elif kind == "llama":
         config = transformers.LlamaConfig(
             vocab_size=len(vocab), hidden_size=LLAMA_HIDDEN, intermediate_size=192, num_hidden_layers=2,
@@ -297,7 +343,7 @@ MODEL_SUBDIRS = ("lumina", "text_encoders", "LLM", "vae", "vae_approx", "checkpo
 
 
 def build_all(models_dir: Path) -> TinyAssets:
-    """Build every default asset into `models_dir` (≈ 1–2 s on 2 CPU cores)."""
+    """Build every default asset into `models_dir` (≈ 5 s on 2 CPU cores, most of it importing diffusers)."""
     import lumina
 
     start = time.perf_counter()
@@ -312,16 +358,22 @@ def build_all(models_dir: Path) -> TinyAssets:
     flag_path = lumina.save_official(build_lumina("flag_dit", seed_offset=2), lumina_dir / "tiny_flag_dit.safetensors")
     not_lumina = write_not_lumina(lumina_dir / "not_lumina.safetensors")
 
+    video_path = write_lumina_video(lumina_dir / "tiny_lumina_video")
+
     gemma = build_text_encoder("gemma", models_dir / "text_encoders" / "tiny_gemma", seed_offset=3)
     llama = build_text_encoder("llama", models_dir / "text_encoders" / "tiny_llama", seed_offset=4)
-    for folder in (gemma, llama):
+    gemma2 = build_text_encoder("gemma2", models_dir / "text_encoders" / "tiny_gemma2", seed_offset=6)
+    cogvideox = models_dir / "vae" / COGVIDEOX_VAE_NAME
+    tiny_cogvideox().save_pretrained(str(cogvideox))
+    for folder in (gemma, llama, gemma2):
         (models_dir / "LLM" / folder.name).symlink_to(folder, target_is_directory=True)
 
     enc, dec = write_taesdxl(models_dir / "vae_approx")
     return TinyAssets(
         models_dir=models_dir, next_dit=Path(next_path), next_dit_diffusers=Path(diffusers_path),
         flag_dit=Path(flag_path), not_lumina=not_lumina, gemma=gemma, llama=llama,
-        taesdxl_encoder=enc, taesdxl_decoder=dec, build_seconds=time.perf_counter() - start,
+        taesdxl_encoder=enc, taesdxl_decoder=dec, lumina_video=video_path, gemma2=gemma2, cogvideox=cogvideox,
+        build_seconds=time.perf_counter() - start,
     )
 
 
@@ -334,6 +386,8 @@ def substitute_tiny(graph: dict, assets: "TinyAssets", prefix: str, side_divisor
         "Lumina-T2I/consolidated.00-of-01.safetensors": assets.name(assets.flag_dit),
         "gemma-2b": assets.name(assets.gemma), "Llama-2-7b-hf": assets.name(assets.llama),
         "sdxl_vae.safetensors": assets.vae_name,
+        "Lumina-Video-f24R960/consolidated.00-of-01.pth": assets.name(assets.lumina_video),
+        "gemma-2-2b": assets.name(assets.gemma2), "CogVideoX-2b-vae": COGVIDEOX_VAE_NAME,
     }
     for node in g.values():
         inputs = node["inputs"]
@@ -344,9 +398,11 @@ def substitute_tiny(graph: dict, assets: "TinyAssets", prefix: str, side_divisor
             for key in ("width", "height", "x", "y"):
                 if key in inputs:
                     inputs[key] //= side_divisor
+        if node["class_type"] == "LuminaEmptyVideoLatent":  # 64×32 px, 8 frames (2 latent frames, 5 decoded)
+            inputs.update(preset="custom", width=64, height=32, frames=8)
         if node["class_type"] == "LuminaFlowSampler":
             inputs["steps"] = steps
-        if node["class_type"] == "SaveImage":
+        if node["class_type"] in ("SaveImage", "SaveAnimatedWEBP", "SaveAnimatedPNG"):
             inputs["filename_prefix"] = prefix
     return g
 
