@@ -10,18 +10,23 @@ from .loaders import CATEGORY
 
 
 class PixelSpaceVAE:
-    """decode: (B, 3, H, W) in [-1, 1] → (B, H, W, 3) in [0, 1]; encode: the inverse."""
+    """decode: (B, 3, H, W) in [-1, 1] → (B, H, W, 3) in [0, 1], and a pixel-space video
+    (B, 3, F, H, W) → its B·F frames in order (what core Save Animated WEBP / PNG take); encode:
+    images back."""
 
     downscale_ratio = 1
     upscale_ratio = 1
     latent_channels = 3
 
     def decode(self, samples: torch.Tensor) -> torch.Tensor:
-        if samples.ndim != 4 or samples.shape[1] != 3:
+        if samples.ndim not in (4, 5) or samples.shape[1] != 3:
             raise ValueError(
-                f"the pixel-space VAE decodes (batch, 3, h, w) images, got {tuple(samples.shape)}; "
-                "use the SDXL VAE for latent models"
+                f"the pixel-space VAE decodes (batch, 3, h, w) images or (batch, 3, frames, h, w) videos, got "
+                f"{tuple(samples.shape)}; decode latent models' images with the SDXL VAE, Lumina-Video latents with "
+                "Lumina Video VAE Decode"
             )
+        if samples.ndim == 5:  # frames of item 0, then of item 1, …
+            samples = samples.movedim(2, 1).flatten(0, 1)
         return to_unit(samples).permute(0, 2, 3, 1).cpu()
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:

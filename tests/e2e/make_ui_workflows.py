@@ -33,6 +33,15 @@ FILES_NOTE = (
     "• vae/sdxl_vae.safetensors ← stabilityai/sdxl-vae.\n"
     "Nothing is downloaded by the nodes."
 )
+VIDEO_FILES_NOTE = (
+    "Where the files go (ComfyUI/models/…):\n"
+    "• lumina/Lumina-Video-f24R960/ ← the files of huggingface.co/Alpha-VLLM/Lumina-Video-f24R960 "
+    "(consolidated.00-of-01.pth; model_args.pth may stay beside it, it is never read).\n"
+    "• text_encoders/gemma-2-2b/ ← the whole google/gemma-2-2b folder (Lumina-Video's captions: the "
+    "official system prompt is added on 'auto').\n"
+    "• vae/CogVideoX-2b-vae/ ← the vae/ folder of THUDM/CogVideoX-2b (config.json + weights).\n"
+    "Nothing is downloaded by the nodes."
+)
 DEMO_NOTE = (
     "The embedded demo model (this repository's assets/demo, made by `python -m train fit --config "
     "train/configs/shapes_demo.yaml`): a 3.8 M-parameter Next-DiT trained in pixel space on procedural "
@@ -106,6 +115,21 @@ NOTES = {
         "attention (and NTK for Flag-DiT) on a copy of the model and outputs the resolution-dependent time "
         "shift (base 4 × 2048/1024), wired into the sampler's shift.",
         FILES_NOTE,
+    ],
+    "lumina_video_t2v": [
+        "Lumina-Video text-to-video like the official generate.py run of its README: 1248×704, 96 frames "
+        "(frames ÷ 4 = 24 latent frames, decoded to 93), 24 fps, the f24F96R960 config: Euler, 70 grid points, "
+        "shift 24, cfg 20 until t = 0.2, motion 6 (negative caption 2 until t = 0.05), renorm 2. On a GPU "
+        "with 24 GB or more; the Video VAE decodes tiled. Save Animated WEBP writes the clip (core Save Video "
+        "or Save Animated PNG take the same frames).",
+        VIDEO_FILES_NOTE,
+    ],
+    "lumina_video_t2v_multiscale": [
+        "Multi-scale Lumina-Video (f24F96R960-MultiScale): the same run, but the patch size follows a "
+        "schedule — 2x4 (temporal 2, spatial 4) from t = 0, 2x2 from t = 0.03, 1x2 from t = 0.125 — so the "
+        "early steps see 8× fewer tokens and sampling takes about half the time. Edit the Lumina-Video "
+        "Settings node (preset 'custom') to try other schedules.",
+        VIDEO_FILES_NOTE,
     ],
     "lumina_next_img2img": [
         "Image-to-image: load an image (sides multiples of 16 px), encode with the SDXL VAE, and sample "

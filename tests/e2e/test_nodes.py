@@ -33,7 +33,9 @@ OUR_NODES = {
     "LuminaPixelSpaceVAE": set(),
     "LuminaFlowSampler": {"model", "positive", "negative", "latent_image", "seed", "steps", "step_convention", "solver",
                           "schedule", "shift", "cfg", "cfg_mode", "extrapolation", "denoise", "start_time", "normalize_latent",
-                          "sigmoid_scale"},
+                          "sigmoid_scale", "video_settings"},
+    "LuminaVideoSettings": {"preset", "patch_schedule", "motion_score", "negative_motion", "negative_motion_until",
+                            "cfg_until", "renorm"},
     "LuminaScheduler": {"steps", "step_convention", "schedule", "shift", "denoise", "sigmoid_scale"},
     "LuminaMidpointSampler": set(),
     "LuminaOfficialCFG": {"model"},
@@ -97,6 +99,13 @@ def test_every_workflow_runs(comfy_server, tiny_assets, example_image, demo_file
     areas = any(n["class_type"] == "ConditioningSetArea" for n in original.values())
     graph = tiny(original, tiny_assets, unique_prefix, side_divisor=8 if areas else 16)  # core areas: ≥ 64 px
     entry = comfy_server.run(graph, timeout=300)
+    video = [n["inputs"] for n in graph.values() if n["class_type"] == "LuminaEmptyVideoLatent"]
+    if video:  # an animation: the asked size, and the frames the CogVideoX VAE decodes (4·(latent frames − 1) + 1)
+        [webp] = comfy_server.output_files(entry)
+        latent_frames = video[0]["frames"] // 4  # the official frames ÷ 4 mapping of these workflows
+        with Image.open(webp) as img:
+            assert (img.n_frames, img.size) == (4 * (latent_frames - 1) + 1, (video[0]["width"], video[0]["height"]))
+        return
     empty = [n["inputs"] for n in graph.values() if n["class_type"] == "LuminaEmptyLatent"]
     size, batch = ((empty[0]["width"], empty[0]["height"]), empty[0]["batch_size"]) if empty else ((64, 64), 1)
     pngs = comfy_server.output_files(entry)

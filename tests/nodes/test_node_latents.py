@@ -57,3 +57,13 @@ def test_pixel_space_vae_decodes_and_encodes_pixels(comfyui):
     torch.testing.assert_close(vae.encode(image), samples)
     with pytest.raises(ValueError, match="decodes \\(batch, 3, h, w\\) images"):
         vae.decode(torch.zeros(1, 4, 8, 8))
+    with pytest.raises(ValueError, match="Lumina-Video latents with Lumina Video VAE Decode"):
+        vae.decode(torch.zeros(1, 16, 2, 8, 8))
+
+
+def test_pixel_space_vae_decodes_a_video_into_its_frames(comfyui):
+    (vae,) = comfyui.run_node("LuminaPixelSpaceVAE")
+    video = torch.linspace(-1, 1, 2 * 3 * 4 * 5 * 6).reshape(2, 3, 4, 5, 6)  # 2 items of 4 frames
+    frames = vae.decode(video)
+    assert frames.shape == (8, 5, 6, 3)
+    torch.testing.assert_close(frames[5], vae.decode(video[1:, :, 1])[0])  # item 1, frame 1
