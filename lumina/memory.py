@@ -26,6 +26,9 @@ block rounding on CUDA). Against torch's own allocation record (profiler) the te
 `benchmarks/sampling_memory.py` compares the whole estimate with the process's measured peak.
 Not counted: Region-Adaptive Sampling's key/value cache, feature hooks' own tensors, the text
 encoder and the VAE, and `trajectory=True` stacks.
+
+Lumina-Video runs the same Next-DiT blocks; it is estimated as Next-DiT at its finest patch entry
+(the most tokens a patch schedule can reach), with its per-item RoPE tables.
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ import torch
 
 from .config import LuminaConfig
 from .errors import LuminaInputError
+from .video_config import LuminaVideoConfig
+
+AnyConfig = LuminaConfig | LuminaVideoConfig
 
 GiB = 1024**3
 MiB = 1024**2
@@ -69,7 +75,7 @@ CUDA_ROUNDING = 0.03
 class _Request:
     """What an estimate was made for, kept so a refusal can recompute at other sizes."""
 
-    config: LuminaConfig
+    config: AnyConfig
     items: tuple[tuple[int, int, int, int], ...]  # (channels, frames, height, width) latent of each user item
     cfg_batch: bool
     dtype: torch.dtype
@@ -144,11 +150,11 @@ def _gib(nbytes: float) -> str:
 
 # -- inputs ------------------------------------------------------------------------------------
 def _resolve_model(
-    model_or_config: torch.nn.Module | LuminaConfig, dtype: torch.dtype | None, device: torch.device | str | None,
+    model_or_config: torch.nn.Module | AnyConfig, dtype: torch.dtype | None, device: torch.device | str | None,
     count_weights: bool | None,
-) -> tuple[LuminaConfig, torch.dtype, torch.device, int, int, bool]:
+) -> tuple[AnyConfig, torch.dtype, torch.device, int, int, bool]:
     """(config, dtype, device, floating parameter count, other bytes, count_weights)."""
-    if isinstance(model_or_config, LuminaConfig):
+    if isinstance(model_or_config, (LuminaConfig, LuminaVideoConfig)):
         config = model_or_config
         from .model import build_model
 
@@ -158,12 +164,13 @@ def _resolve_model(
     else:
         module = model_or_config
         config = module.config
-        weight_device = module.x_embedder.weight.device
+        weight_device = _first_weight(module).device
     tensors = list(module.parameters()) + list(module.buffers())
     floating = sum(t.numel() for t in tensors if t.is_floating_point())
     other = sum(t.numel() * t.element_size() for t in tensors if not t.is_floating_point())
+    first = _first_weight(module)
     if dtype is None:
-        dtype = module.x_embedder.weight.dtype if module.x_embedder.weight.is_floating_point() else torch.float32
+        dtype = first.dtype if first.is_floating_point() else torch.float32
     if device is None:
         device = torch.device("cpu") if weight_device.type == "meta" else weight_device
     device = torch.device(device)
@@ -174,12 +181,18 @@ def _resolve_model(
         resident = weight_device.type == device.type and (
             weight_device.type != "cuda" or weight_device.index in (None, device.index)
         )
-        count_weights = not resident or module.x_embedder.weight.dtype != dtype
+        count_weights = not resident or first.dtype != dtype
     return config, dtype, device, floating, other, count_weights
 
 
+def _first_weight(module: torch.nn.Module) -> torch.Tensor:
+    """The patch embedder's weight: where and in what dtype the model's weights are."""
+    embedder = getattr(module, "x_embedder", None)
+    return embedder.weight if embedder is not None else next(module.parameters())
+
+
 def _items(
-    config: LuminaConfig, latent_shape: Sequence[int] | Sequence[Sequence[int]]
+    config: AnyConfig, latent_shape: Sequence[int] | Sequence[Sequence[int]]
 ) -> tuple[tuple[int, int, int, int], ...]:
     """A (B, C, h, w) or (B, C, F, h, w) shape, or a list of (C, h, w) or (C, F, h, w) item shapes
     (a padded list batch), as (C, F, h, w) items (F = 1 for images)."""
@@ -207,9 +220,12 @@ def _items(
     return tuple(out)
 
 
-def _tokens(config: LuminaConfig, frames: int, height: int, width: int) -> int:
+def _tokens(config: AnyConfig, frames: int, height: int, width: int) -> int:
     """Sequence length: frames · rows · cols patches, plus Flag-DiT's [nextline] per row and
-    [nextframe] per frame (none for one frame)."""
+    [nextframe] per frame (none for one frame); Lumina-Video: its finest patch entry's count (one
+    frame is repeated to a whole temporal patch, so it is one token frame)."""
+    if isinstance(config, LuminaVideoConfig):
+        return max(max(1, frames // f) * (height // p) * (width // p) for p, f in config.patches)
     rows, cols = height // config.patch_size, width // config.patch_size
     if config.family != "flag_dit":
         return frames * rows * cols
@@ -217,7 +233,7 @@ def _tokens(config: LuminaConfig, frames: int, height: int, width: int) -> int:
 
 
 def resolve_attention_backend(
-    config: LuminaConfig, dtype: torch.dtype, device: torch.device | str, *, masked: bool, requested: str = "auto"
+    config: AnyConfig, dtype: torch.dtype, device: torch.device | str, *, masked: bool, requested: str = "auto"
 ) -> str:
     """The kernel `lumina.model.attention.attend` will run: "flash_attn", "sdpa_flash",
     "sdpa_efficient", "sdpa_cudnn" (all O(L) memory) or "sdpa_math" (materialises the scores).
@@ -241,7 +257,7 @@ def resolve_attention_backend(
 
 
 @functools.lru_cache(maxsize=64)
-def _sdpa_choice(config: LuminaConfig, dtype: torch.dtype, device: torch.device, masked: bool) -> str:
+def _sdpa_choice(config: AnyConfig, dtype: torch.dtype, device: torch.device, masked: bool) -> str:
     names = {0: "sdpa_math", 1: "sdpa_flash", 2: "sdpa_efficient", 3: "sdpa_cudnn", 4: "sdpa_overrideable"}
     try:
         from torch.nn.attention import SDPBackend
@@ -262,7 +278,7 @@ def _sdpa_choice(config: LuminaConfig, dtype: torch.dtype, device: torch.device,
 
 # -- the estimate ------------------------------------------------------------------------------
 def estimate_sampling_memory(
-    model_or_config: torch.nn.Module | LuminaConfig,
+    model_or_config: torch.nn.Module | AnyConfig,
     latent_shape: Sequence[int] | Sequence[Sequence[int]],
     *,
     cfg_batch: bool = True,
@@ -319,6 +335,10 @@ def _estimate(r: _Request) -> MemoryEstimate:
     # the embedded sequence, the current block's input (another tensor from layer 1 on), the
     # caption cast to the model dtype (a copy only when fp32 text features meet a half model).
     persistent = [X] + ([X] if c.n_layers > 1 else []) + ([Y] if half else [])
+    if isinstance(c, LuminaVideoConfig):  # the patchified items (pF·p²·C wide at the finest entry) stay alive
+        _, f0, h0, w0 = r.items[0]
+        p, pf = max(c.patches, key=lambda e_: max(1, f0 // e_[1]) * (h0 // e_[0]) * (w0 // e_[0]))
+        persistent.append(rows * L * pf * p * p * c.in_channels * e)
     if padded:  # the items' own sequences stay alive beside the padded batch they were copied into
         persistent += [per_row * n * D * e for n in lengths]
     if c.family == "flag_dit":  # the last embedded grid stays alive beside its [nextline]-packed sequence
@@ -328,6 +348,8 @@ def _estimate(r: _Request) -> MemoryEstimate:
     # RoPE tables: fp32 angles and complex64 rotations, (1, L, d/2) for one size, (B, L, d/2) for a
     # padded list batch (positions differ per item).
     rope = [(rows if padded else 1) * L * (d // 2) * size for size in (4, 8)]
+    if isinstance(c, LuminaVideoConfig):  # one complex64 table per item, all alive through the forward
+        rope = [rows * L * (d // 2) * 8]
     # Latents, fp32: the solver's state and k's for the user's batch, the velocity call's batched
     # input, its patches (and their cast when the model is not fp32).
     latent = sum(ch * f * h * w for ch, f, h, w in r.items) * 4
@@ -343,7 +365,7 @@ def _estimate(r: _Request) -> MemoryEstimate:
     qkv = [X, Xkv, Xkv, Xkv]  # rotated Q, K before and after RoPE, V
     # Next-DiT's block keeps the attention output `attn` (a local) until it returns; Flag-DiT
     # consumes it in the residual sum.
-    attn_out = [X] if c.family == "next_dit" else []
+    attn_out = [X] if c.family in ("next_dit", "lumina_video") else []
     phases: dict[str, tuple[list[int], list[int]]] = {  # phase → (live tensors, the kernel's transient)
         # q = apply_rope(q): x_in, Q, K, V, then Q's fp32 copy (half only), the complex product and
         # its cast back (half only; in fp32 the product is the result)
@@ -453,12 +475,12 @@ def _largest_side(request: _Request, budget: int, limit: int = 1 << 16) -> int:
 
 
 def largest_square_side(
-    model_or_config: torch.nn.Module | LuminaConfig, budget_bytes: int, *, batch: int = 1, **estimate_kwargs
+    model_or_config: torch.nn.Module | AnyConfig, budget_bytes: int, *, batch: int = 1, **estimate_kwargs
 ) -> int:
     """The largest square image side in pixels (a multiple of the model's pixel unit, patch size ×
     VAE downsampling) whose estimate fits in `budget_bytes`; 0 when not even one unit fits.
     `estimate_kwargs` are `estimate_sampling_memory`'s (cfg_batch, dtype, device, ...)."""
-    c = model_or_config if isinstance(model_or_config, LuminaConfig) else model_or_config.config
+    c = model_or_config if isinstance(model_or_config, (LuminaConfig, LuminaVideoConfig)) else model_or_config.config
     unit_latent = c.pixel_unit // c.vae_downsample
     probe = estimate_sampling_memory(model_or_config, (batch, c.in_channels, unit_latent, unit_latent), **estimate_kwargs)
     return _largest_side(probe.request, budget_bytes)
@@ -565,6 +587,8 @@ def check_fits(estimate: MemoryEstimate, available: int, *, what: str) -> None:
         lines.append(f"Not even a {unit}×{unit} px image fits ({at_batch}same settings): free memory first "
                      "(close other programs, unload other models).")
     options = ["a smaller width × height"]
+    if frames != [1]:
+        options.append("fewer frames (the tokens, and most of the memory, grow with frames × width × height)")
     if batch > 1:
         one = _largest_side(_with(r, items=r.items[:1]), available)
         options.append(f"fewer images per batch (one at a time fits up to {one}×{one} px)" if one
@@ -583,7 +607,7 @@ def check_fits(estimate: MemoryEstimate, available: int, *, what: str) -> None:
     raise LuminaInputError(" ".join(lines))
 
 
-def describe_request(config: LuminaConfig, latent_shape: Sequence[int] | Sequence[Sequence[int]]) -> str:
+def describe_request(config: AnyConfig, latent_shape: Sequence[int] | Sequence[Sequence[int]]) -> str:
     """"sampling 2 images of 1024×768 px" (width × height) for check_fits' messages."""
     items = _items(config, latent_shape)
     sizes = sorted({(w * config.vae_downsample, h * config.vae_downsample) for _, _, h, w in items})

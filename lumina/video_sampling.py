@@ -18,6 +18,7 @@ from .conditioning import Conditioning, concat
 from .editing import ImageStart
 from .errors import LuminaInputError, LuminaNumericError
 from .flow import time_shift as shift_times
+from .memory import check_sampling_fits
 from .model.lumina_video import TimeAware, guided_velocity, parse_patch_comb, time_aware_value
 from .model.options import ForwardOptions
 from .sampling import seeded_noise
@@ -234,6 +235,11 @@ def sample_video(
         x, grid = start.begin(grid, x)
         if len(grid) < 2:
             return x[None] if trajectory else x
+    check_sampling_fits(  # before the run allocates: refuse what cannot fit, naming the largest size that does
+        model, tuple(latent_shape), cfg_batch=uncond is not None, solver=solver,
+        caption_tokens=max(cond.length, 0 if uncond is None else uncond.length),
+        caption_padded=bool(uncond is not None and cond.length != uncond.length) or not bool(cond.cap_mask.all()),
+    )
     velocity = video_velocity(model, cond.to(device), None if uncond is None else uncond.to(device), settings, options)
     with torch.inference_mode():
         out = solve(velocity, x, grid.to(device), solver, callback=callback, trajectory=trajectory)

@@ -226,7 +226,12 @@ class LuminaVideoBaseModel(LuminaBaseModel):
         return self.diffusion_model.dtype
 
     def memory_required(self, input_shape, cond_shapes=None, **kwargs) -> float:
-        return comfy.model_base.BaseModel.memory_required(self, input_shape)  # ComfyUI's rule, by latent area
+        """Our estimate of one guided model call (the Flow Sampler's), weights excluded."""
+        estimate = estimate_sampling_memory(
+            self.diffusion_model, tuple(input_shape), cfg_batch=True, count_weights=False,
+            device=comfy.model_management.get_torch_device(),
+        )
+        return float(estimate.run_bytes)
 
     def apply_model(self, *args, **kwargs):
         raise ValueError(

@@ -97,7 +97,7 @@ def test_bad_calls_name_the_problem(model):
         sample_video(model, caption(1), caption(2), (1, 4, 4, 4), SETTINGS)
     with pytest.raises(LuminaInputError, match="time grid must rise"):
         sample_video(model, caption(1), caption(2), SHAPE, SETTINGS, grid=torch.tensor([0.5, 0.2]))
-    with pytest.raises(LuminaInputError, match="multiple of the patch size"):
+    with pytest.raises(LuminaInputError, match="5×4 is not a positive multiple of the largest patch size 2"):
         sample_video(model, caption(1), caption(2), (1, 4, 2, 5, 4), SETTINGS)
     with pytest.raises(LuminaInputError, match="temporal patch size 2"):
         sample_video(model, caption(1), caption(2), (1, 4, 3, 4, 4), SETTINGS)

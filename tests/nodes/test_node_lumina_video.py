@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import lumina
+from lumina.memory import estimate_sampling_memory
 from lumina.sampling_settings import SamplingSettings
 from lumina.text_encoders import load_text_encoder
 from lumina.video_sampling import scaled_cfg, video_sample_settings
@@ -49,7 +50,7 @@ def settings_node(comfyui, **changes):
     return settings
 
 
-def test_loader_lists_the_weights_not_model_args_and_makes_a_video_model(comfyui, video_ckpt, video_model):
+def test_loader_lists_the_weights_not_model_args_and_makes_a_video_model(comfyui, video_ckpt, video_model, tiny):
     names = comfyui.nodes.NODE_CLASS_MAPPINGS["LuminaModelLoader"].INPUT_TYPES()["required"]["ckpt_name"][0]
     assert video_ckpt in names and not any(n.endswith("model_args.pth") for n in names)
     inner = video_model.model.diffusion_model
@@ -57,6 +58,9 @@ def test_loader_lists_the_weights_not_model_args_and_makes_a_video_model(comfyui
     assert inner.config.patches == ((2, 1), (2, 2), (4, 2))
     fmt = video_model.model.latent_format
     assert fmt.scale_factor == LUMINA_VIDEO_VAE_SCALE and fmt.latent_channels == 16 and fmt.latent_dimensions == 3
+    estimate = estimate_sampling_memory(lumina.load_model(tiny.lumina_video), (1, 16, 2, 4, 8), cfg_batch=True,
+                                        count_weights=False, device="cpu")
+    assert video_model.model.memory_required((1, 16, 2, 4, 8)) == estimate.run_bytes  # what ComfyUI frees for a call
 
 
 def test_empty_video_latent_for_the_model(comfyui, video_model):
