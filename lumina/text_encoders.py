@@ -83,26 +83,29 @@ class TextEncoder:
         return int(self.model.config.hidden_size)
 
     def tokenize(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input ids, mask) of the batch. Words the tokenizer does not know and truncated prompts
+        are reported in one warning per call (one caption set), naming the words."""
         c = self.convention
         tok = self.tokenizer
-        ids = []
+        ids, truncated, unknown = [], [], {}
         for i, prompt in enumerate(prompts):
             # Special tokens are placed here, not by the tokenizer, so every tokenizer class obeys
             # the convention (Gemma's adds BOS itself; LLaMA's needs add_bos/add_eos switched on).
             body = tok(c.prompt_prefix + prompt, add_special_tokens=False)["input_ids"]
+            for word in unknown_words(tok, prompt):
+                unknown.setdefault(word, []).append(i + 1)
             seq = ([tok.bos_token_id] if c.add_bos and tok.bos_token_id is not None else []) + list(body)
             if c.add_eos and tok.eos_token_id is not None:
                 seq.append(tok.eos_token_id)
             if c.max_length is not None and len(seq) > c.max_length:
-                warnings.warn(
-                    f"prompt {i + 1} is {len(seq)} tokens long; the {c.name} convention keeps the first {c.max_length} "
-                    f"(like the official code), so the text after about "
-                    f"{_words_before(tok, body, c.max_length) - len(c.prompt_prefix.split())} words is ignored"
-                    + (" (the system prompt counts too)" if c.prompt_prefix else ""),
-                    stacklevel=2,
-                )
+                kept = _words_before(tok, body, c.max_length) - len(c.prompt_prefix.split())
+                truncated.append(f"prompt {i + 1} is {len(seq)} tokens long; the {c.name} convention keeps the first "
+                                 f"{c.max_length} (like the official code), so the text after about {kept} words is ignored"
+                                 + (" (the system prompt counts too)" if c.prompt_prefix else ""))
                 seq = seq[: c.max_length]
             ids.append(seq)
+        if unknown or truncated:
+            warnings.warn(caption_report(unknown, truncated, self.source), stacklevel=2)
         longest = max(len(s) for s in ids)
         if c.pad_to_multiple_of:  # 256 is a multiple of 8, so this never exceeds max_length
             m = c.pad_to_multiple_of
@@ -130,6 +133,37 @@ class TextEncoder:
         )
         feats = out.last_hidden_state if c.hidden_state is None else out.hidden_states[c.hidden_state]
         return Conditioning(feats, mask.bool())
+
+
+def unknown_words(tokenizer, text: str) -> list[str]:
+    """The words of `text` the tokenizer can only map to its unknown token (in order, once each).
+    Byte-fallback tokenizers (Gemma's, LLaMA's) have none; word-level and small vocabularies do."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is None or not text.strip():
+        return []
+    found: list[str] = []
+    try:
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        spans = [span for tid, span in zip(enc["input_ids"], enc["offset_mapping"]) if tid == unk]
+        words = [text[a:b] for a, b in spans]
+    except (NotImplementedError, TypeError, ValueError):  # a slow tokenizer: check word by word
+        words = [w for w in text.split() if unk in tokenizer(w, add_special_tokens=False)["input_ids"]]
+    for word in words:
+        if word and word not in found:
+            found.append(word)
+    return found
+
+
+def caption_report(unknown: dict[str, list[int]], truncated: list[str], source: str = "") -> str:
+    """One message for a caption set: the unknown words (with their prompts) and the truncations."""
+    parts = []
+    if unknown:
+        listed = ", ".join(f"{w!r} (prompt {', '.join(map(str, sorted(set(n))))})" for w, n in unknown.items())
+        where = f" in {source}/tokenizer.json" if source else ""
+        parts.append(f"the text encoder does not know {len(unknown)} word{'s' if len(unknown) > 1 else ''}: {listed}; "
+                     f"they become its unknown token and carry no meaning. Use words from its vocabulary{where}")
+    parts.extend(truncated)
+    return "; ".join(parts)
 
 
 def _words_before(tokenizer, ids: list[int], limit: int) -> int:

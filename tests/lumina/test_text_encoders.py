@@ -125,3 +125,22 @@ def test_bad_folders_and_names_are_clear(tmp_path: Path):
         from lumina.text_encoders import convention_for
 
         convention_for("gemma", "t5")
+
+
+def test_unknown_words_are_reported_once_per_caption_set_with_the_words():
+    enc = tiny_gemma()
+    with pytest.warns(UserWarning) as record:
+        enc.tokenize(["a striped red star at the top", "a star", "big blue square"])
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert "does not know 2 words: 'striped' (prompt 1), 'star' (prompt 1, 2)" in message
+    assert "carry no meaning" in message
+
+
+def test_unknown_words_and_truncation_share_one_report():
+    enc = tiny_gemma()
+    with pytest.warns(UserWarning) as record:
+        enc.tokenize(["zebra", " ".join(["red"] * 300)])
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert "'zebra' (prompt 1)" in message and "prompt 2 is 301 tokens long" in message

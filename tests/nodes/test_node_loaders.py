@@ -118,3 +118,11 @@ def test_batch_text_encode_gives_one_item_per_line(comfyui, gemma):
 def test_the_library_is_a_separate_copy_from_the_packs(comfyui):
     """Our tests compare node outputs with the top-level `lumina`; the nodes use the pack's copy."""
     assert comfyui.pack.lumina is not lumina and comfyui.pack.lumina.__name__ == "comfyui_lumina_t2x.lumina"
+
+
+def test_text_encode_nodes_name_unknown_words_once(comfyui, gemma):
+    with pytest.warns(UserWarning) as record:
+        comfyui.run_node("LuminaTextEncode", text_encoder=gemma, prompt="a red zebra at the top", negative_prompt="zebra stripes")
+    assert len(record) == 1 and "'zebra' (prompt 1, 2), 'stripes' (prompt 2)" in str(record[0].message)
+    with pytest.warns(UserWarning, match=r"does not know 1 word: 'unicorn' \(prompt 2\)"):
+        comfyui.run_node("LuminaBatchTextEncode", text_encoder=gemma, prompts="a red cat\na unicorn", negative_prompt="")
