@@ -5,12 +5,14 @@ Layout of data.cache_dir:
 - `shard-00000.safetensors`, …: per cached item k the scaled VAE latent distribution
   (`{k}.mean`, `{k}.std`, fp32; every step still draws a fresh sample from it, as the official
   training does) or, in pixel space, the crop itself (`{k}.pixels`, uint8 (3, H, W), exactly the
-  [-1, 1] tensor it came from); per distinct caption j its text-encoder features
+  [-1, 1] tensor it came from); a clip (data.frames > 1) is stored under `clip.{k}.*` instead,
+  (C, F, h, w) latents or uint8 (3, F, H, W) frames, so image and clip entries never share a key
+  (the CogVideoX VAE gives exact latents: `clip.{k}.mean` without a std); per distinct caption j its text-encoder features
   (`caption.{j}`, fp32 (tokens, dim), unpadded, the mask being all ones). The empty caption of
   caption dropout is caption 0.
 - `manifest.json`, written last (a half-built cache is never used): the config values the cache
   depends on (`match`), the latent space, the captions, and per item its source image, caption
-  and the crop size it got.
+  and the crop size it got (clips: and their frame count).
 
 Trade-off: caching freezes one crop per item, the one epoch 0 draws (with run.seed), whereas
 online training picks a bucket among the top data.bucket_top_k and a crop offset anew each epoch.
@@ -34,9 +36,10 @@ from torch.utils.data import Dataset
 from lumina.pixels import from_uint8, to_uint8
 from lumina.text_encoders import load_text_encoder
 
-from .config import ConfigError, TrainConfig, validate
+from .config import ConfigError, TrainConfig, validate, vae_temporal
+from .clips import captioned_clips
 from .images import captioned_images, unit_px
-from .latents import LatentDist, VAESpace
+from .latents import LatentDist, VAESpace, VideoVAESpace
 
 log = logging.getLogger("train.cache")
 FORMAT, VERSION = "lumina-train-cache", 1
@@ -44,6 +47,8 @@ SHARD_ITEMS = 256  # items per shard file (SDXL latents at 1024² px: about 128 
 CHUNK = 16  # images encoded together
 REBUILD = "rebuild the cache for this config with `python -m train cache --config run.yaml`"
 KEY_NAMES = {"unit": "model.patch_size × model.vae_downsample"}
+# what caches built before clips existed were built with (their manifests lack these keys)
+LEGACY = {"data.frames": 1, "data.min_frames": None, "data.frame_stride": None, "data.fps": None}
 
 
 def _resolved(path: str | None) -> str | None:
@@ -59,6 +64,8 @@ def match_keys(config: TrainConfig) -> dict[str, Any]:
         "data.bucket_top_k": d.bucket_top_k if d.buckets else None,
         "data.max_aspect_ratio": float(d.max_aspect_ratio) if d.buckets else None,
         "data.vae": _resolved(d.vae), "text.encoder": _resolved(t.encoder), "text.convention": t.convention,
+        "data.frames": d.frames, "data.min_frames": d.min_frames if d.frames > 1 and d.buckets else None,
+        "data.frame_stride": d.frame_stride if d.frames > 1 else None, "data.fps": float(d.fps) if d.frames > 1 else None,
     }
 
 
@@ -77,8 +84,12 @@ def build_cache(config: TrainConfig) -> Path:
         old.unlink()
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    dataset = captioned_images(config)
-    space = VAESpace(d.vae, device) if config.model.vae_downsample > 1 else None
+    clips = d.frames > 1
+    dataset = captioned_clips(config) if clips else captioned_images(config)
+    space = None
+    if config.model.vae_downsample > 1:
+        space = VideoVAESpace(d.vae, device) if vae_temporal(d.vae) > 1 else VAESpace(d.vae, device)
+    prefix = "clip." if clips else ""  # image and clip entries never share a key
     encoder = load_text_encoder(config.text.encoder, dtype=torch.float32, device=device, convention=config.text.convention)
 
     captions: dict[str, int] = {}
@@ -121,25 +132,31 @@ def build_cache(config: TrainConfig) -> Path:
         for j, (index, image, caption) in enumerate(loaded):
             k = len(items)
             if dists is None:
-                tensors[f"{k}.pixels"] = to_uint8(image).contiguous()
+                tensors[f"{prefix}{k}.pixels"] = to_uint8(image).contiguous()
             else:
-                tensors[f"{k}.mean"] = dists[j].mean.float().cpu().contiguous()
-                tensors[f"{k}.std"] = dists[j].std.float().cpu().contiguous()
+                tensors[f"{prefix}{k}.mean"] = dists[j].mean.float().cpu().contiguous()
+                if dists[j].std is not None:
+                    tensors[f"{prefix}{k}.std"] = dists[j].std.float().cpu().contiguous()
             path, _ = dataset.items[index]
-            items.append({"image": str(path), "caption": captions[caption], "crop": [image.shape[2], image.shape[1]],
-                          "shard": len(shards)})
+            row = {"image": str(path), "caption": captions[caption], "crop": [image.shape[-1], image.shape[-2]], "shard": len(shards)}
+            if clips:
+                row["frames"] = image.shape[1]
+            items.append(row)
             in_shard += 1
         if in_shard >= SHARD_ITEMS:
             flush()
         log.info("cached %d of %d items", len(items), len(dataset))
     flush()
     if not items:
-        raise ConfigError(f"data.path={d.path!r}: none of its {len(dataset)} image(s) can be read; nothing was cached. "
-                          "Replace the corrupt files (readable: .png .jpg .jpeg .webp .bmp)")
+        what = "clip(s)" if clips else "image(s)"
+        raise ConfigError(f"data.path={d.path!r}: none of its {len(dataset)} {what} can be read; nothing was cached. "
+                          "Replace the corrupt files (see the warnings above)")
     if dataset.skipped:
-        log.warning("left %d unreadable image(s) out of the cache", dataset.skipped)
+        log.warning("left %d unreadable %s out of the cache", dataset.skipped, "clip(s)" if clips else "image(s)")
     latent = ({"space": "pixels", "channels": 3, "downsample": 1} if space is None else
               {"space": "vae", "channels": space.channels, "downsample": space.downsample, "scale": space.scale, "shift": space.shift})
+    if isinstance(space, VideoVAESpace):  # the posterior's mode, no std stored
+        latent.update(temporal=space.video.temporal_factor, exact=True)
     manifest = {"format": FORMAT, "version": VERSION, "match": match_keys(config), "latent": latent, "skipped": dataset.skipped,
                 "shards": shards, "captions": caption_rows, "items": items}
     tmp = root / "manifest.json.tmp"
@@ -203,6 +220,9 @@ class CachedItems(Dataset):
         self.texts = [row["text"] for row in manifest["captions"]]
         self.caption_features = CachedCaptions(self.shards, manifest["captions"])
         self.pixels = manifest["latent"]["space"] == "pixels"
+        self.clips = any("frames" in row for row in self.items)
+        if self.clips:  # batches of clips hold one shape: grouped by the shape each clip was cached at
+            self.group_key = self._group_key
 
     @classmethod
     def open(cls, config: TrainConfig) -> CachedItems:
@@ -219,7 +239,7 @@ class CachedItems(Dataset):
         if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
             raise ConfigError(f"data.cache_dir={str(root)!r} is not a version-{VERSION} training cache; {REBUILD}")
         for key, value in match_keys(config).items():
-            built = manifest["match"].get(key)
+            built = manifest["match"].get(key, LEGACY.get(key))
             if built != value:
                 name = KEY_NAMES.get(key, key)
                 raise ConfigError(f"data.cache_dir={str(root)!r} was built with {name}={built!r} but the config has "
@@ -229,12 +249,19 @@ class CachedItems(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def _group_key(self, index: int, epoch: int) -> tuple[int, int, int]:
+        row = self.items[index]
+        return (row["frames"], *row["crop"])
+
     def __getitem__(self, index: int) -> tuple[LatentDist, str]:
         row = self.items[index]
+        key = f"clip.{index}" if "frames" in row else str(index)
         if self.pixels:
-            dist = LatentDist(from_uint8(self.shards.get(row["shard"], f"{index}.pixels")))
+            dist = LatentDist(from_uint8(self.shards.get(row["shard"], f"{key}.pixels")))
         else:
-            dist = LatentDist(self.shards.get(row["shard"], f"{index}.mean"), self.shards.get(row["shard"], f"{index}.std"))
+            has_std = not (self.manifest["latent"].get("exact", False))
+            dist = LatentDist(self.shards.get(row["shard"], f"{key}.mean"),
+                              self.shards.get(row["shard"], f"{key}.std") if has_std else None)
         return dist, self.texts[row["caption"]]
 
 

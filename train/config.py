@@ -89,8 +89,12 @@ class ModelSection:
 
 @dataclass
 class DataSection:
-    kind: str = "shapes"  # shapes (procedural, built in) | folder (images + same-name .txt captions) | jsonl
-    path: str | None = None  # the image folder (kind folder) or the .jsonl manifest of {"image", "caption"} rows (kind jsonl)
+    # shapes (procedural, built in) | moving_shapes (procedural clips, built in) | folder (images +
+    # same-name .txt captions; with frames > 1 video files and frame folders instead) | jsonl
+    kind: str = "shapes"
+    # the folder (kind folder) or the .jsonl manifest of {"image", "caption"} rows, with frames > 1
+    # {"video", "caption"} rows (a video file or a frame folder) (kind jsonl)
+    path: str | None = None
     image_size: int = 32  # px; the square side (shapes, or buckets off); with buckets the token budget: (image_size/unit)² tokens
     repeats: int = 64  # shapes: passes over the spec list per epoch
     caption_dropout: float = 0.1  # probability of an empty caption (for CFG)
@@ -103,6 +107,13 @@ class DataSection:
     max_aspect_ratio: float = 4.0  # the buckets' longest/shortest side limit (official 4)
     vae: str | None = None  # local diffusers AutoencoderKL folder (e.g. stabilityai/sdxl-vae); needed when model.vae_downsample > 1
     cache_dir: str | None = None  # `python -m train cache` writes latents + text features here; fit then trains from it
+    # Clips (train/videos.py, train/clips.py). frames > 1: folder/jsonl items are video files
+    # (PyAV) and folders of frame images (sorted by name), each a clip of `frames` frames; the
+    # token budget becomes frames × (image_size/unit)² (train/clip_buckets.py).
+    frames: int = 1  # pixel frames per clip (1 = images); 4k + 1 with a CogVideoX data.vae
+    min_frames: int = 0  # with buckets, shorter clips train in shorter buckets down to this many frames; 0 = frames
+    frame_stride: int = 1  # take every n-th frame of a clip
+    fps: float = 0.0  # > 0: resample videos to this frame rate first (nearest frame; frame folders are taken as they are)
 
 
 @dataclass
@@ -249,8 +260,8 @@ def validate(config: TrainConfig, world_size: int = 1) -> None:
     m, d, o, r, t = config.model, config.data, config.optim, config.run, config.text
     if m.family not in ("next_dit", "flag_dit"):
         raise ConfigError(f"model.family={m.family!r}: choose next_dit or flag_dit")
-    if d.kind not in ("shapes", "folder", "jsonl"):
-        raise ConfigError(f"data.kind={d.kind!r}: choose shapes, folder or jsonl")
+    if d.kind not in ("shapes", "moving_shapes", "folder", "jsonl"):
+        raise ConfigError(f"data.kind={d.kind!r}: choose shapes, moving_shapes, folder or jsonl")
     if d.kind in ("folder", "jsonl") and (not d.path or not Path(d.path).exists()):
         raise ConfigError(f"data.path={d.path!r} does not exist; point it at the image folder or the .jsonl manifest")
     if m.init_from and not Path(m.init_from).exists():
@@ -258,13 +269,15 @@ def validate(config: TrainConfig, world_size: int = 1) -> None:
                           "(a .safetensors file or a checkpoint folder), or unset it to train from scratch")
     if not m.init_from:  # LuminaConfig's own checks (head widths, RoPE axes); a fine-tune takes the checkpoint's
         try:
-            m.lumina_config(cap_feat_dim=1)  # the encoder width is not known yet and nothing checks it
+            lumina_config = m.lumina_config(cap_feat_dim=1)  # the encoder width is not known yet and nothing checks it
         except ValueError as err:
             raise ConfigError(f"[model]: {err}") from None
+        check_model_frames(lumina_config, config)
     unit = m.patch_size * m.vae_downsample
     if d.image_size % unit:
         raise ConfigError(f"data.image_size={d.image_size} is not a multiple of patch_size × vae_downsample = {unit}")
     _validate_data(config)
+    _validate_frames(config)
     if o.batch_size < 1 or o.batch_size % world_size:
         raise ConfigError(f"optim.batch_size={o.batch_size} must be a positive multiple of the {world_size} process(es)")
     if o.steps < 1:
@@ -294,8 +307,8 @@ def _validate_data(config: TrainConfig) -> None:
         raise ConfigError(f"data.bucket_top_k={d.bucket_top_k} must be at least 1 (1 = always the best-fitting bucket)")
     if d.max_aspect_ratio < 1.0:
         raise ConfigError(f"data.max_aspect_ratio={d.max_aspect_ratio} must be at least 1 (official 4)")
-    if d.cache_dir and d.kind == "shapes":
-        raise ConfigError("data.cache_dir is for folder/jsonl data; the shapes are drawn on the fly: unset data.cache_dir")
+    if d.cache_dir and d.kind in ("shapes", "moving_shapes"):
+        raise ConfigError(f"data.cache_dir is for folder/jsonl data; the {d.kind} data are drawn on the fly: unset data.cache_dir")
     if m.vae_downsample == 1:
         if d.vae:
             raise ConfigError(f"data.vae={d.vae!r} is set but model.vae_downsample=1 trains in pixel space; "
@@ -313,6 +326,62 @@ def _validate_data(config: TrainConfig) -> None:
     if downsample != m.vae_downsample:
         raise ConfigError(f"data.vae={d.vae!r} downsamples by {downsample} but model.vae_downsample={m.vae_downsample}; "
                           f"set model.vae_downsample={downsample}")
+
+
+def vae_temporal(folder: str | Path | None) -> int:
+    """Frames per latent frame of data.vae: 4 for a CogVideoX video VAE (4k + 1 frames → k + 1),
+    1 for an image AutoencoderKL (each frame encoded alone) or pixel space."""
+    if not folder:
+        return 1
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text())
+    except (OSError, ValueError):
+        return 1  # vae_geometry reports the unreadable folder
+    if config.get("_class_name") == "AutoencoderKLCogVideoX":
+        return int(config.get("temporal_compression_ratio", 4))
+    return 1
+
+
+def latent_frame_count(frames: int, temporal: int) -> int:
+    """Latent frames of a clip of `frames` pixel frames: k + 1 for 4k + 1 frames through CogVideoX."""
+    return 1 + (frames - 1) // temporal if temporal > 1 else frames
+
+
+def check_model_frames(lumina_config: LuminaConfig, config: TrainConfig) -> None:
+    """A ConfigError unless the model can take the clips' latent frames (Next-DiT: head_dim % 6 for
+    3-D RoPE; Flag-DiT: a [nextframe] token); also for a checkpoint read by model.init_from."""
+    d = config.data
+    frames = latent_frame_count(d.frames, vae_temporal(d.vae)) if d.kind != "shapes" else 1
+    try:
+        lumina_config.check_frames(f"data.frames={d.frames}", frames)
+    except ValueError as err:  # LuminaInputError
+        raise ConfigError(f"[model]: {err}") from None
+
+
+def _validate_frames(config: TrainConfig) -> None:
+    """The clip keys: counts, stride against fps, the CogVideoX 4k + 1 rule, which data takes frames."""
+    d = config.data
+    if d.frames < 1:
+        raise ConfigError(f"data.frames={d.frames} must be at least 1 (1 = images)")
+    if not 0 <= d.min_frames <= d.frames:
+        raise ConfigError(f"data.min_frames={d.min_frames} must be in [0, data.frames={d.frames}] (0 = data.frames)")
+    if d.frame_stride < 1:
+        raise ConfigError(f"data.frame_stride={d.frame_stride} must be at least 1 (1 = every frame)")
+    if d.fps < 0:
+        raise ConfigError(f"data.fps={d.fps} must be ≥ 0 (0 = the videos' own frame rate)")
+    if d.fps and d.frame_stride != 1:
+        raise ConfigError(f"data.fps={d.fps} and data.frame_stride={d.frame_stride} both thin the frames out: "
+                          "set one of them (data.frame_stride=1 or data.fps=0)")
+    if d.frames > 1 and d.kind == "shapes":
+        raise ConfigError(f"data.frames={d.frames}: the shapes data are still images; use data.kind=moving_shapes "
+                          "(procedural clips) or a folder/jsonl of videos")
+    temporal = vae_temporal(d.vae)
+    if temporal > 1:
+        for key, value in (("data.frames", d.frames), ("data.min_frames", d.min_frames)):
+            if value and (value - 1) % temporal:
+                below = 1 + (value - 1) // temporal * temporal
+                raise ConfigError(f"{key}={value}: the CogVideoX VAE at data.vae={d.vae!r} takes {temporal}k + 1 frames; "
+                                  f"set {key}={below} or {below + temporal}")
 
 
 def vae_geometry(folder: str | Path) -> tuple[int, int, float, float]:

@@ -25,8 +25,8 @@ from lumina.errors import LuminaError
 from lumina.text_encoders import load_text_encoder
 
 from . import checkpointing
-from .config import ConfigError, TrainConfig, validate
-from .data import build_dataset, epoch_order, load_batch
+from .config import ConfigError, TrainConfig, check_model_frames, latent_frame_count, validate, vae_temporal
+from .data import BatchPlan, build_dataset, load_batch
 from .distributed import (
     before_load_state,
     fsdp_units,
@@ -39,7 +39,7 @@ from .distributed import (
 from .latents import build_latent_space, draw_latents
 from .lora import add_lora, merged_state_dict, save_lora
 from .objective import flow_matching_loss
-from .sample import png_arrays, sample_images
+from .sample import png_arrays, sample_images, save_animation
 
 log = logging.getLogger("train")
 
@@ -155,6 +155,8 @@ def fit(config: TrainConfig, accelerator=None) -> Path:
     encoder = load_text_encoder(config.text.encoder, dtype=torch.float32, device=accelerator.device, convention=config.text.convention)
     captions = CaptionCache(encoder)
     model, ema, trainable = trainable_model(config, encoder.hidden_size)
+    if config.model.init_from:  # a fine-tuned checkpoint's own config must take the clips' frames
+        check_model_frames(model.config, config)
     optimizer = torch.optim.AdamW(trainable, lr=config.optim.lr, betas=tuple(config.optim.betas),
                                   weight_decay=config.optim.weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -170,21 +172,14 @@ def fit(config: TrainConfig, accelerator=None) -> Path:
     step = _resume(config, out, accelerator, model, ema)
     world, rank = accelerator.num_processes, accelerator.process_index
     local = config.optim.batch_size // world
-    per_epoch = len(dataset) // config.optim.batch_size
-    if per_epoch == 0:
-        raise ConfigError(f"the data has {len(dataset)} usable item(s), fewer than one batch: set optim.batch_size "
-                          f"(now {config.optim.batch_size}) to at most {len(dataset)}, or add data")
+    plan = BatchPlan(dataset, config.optim.batch_size, config.run.seed)  # a ConfigError without one full batch
     log_file = out / "log.jsonl"
     started = time.perf_counter()
     model.train()
-    order: tuple[int, list[list[int]]] = (-1, [])
     bar = tqdm(total=config.optim.steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
                disable=not (config.run.progress and accelerator.is_main_process))
     while step < config.optim.steps:
-        epoch, index = divmod(step, per_epoch)
-        if order[0] != epoch:
-            order = (epoch, epoch_order(len(dataset), config.optim.batch_size, config.run.seed, epoch))
-        batch_ids = order[1][index]
+        epoch, batch_ids = plan.at(step)
         mine = slice(rank * local, (rank + 1) * local)
         items = load_batch(dataset, batch_ids[mine], epoch)
         # every random number of the step is drawn for the global batch from (seed, step): all
@@ -244,17 +239,21 @@ def sampling_model(config: TrainConfig, accelerator, model, ema) -> lumina.Lumin
 @torch.inference_mode()
 def validation_images(config: TrainConfig, model: lumina.LuminaDiT, encoder, stem: Path) -> Path:
     """Sample the configured prompts (train.sample.sample_images: Euler, CFG 4): a PNG row for
-    pixel-space models, the latents as safetensors otherwise (decode them with the SDXL VAE)."""
+    pixel-space models, with frames (data.frames > 1) an animated WEBP of the clips side by side;
+    the latents as safetensors otherwise (decode them with the run's VAE)."""
     import numpy as np
     from PIL import Image
 
     prompts = config.run.sample_prompts or [""]
     side = config.data.image_size // config.model.vae_downsample
-    images = sample_images(model, encoder, prompts, side, side, seed=config.run.seed)
+    frames = latent_frame_count(config.data.frames, vae_temporal(config.data.vae)) if config.data.kind != "shapes" else 1
+    images = sample_images(model, encoder, prompts, side, side, seed=config.run.seed, frames=frames)
     stem.parent.mkdir(parents=True, exist_ok=True)
     if config.model.vae_downsample != 1:
         save_file({"latents": images.contiguous().cpu()}, str(stem.with_suffix(".safetensors")))
         return stem.with_suffix(".safetensors")
+    if images.dim() == 5:
+        return save_animation(images, stem.with_suffix(".webp"))
     Image.fromarray(np.concatenate(list(png_arrays(images)), axis=1)).save(stem.with_suffix(".png"))
     return stem.with_suffix(".png")
 

@@ -95,8 +95,9 @@ def center_square(image, side: int):
 
 
 def variable_sizes(config: TrainConfig) -> bool:
-    """Whether items of one batch may differ in size (bucketed folder/JSONL data)."""
-    return config.data.kind in ("folder", "jsonl") and config.data.buckets
+    """Whether items of one batch may differ in size: bucketed folder/JSONL images (bucketed clips
+    are batched by bucket, train.data.epoch_batches, so a batch of clips holds one shape)."""
+    return config.data.kind in ("folder", "jsonl") and config.data.buckets and config.data.frames == 1
 
 
 # -- reading the images ----------------------------------------------------------------------

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from einops import rearrange
 from torch import Tensor
 
 from lumina import flow
 
-from .config import TrainConfig, vae_geometry
+from .config import TrainConfig, vae_geometry, vae_temporal
 from .images import variable_sizes
 from .objective import draw_noise_and_t
 
@@ -28,7 +29,7 @@ from .objective import draw_noise_and_t
 class LatentDist:
     """One item's latent distribution (already scaled): a draw is mean + std·ε; std None = exact."""
 
-    mean: Tensor  # (C, h, w)
+    mean: Tensor  # (C, h, w), or (C, F, h, w) for a clip
     std: Tensor | None = None
 
     def to(self, device: torch.device | str) -> LatentDist:
@@ -54,15 +55,21 @@ class VAESpace(PixelSpace):
 
     @torch.no_grad()
     def encode(self, images: list[Tensor]) -> list[LatentDist]:
-        """(3, H, W) images in [-1, 1] → their scaled latent distributions, in order."""
+        """(3, H, W) images in [-1, 1] → their scaled latent distributions, in order; (3, F, H, W)
+        clips are encoded frame by frame (an image VAE has no time axis) into (C, F, h, w)."""
         device = next(self.vae.parameters()).device
         out: list[LatentDist | None] = [None] * len(images)
         groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for i, image in enumerate(images):
             groups[tuple(image.shape)].append(i)
-        for ids in groups.values():
-            dist = self.vae.encode(torch.stack([images[i] for i in ids]).to(device, torch.float32)).latent_dist
+        for shape, ids in groups.items():
+            x = torch.stack([images[i] for i in ids]).to(device, torch.float32)
+            if len(shape) == 4:  # (N, 3, F, H, W) → (N·F, 3, H, W)
+                x = rearrange(x, "n c f h w -> (n f) c h w")
+            dist = self.vae.encode(x).latent_dist
             mean, std = (dist.mean - self.shift) * self.scale, dist.std * self.scale
+            if len(shape) == 4:
+                mean, std = (rearrange(t, "(n f) c h w -> n c f h w", n=len(ids)) for t in (mean, std))
             for j, i in enumerate(ids):
                 out[i] = LatentDist(mean[j], std[j])
         return out
@@ -73,11 +80,42 @@ class VAESpace(PixelSpace):
         return [encoded[i].to(device) if i in encoded else items[i].to(device) for i in range(len(items))]
 
 
+class VideoVAESpace(VAESpace):
+    """The frozen CogVideoX VAE of Lumina-Video (lumina.video_vae, fp32): (3, F, H, W) clips with
+    F = 4k + 1 → (C, k + 1, h, w) latents. Like the official training it keeps the posterior's
+    mode (no spread), scaled by the official 1.15258426."""
+
+    def __init__(self, folder: str | Path, device: torch.device | str = "cpu") -> None:
+        from lumina.video_vae import load_video_vae
+
+        self.video = load_video_vae(folder, dtype=torch.float32, device=device)
+        self.channels, self.downsample = self.video.latent_channels, self.video.spatial_factor
+        self.scale, self.shift = self.video.scaling_factor, self.video.shift_factor
+
+    @torch.no_grad()
+    def encode(self, clips: list[Tensor]) -> list[LatentDist]:
+        """(3, F, H, W) clips in [-1, 1], F = 4k + 1 → their scaled latents (exact), in order."""
+        out: list[LatentDist | None] = [None] * len(clips)
+        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for i, clip in enumerate(clips):
+            if clip.dim() != 4:
+                raise ValueError(f"the CogVideoX VAE encodes (3, F, H, W) clips, got shape {tuple(clip.shape)}; "
+                                 "set data.frames to 4k + 1 (e.g. 5) for video data")
+            groups[tuple(clip.shape)].append(i)
+        for ids in groups.values():
+            latents = self.video.encode(torch.stack([clips[i] for i in ids]))
+            for j, i in enumerate(ids):
+                out[i] = LatentDist(latents[j].clone())  # clone: out of inference mode for autograd
+        return out
+
+
 def build_latent_space(config: TrainConfig, device: torch.device | str = "cpu") -> PixelSpace:
     """The VAE for latent models, unless the run trains from a cache (data.cache_dir: then
     train.data.build_dataset reads the cache, whose items hold the latents already)."""
     if config.model.vae_downsample == 1 or config.data.cache_dir:
         return PixelSpace()
+    if vae_temporal(config.data.vae) > 1:
+        return VideoVAESpace(config.data.vae, device)
     return VAESpace(config.data.vae, device)
 
 

@@ -39,16 +39,18 @@ DEFAULTS = {"steps": 20, "cfg": 4.0, "solver": "euler", "shift": 1.0}
 def sample_images(
     model: lumina.LuminaDiT, encoder, prompts: Sequence[str], height: int, width: int, *, seed: int = 0,
     steps: int = DEFAULTS["steps"], cfg: float = DEFAULTS["cfg"], solver: str = DEFAULTS["solver"],
-    shift: float = DEFAULTS["shift"],
+    shift: float = DEFAULTS["shift"], frames: int = 1,
 ) -> torch.Tensor:
     """(N, C, height, width) fp32 model-space samples (pixels in [-1, 1] or scaled latents), one per
     prompt, all in one `lumina.sample` batch against the empty negative prompt; height and width
-    are in model units (px / vae_downsample). The model's train/eval mode is restored."""
+    are in model units (px / vae_downsample). frames > 1: (N, C, frames, height, width) clips,
+    frames in model units too (latent frames). The model's train/eval mode is restored."""
     was_training = model.training
     model.eval()
+    shape = (len(prompts), model.config.in_channels, *((frames,) if frames > 1 else ()), height, width)
     try:
         cond, negative = encoder.encode(list(prompts)), encoder.encode([""])
-        return lumina.sample(model, cond, negative, (len(prompts), model.config.in_channels, height, width), seed=seed,
+        return lumina.sample(model, cond, negative, shape, seed=seed,
                              steps=steps, step_convention="model_steps", solver=solver, shift=shift, cfg=cfg,
                              cfg_mode="standard")
     finally:
@@ -58,6 +60,19 @@ def sample_images(
 def png_arrays(images: torch.Tensor) -> np.ndarray:
     """(N, 3, H, W) in [-1, 1] → (N, H, W, 3) uint8 numpy, what PIL saves (lumina.pixels.to_uint8)."""
     return to_uint8(images).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def save_animation(clips: torch.Tensor, path: str | Path, fps: float = 8.0) -> Path:
+    """(N, 3, F, H, W) clips in [-1, 1] → one lossless animated WEBP of F frames showing the N
+    clips side by side (loops forever; any browser plays it)."""
+    from PIL import Image
+
+    arrays = to_uint8(clips).permute(2, 3, 0, 4, 1).cpu().numpy()  # (F, H, N, W, 3)
+    f, h, n, w, _ = arrays.shape
+    frames = [Image.fromarray(a.reshape(h, n * w, 3)) for a in arrays]
+    path = Path(path)
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=round(1000 / fps), loop=0, lossless=True)
+    return path
 
 
 # -- finding what to load ---------------------------------------------------------------------

@@ -41,3 +41,55 @@ def write_vae(folder: Path, seed: int = 0, **config) -> Path:
         vae = AutoencoderKL(**{**args, **config})
     vae.save_pretrained(folder)
     return folder
+
+
+# -- clips -------------------------------------------------------------------------------------
+# a tiny frames model: head_dim 24 takes Next-DiT's 3-D RoPE (divisible by 6); 4 frames of 16 px
+# at patch 4 are 64 tokens
+FRAMES_TINY = [
+    "model.dim=48", "model.n_layers=2", "model.n_heads=2", "model.patch_size=4", "model.multiple_of=16",
+    "model.base_image_size=16", "data.image_size=16", "data.repeats=1", "data.frames=4",
+    "optim.batch_size=8", "optim.lr=2e-3", "optim.warmup_steps=0", "run.log_every=1", "run.ema_decay=0.9",
+    "run.progress=false",
+]
+
+
+def moving_frames(count: int, width: int = 32, height: int = 32, seed: int = 0) -> np.ndarray:
+    """uint8 (count, height, width, 3): a bright square stepping right over a dark noisy background,
+    frame i also carrying i in its mean brightness (so tests can tell frames apart after decoding)."""
+    rng = np.random.default_rng(seed)
+    out = rng.integers(0, 40, (count, height, width, 3), dtype=np.uint8)
+    for i in range(count):
+        out[i] += np.uint8(6 * i)
+        x = (i * 3) % max(1, width - 8)
+        out[i, height // 2 - 4 : height // 2 + 4, x : x + 8] = (230, 200, 40)
+    return out
+
+
+def write_video(path: Path, frames: np.ndarray, fps: int = 8, codec: str | None = None) -> Path:
+    """Encode uint8 (F, H, W, 3) frames with PyAV: H.264 in .mp4, VP9 in .webm (lossy either way)."""
+    import av
+
+    codec = codec or {".mp4": "libx264", ".webm": "libvpx-vp9"}[path.suffix]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for array in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def write_frame_folder(folder: Path, frames: np.ndarray, caption: str | None = None) -> Path:
+    """PNG frames frame_000.png, ... in `folder`, with `folder`.txt beside it when a caption is given."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, array in enumerate(frames):
+        Image.fromarray(array).save(folder / f"frame_{i:03d}.png")
+    if caption is not None:
+        (folder.parent / f"{folder.name}.txt").write_text(caption)
+    return folder

@@ -1,0 +1,94 @@
+"""Procedural clips for frames models: one shape of train/shapes.py gliding across a plain
+background, captioned with its motion, e.g. "a small red circle moving right on a white background".
+
+The shape crosses the middle of the picture from 1/4 to 3/4 of the side along its direction
+(perpendicular offset and speed jittered per item), one step per frame, so every frame differs and
+the direction can only be read from the frame order. Deterministic given (seed, index).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import torch
+
+from lumina.pixels import from_uint8
+
+from .shapes import BACKGROUNDS, COLOURS, SHAPES, SIDE, SIZES, shape_coverage
+
+DIRECTIONS = {"right": (1, 0), "left": (-1, 0), "down": (0, 1), "up": (0, -1)}
+
+
+def caption(colour: str, shape: str, size: str, direction: str, background: str) -> str:
+    return f"a {size} {colour} {shape} moving {direction} on a {background} background"
+
+
+def all_motions() -> list[tuple[str, str, str, str, str]]:
+    """Every (colour, shape, size, direction, background), in a fixed order."""
+    return list(itertools.product(COLOURS, SHAPES, SIZES, DIRECTIONS, BACKGROUNDS))
+
+
+def render_clip(motion: tuple[str, str, str, str, str], frames: int, size: int = 32,
+                rng: np.random.Generator | None = None) -> np.ndarray:
+    """uint8 (frames, size, size, 3): the shape at evenly spaced positions along its direction."""
+    colour, shape, kind, direction, background = motion
+    dx, dy = DIRECTIONS[direction]
+    offset, travel = (rng.uniform(-0.08, 0.08), rng.uniform(0.4, 0.6)) if rng is not None else (0.0, 0.5)
+    side = SIDE[kind] * size
+    fg = np.asarray(COLOURS[colour], dtype=np.float32)
+    bg = np.asarray(BACKGROUNDS[background], dtype=np.float32)
+    out = np.empty((frames, size, size, 3), dtype=np.uint8)
+    for f in range(frames):
+        along = 0.5 - travel / 2 + travel * (f / max(1, frames - 1))  # 1/4 → 3/4 of the side at travel 1/2
+        if dx:
+            cx, cy = (along if dx > 0 else 1 - along) * size, (0.5 + offset) * size
+        else:
+            cx, cy = (0.5 + offset) * size, (along if dy > 0 else 1 - along) * size
+        alpha = shape_coverage(shape, size, cx, cy, side)[..., None]
+        out[f] = np.clip(np.rint(bg * (1 - alpha) + fg * alpha), 0, 255).astype(np.uint8)
+    return out
+
+
+class MovingShapesDataset(torch.utils.data.Dataset):
+    """(clip (3, frames, size, size) float32 in [-1, 1], caption) over every motion, `repeats` times."""
+
+    def __init__(self, frames: int, size: int = 32, repeats: int = 1, seed: int = 0) -> None:
+        self.motions = all_motions()
+        self.frames, self.size, self.repeats, self.seed = int(frames), int(size), int(repeats), int(seed)
+
+    def __len__(self) -> int:
+        return len(self.motions) * self.repeats
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        motion = self.motions[index % len(self.motions)]
+        clip = render_clip(motion, self.frames, self.size, np.random.default_rng([self.seed, index]))
+        return from_uint8(torch.from_numpy(clip)).permute(3, 0, 1, 2).contiguous(), caption(*motion)  # (3, F, H, W)
+
+
+def all_captions() -> list[str]:
+    """Every moving-shapes caption (the vocabulary a tiny text encoder for them needs)."""
+    return [caption(*motion) for motion in all_motions()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m train.moving_shapes OUT`: a tiny random text encoder (train/tiny_text_encoder.py)
+    whose vocabulary holds every shapes and moving-shapes word, for train/configs/tiny_video.yaml."""
+    import argparse
+
+    from .shapes import all_specs
+    from .tiny_text_encoder import build_text_encoder
+
+    parser = argparse.ArgumentParser(prog="python -m train.moving_shapes", description=main.__doc__.split("\n")[0])
+    parser.add_argument("out", help="the folder to write the text encoder to")
+    parser.add_argument("--hidden", type=int, default=64, help="hidden size (a multiple of 16; default %(default)s)")
+    args = parser.parse_args(argv)
+    captions = [s.caption() for s in all_specs()] + all_captions()
+    print(build_text_encoder(args.out, seed=0, hidden=args.hidden, captions=captions))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
