@@ -1,7 +1,7 @@
 """ComfyUI nodes: thin adapters over `lumina`; `bridge` is the only module touching ComfyUI internals."""
 
 from .conditioning import LuminaBatchTextEncode, LuminaTextEncode
-from .features import LuminaExtrapolation, LuminaRegionAdaptive, LuminaRegionalPrompts, LuminaStyleShared
+from .features import LuminaContextDrop, LuminaExtrapolation, LuminaRegionAdaptive, LuminaRegionalPrompts, LuminaStyleShared
 from .latents import LuminaEmptyLatent, LuminaEmptyVideoLatent
 from .loaders import LuminaModelLoader, LuminaTextEncoderLoader
 from .paths import register_folders
@@ -32,6 +32,7 @@ NODE_CLASS_MAPPINGS = {
     "LuminaVideoVAEDecode": LuminaVideoVAEDecode,
     "LuminaVideoVAEEncode": LuminaVideoVAEEncode,
     "LuminaVideoSettings": LuminaVideoSettings,
+    "LuminaContextDrop": LuminaContextDrop,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "LuminaModelLoader": "Lumina Model Loader",
@@ -53,4 +54,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LuminaVideoVAEDecode": "Lumina Video VAE Decode",
     "LuminaVideoVAEEncode": "Lumina Video VAE Encode",
     "LuminaVideoSettings": "Lumina-Video Settings",
+    "LuminaContextDrop": "Lumina Context Drop",
 }

@@ -1,10 +1,11 @@
 """Training-free feature nodes: regional prompts, style-shared batches, resolution extrapolation,
-region-adaptive sampling. Each clones what it changes; the math is in lumina.features and lumina.extrapolation."""
+region-adaptive sampling, Context Drop. Each clones what it changes; the math is in lumina.features and lumina.extrapolation."""
 
 from __future__ import annotations
 
 from ..lumina.extrapolation import EXTRAPOLATION_MODES, extrapolation_options
 from ..lumina.features.compositional import grid_masks
+from ..lumina.features.context_drop import ContextDrop
 from ..lumina.features.region_adaptive import METRICS, RegionAdaptive
 from ..lumina.features.style_shared import SharedAttention
 from ..lumina.flow import resolution_shift
@@ -191,3 +192,30 @@ def _step_list(text: str) -> tuple[int, ...]:
     if not all(p.isdigit() for p in parts):
         raise ValueError(f"reset_steps {text!r} must be comma-separated model-call numbers from 0, like \"12,22\" (or empty)")
     return tuple(int(p) for p in parts)
+
+
+class LuminaContextDrop:
+    """Lumina-Next's Context Drop on a cloned MODEL: self-attention keys and values pooled over
+    ratio × ratio patches (queries keep every token), for speed at sizes above the trained one."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL",),
+                "ratio": ("INT", {"default": 0, "min": 0, "max": 8, "tooltip": (
+                    "patches merged per side into one key/value; 0 = auto from the image size: 1 (off) at the "
+                    "trained size, 2 at twice its side (the paper's setting: 75 % of the keys dropped)")}),
+                "end_time": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": (
+                    "pool while t < end_time (t = 0 is noise, 1 the image); lower it to run the last steps dense")}),
+            }
+        }
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+    CATEGORY = CATEGORY
+
+    def patch(self, model, ratio: int, end_time: float):
+        bridge.lumina_model_of(model)
+        drop = ContextDrop(ratio=ratio or None, end_time=end_time)
+        return (bridge.with_patch(model, features=bridge.patch_of(model).replacing(ContextDrop, drop)),)

@@ -23,7 +23,7 @@ model a `SparseTokens` feature at every call; nothing is stored on the model.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -31,7 +31,7 @@ from torch import Tensor
 
 from ..errors import LuminaInputError
 from ..solvers import FIXED_STEP
-from ..model.hooks import AttentionSite, ForwardFeature, ForwardHook, ForwardInfo
+from ..model.hooks import AttentionSite, ForwardFeature, ForwardHook, ForwardInfo, SelfAttentionKeys
 
 if TYPE_CHECKING:  # annotations only: lumina.sampling names no feature
     from ..sampling import FeatureVelocityFn, SamplingPlan
@@ -206,12 +206,13 @@ class SparseHook(ForwardHook):
     record: bool
     active: Tensor | None  # (B, n) computed sequence slots; None = a dense call
 
-    def self_keys_values(self, site: AttentionSite, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    def self_attention_keys(self, site: AttentionSite, keys: SelfAttentionKeys) -> SelfAttentionKeys:
+        k, v = keys.k, keys.v
         layer, cache = site.layer, self.cache
         if self.active is None:
             if self.record:
                 cache.keys[layer], cache.values[layer] = k, v
-            return k, v
+            return keys
         if layer not in cache.keys:
             raise RuntimeError("a sparse call ran before any dense call recorded keys and values")
         cache_k, cache_v = cache.keys[layer], cache.values[layer]
@@ -223,7 +224,7 @@ class SparseHook(ForwardHook):
         rows = torch.arange(k.shape[0], device=k.device)[:, None]
         cache_k[rows, self.active] = k
         cache_v[rows, self.active] = v
-        return cache_k, cache_v
+        return replace(keys, k=cache_k, v=cache_v)
 
 
 def patch_scores(velocity: Tensor, patch_size: int, metric: str) -> Tensor:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .hooks import AttentionSite, ForwardHook
+from .hooks import AttentionSite, ForwardHook, SelfAttentionKeys
 from .rope import apply_rope
 
 
@@ -139,9 +139,11 @@ class LuminaAttention(nn.Module):
         v = self.wv(x).view(b, n, self.n_kv_heads, self.head_dim)
         q, k = apply_rope(q, ctx.rotations), apply_rope(k_unrotated, ctx.rotations)
         site = AttentionSite(layer, self, caption_norm or nn.Identity(), ctx.self_scale) if ctx.hooks else None
+        keys = SelfAttentionKeys(k, v, ctx.x_mask, ctx.self_scale)
         for hook in ctx.hooks:
-            k, v = hook.self_keys_values(site, k, v)
-        out = attend(q, k, v, key_mask=ctx.x_mask, query_mask=ctx.x_mask, scale=ctx.self_scale)
+            keys = hook.self_attention_keys(site, keys)
+        k, v = keys.k, keys.v
+        out = attend(q, k, v, key_mask=keys.key_mask, query_mask=ctx.x_mask, scale=keys.scale)
         for hook in ctx.hooks:
             out = hook.after_self_attention(site, q, k, k_unrotated, v, out)
 

@@ -122,7 +122,8 @@ class LuminaDiT(nn.Module):
         adaln_input = self.t_embedder(t) + self.cap_embedder(pooled_caption(cap_feats, cap_mask))
         info = ForwardInfo(
             model=self, layout=None if is_list else layouts[0], rows=options.rows or single_rows(batch),
-            rope_scaling=scaling, dtype=dtype, device=seq.device,
+            rope_scaling=scaling, dtype=dtype, device=seq.device, t=t,
+            row_layouts=tuple(layouts) if is_list else (layouts[0],) * batch,
         )
         if info.rows.size != batch:
             raise LuminaInputError(f"options.rows describes {info.rows.size} rows but the model batch has {batch}")

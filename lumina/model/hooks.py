@@ -87,7 +87,9 @@ class ForwardInfo:
 
     layout: the token layout of the batch (all rows one latent size; None for a padded list of
     different sizes). active: (B, n) sequence slots computed in this forward (None = all), set
-    once a feature has selected tokens."""
+    once a feature has selected tokens. t: the (B,) times of the call (t = 0 is noise), for
+    time-aware features. row_layouts: each row's layout (a padded list's items differ), None
+    where the model has no token layout (Lumina-Video)."""
 
     model: "LuminaDiT"
     layout: TokenLayout | None
@@ -96,6 +98,8 @@ class ForwardInfo:
     dtype: torch.dtype
     device: torch.device
     active: Tensor | None = None
+    t: Tensor | None = None
+    row_layouts: tuple[TokenLayout, ...] | None = None
 
     def require_layout(self, feature: str) -> TokenLayout:
         if self.layout is None:
@@ -114,15 +118,27 @@ class AttentionSite:
     self_scale: float | None
 
 
+@dataclass(frozen=True)
+class SelfAttentionKeys:
+    """What self-attention attends over: rotated keys and values (B, Lk, KV, d), the key mask
+    (B, Lk) bool (None = all keys real) and the softmax scale (None = 1/sqrt(head_dim)). A hook may
+    change all four together (Context Drop pools the keys, so their mask and scale change too)."""
+
+    k: Tensor
+    v: Tensor
+    key_mask: Tensor | None
+    scale: float | None
+
+
 class ForwardHook:
     """One feature's state for one forward. Every method returns its input unchanged by default."""
 
     def before_block(self, layer: int) -> None:
         """Called before each transformer block runs (a place to stop a long forward)."""
 
-    def self_keys_values(self, site: AttentionSite, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Rotated keys and values, (B, L, KV, d), before self-attention."""
-        return k, v
+    def self_attention_keys(self, site: AttentionSite, keys: SelfAttentionKeys) -> SelfAttentionKeys:
+        """The keys, values, key mask and scale of self-attention, before it runs."""
+        return keys
 
     def after_self_attention(
         self, site: AttentionSite, q: Tensor, k: Tensor, k_unrotated: Tensor, v: Tensor, out: Tensor
@@ -147,5 +163,6 @@ class ForwardFeature:
 
 
 __all__ = [
-    "BatchRows", "batch_rows", "single_rows", "ForwardInfo", "AttentionSite", "ForwardHook", "ForwardFeature",
+    "BatchRows", "batch_rows", "single_rows", "ForwardInfo", "AttentionSite", "SelfAttentionKeys", "ForwardHook",
+    "ForwardFeature",
 ]

@@ -81,6 +81,13 @@ NOTES = {
         "'(Extrapolation)' resolutions do. Expect about 4× the memory and 5× the time of 1024².",
         FILES_NOTE,
     ],
+    "lumina_next_2k_context_drop": [
+        "2K from a 1K model with Lumina-Next's Context Drop: the Lumina Context Drop node (ratio 0 = auto, "
+        "2 at 2048²) pools self-attention keys and values over 2×2 patches, so attention reads a quarter of "
+        "the keys while every query stays; with the extrapolation settings of 'auto'. Faster at 2K; compare "
+        "with lumina_next_2k_extrapolation for the same seed.",
+        FILES_NOTE,
+    ],
     "lumina_next_regional_2x2": [
         "Compositional generation: one prompt per line on a 2×2 grid (row by row). Each region's prompt is "
         "cross-attended only by that region's image tokens; self-attention stays global, so the image stays "

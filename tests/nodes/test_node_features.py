@@ -116,9 +116,38 @@ def test_region_adaptive_bad_reset_steps(comfyui, next_dit, text):
         patch(comfyui, "LuminaRegionAdaptive", next_dit, reset_steps=text)
 
 
+# -- Context Drop ------------------------------------------------------------------------------------------
+
+def test_context_drop_equals_the_library_feature_on_a_clone(comfyui, next_dit, gemma, tiny):
+    import lumina
+    from lumina.features import ContextDrop
+    from lumina.text_encoders import load_text_encoder
+
+    captions = encode(comfyui, gemma, "a red circle at the top left", "blurry")
+    latent = empty_latent(comfyui, 64, 64)
+    dense = flow_sample(comfyui, next_dit, *captions, latent, seed=4)
+    before = snapshot(next_dit)
+    (dropped,) = patch(comfyui, "LuminaContextDrop", next_dit, ratio=2, end_time=0.8)
+    assert_clone(dropped, next_dit)
+    assert_untouched(next_dit, before)
+    node = flow_sample(comfyui, dropped, *captions, latent, seed=4)
+    assert (node - dense).abs().max() > 1e-4
+    model = lumina.load_model(tiny.next_dit, dtype=torch.float32)
+    both = load_text_encoder(tiny.gemma, dtype=torch.float32).encode(["a red circle at the top left", "blurry"])
+    cond = lumina.Conditioning(both.cap_feats[:1], both.cap_mask[:1])
+    uncond = lumina.Conditioning(both.cap_feats[1:], both.cap_mask[1:])
+    options = lumina.extrapolation_options(model.config, 64, 64, "auto")
+    options = lumina.ForwardOptions(**{**options.__dict__, "features": (ContextDrop(ratio=2, end_time=0.8),)})
+    settings = {k: v for k, v in defaults(comfyui, "LuminaFlowSampler").items() if k in ("solver", "shift", "cfg", "cfg_mode")}
+    lib = lumina.sample(model, cond, uncond, (1, 4, 8, 8), steps=3, seed=4, options=options, **settings)
+    torch.testing.assert_close(node, dropped.model.latent_format.process_out(lib), atol=1e-5, rtol=0)
+    (auto,) = patch(comfyui, "LuminaContextDrop", next_dit, ratio=0)  # at the trained size auto is dense
+    torch.testing.assert_close(flow_sample(comfyui, auto, *captions, latent, seed=4), dense, atol=0, rtol=0)
+
+
 # -- every feature node ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("class_type", ["LuminaStyleShared", "LuminaExtrapolation", "LuminaRegionAdaptive"])
+@pytest.mark.parametrize("class_type", ["LuminaStyleShared", "LuminaExtrapolation", "LuminaRegionAdaptive", "LuminaContextDrop"])
 def test_feature_nodes_refuse_other_models(comfyui, class_type):
     with pytest.raises(ValueError, match="needs a model from the Lumina Model Loader"):
         patch(comfyui, class_type, not_lumina_model())
