@@ -5,8 +5,9 @@
     python -m train sample model.safetensors --encoder te/ --prompts-file prompts.txt --vae sdxl-vae/ --out pics/
 
 The checkpoint is a run folder (its config.yaml gives the text encoder), its checkpoints/latest, or
-any file or folder `lumina.load_model` reads. Pixel-space models write PNGs; latent models write
-their latents as .safetensors, or PNGs decoded by a local diffusers AutoencoderKL (--vae).
+any file or folder `lumina.load_model` reads. Pixel-space models write PNGs (with --frames N > 1
+animated WEBPs); latent models write their latents as .safetensors, or PNGs decoded by a local
+diffusers AutoencoderKL (--vae).
 """
 
 from __future__ import annotations
@@ -135,6 +136,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shift", type=float, default=DEFAULTS["shift"], help="time shift (default %(default)s; released models: 4)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", help="WxH in px (default: the model's base_image_size, square)")
+    parser.add_argument("--frames", type=int, default=1,
+                        help="frames per sample (model frames: latent frames of latent models); > 1 writes animated WEBPs")
+    parser.add_argument("--fps", type=float, default=8.0, help="the WEBPs' frame rate (default %(default)s)")
     parser.add_argument("--solver", default=DEFAULTS["solver"], help="euler, midpoint, heun, rk4, dopri5")
     parser.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None,
                         help="EMA weights (default: EMA when the checkpoint has them)")
@@ -211,11 +215,20 @@ def run(args) -> int:
     if encoder.hidden_size != model.config.cap_feat_dim:
         raise CLIError(f"--encoder {encoder_folder} gives {encoder.hidden_size}-wide features but the model "
                        f"expects {model.config.cap_feat_dim}; use the encoder it was trained with")
+    if args.frames < 1:
+        raise CLIError(f"--frames {args.frames}: give at least 1 (1 = images)")
+    try:
+        model.config.check_frames(f"--frames {args.frames}", args.frames)
+    except lumina.LuminaError as err:
+        raise CLIError(str(err)) from None
+    if args.frames > 1 and args.vae and model.config.vae_downsample != 1:
+        raise CLIError("--vae decodes images; drop --vae to write the clips' latents (decode them with their video VAE, "
+                       "e.g. the Lumina Video VAE Decode node)")
     decode = _decoder(args.vae, model.config.in_channels, device) if args.vae and model.config.vae_downsample != 1 else None
     down = model.config.vae_downsample
     try:
         samples = sample_images(model, encoder, prompts, height // down, width // down, seed=args.seed, steps=args.steps,
-                                cfg=args.cfg, solver=args.solver, shift=args.shift)
+                                cfg=args.cfg, solver=args.solver, shift=args.shift, frames=args.frames)
     except lumina.LuminaError as err:
         raise CLIError(str(err)) from None
     out = Path(args.out) if args.out else (source.run / "samples" / "cli" if source.run else Path("samples"))
@@ -226,6 +239,10 @@ def run(args) -> int:
             path = out / f"{i:03d}_{_slug(prompt)}.safetensors"
             save_file({"latents": samples[i : i + 1].contiguous().cpu()}, str(path), metadata={"prompt": prompt})
             print(path)
+        return 0
+    if samples.dim() == 5:  # pixel-space clips
+        for i, prompt in enumerate(prompts):
+            print(save_animation(samples[i : i + 1], out / f"{i:03d}_{_slug(prompt)}.webp", fps=args.fps))
         return 0
     pixels = png_arrays(samples if decode is None else decode(samples))
     for i, prompt in enumerate(prompts):

@@ -98,8 +98,8 @@ def test_a_clip_folder_trains_in_batches_of_one_bucket(encoder, tmp_path, monkey
     root = tmp_path / "clips"
     for i in range(4):  # square clips: 6 frames, 3 frames
         write_video(root / f"square{i}.mp4", moving_frames(6, 32, 32, seed=i))
-        (root / f"square{i}.txt").write_text(f"square {i}")
-        write_frame_folder(root / f"short{i}", moving_frames(3, 32, 32, seed=10 + i), caption=f"short {i}")
+        (root / f"square{i}.txt").write_text(f"a large {('red', 'blue', 'green', 'yellow')[i]} square")
+        write_frame_folder(root / f"short{i}", moving_frames(3, 32, 32, seed=10 + i), caption=f"a small {('red', 'blue', 'green', 'yellow')[i]} circle")
     seen = record_batches(monkeypatch)
     cfg = load_config(None, [*FRAMES_TINY, "data.kind=folder", f"data.path={root}", "data.min_frames=2",
                              "data.bucket_top_k=1", "optim.batch_size=4", "model.n_kv_heads=1", f"text.encoder={encoder}",
@@ -130,3 +130,18 @@ def test_fine_tuning_a_flag_dit_without_nextframe_token_is_refused(encoder, tmp_
 def test_the_example_config_loads(encoder):
     cfg = load_config(Path(__file__).resolve().parents[2] / "train" / "configs" / "tiny_video.yaml", [f"text.encoder={encoder}"])
     assert cfg.data.kind == "moving_shapes" and cfg.data.frames > 1
+
+
+def test_the_sample_command_writes_animated_webp_clips(encoder, tmp_path, capsys):
+    from PIL import Image
+
+    from train.__main__ import main
+
+    run = fit(config(encoder, tmp_path / "run", 1, "model.n_kv_heads=1"))
+    out = tmp_path / "clips"
+    assert main(["sample", str(run), "--prompt", "a red circle moving up", "--frames", "3", "--steps", "2", "--out", str(out)]) == 0
+    with Image.open(out / "000_a_red_circle_moving_up.webp") as img:
+        assert img.is_animated and img.n_frames == 3 and img.size == (16, 16)
+    image_run = fit(config(encoder, tmp_path / "images", 1, "model.dim=32", "model.n_kv_heads=1", "data.kind=shapes", "data.frames=1"))
+    assert main(["sample", str(image_run), "--prompt", "a red circle", "--frames", "3", "--out", str(out)]) == 2
+    assert "--frames 3 has 3 frames but this Next-DiT model's head_dim 16 cannot carry 3-D" in capsys.readouterr().err
