@@ -158,6 +158,10 @@ class LuminaBaseModel(comfy.model_base.BaseModel):
         super().__init__(_LuminaModelConfig(lumina_model), comfy.model_base.ModelType.EPS, device=device)
         self.diffusion_model = lumina_model
         self.model_sampling = LuminaFlowSampling(shift)
+        # core's diffusion models carry their input channels here, and newer core nodes read it
+        # (ComfyUI 0.3.64's RenormCFG guides the first `in_channels` channels)
+        if not hasattr(lumina_model, "in_channels") and hasattr(lumina_model.config, "in_channels"):
+            lumina_model.in_channels = lumina_model.config.in_channels
 
     def get_dtype(self) -> torch.dtype:
         return self.diffusion_model.x_embedder.weight.dtype

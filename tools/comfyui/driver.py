@@ -23,7 +23,9 @@ Replies are single JSON lines on the original stdout; everything ComfyUI prints 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib.util
+import inspect
 import json
 import math
 import os
@@ -140,6 +142,11 @@ def configure_comfyui(opts: argparse.Namespace) -> None:
     comfy.options.enable_args_parsing()
     import folder_paths
 
+    if os.path.isfile(os.path.join(opts.comfyui, "utils", "__init__.py")):
+        # newer ComfyUI's utils/ package, imported before nodes.py puts <comfyui>/comfy in front of
+        # sys.path (where `utils` is comfy/utils.py), as main.py does
+        import utils.install_util  # noqa: F401
+
     folder_paths.set_output_directory(os.path.abspath(opts.output_directory))
     folder_paths.set_input_directory(os.path.abspath(opts.input_directory))
     folder_paths.set_temp_directory(os.path.join(os.path.abspath(opts.temp_directory), "temp"))
@@ -162,6 +169,7 @@ class Recorder:
         self.progress_count = 0
         self.interrupt_after: int | None = None
         self.prompt_queue = None
+        self.sockets_metadata: dict = {}  # newer ComfyUI's progress handler reads it (no web clients here)
 
     def send_sync(self, event: Any, data: Any, sid: Any = None) -> None:
         if isinstance(data, (bytes, bytearray)) or not isinstance(event, str):
@@ -197,7 +205,8 @@ class Driver:
         self.executor = execution.PromptExecutor(self.recorder)
         self._helpers: dict[str, Any] = {}  # helper file -> its module, loaded once
 
-    def _progress(self, value: int, total: int, preview_image: Any) -> None:
+    def _progress(self, value: int, total: int, preview_image: Any, prompt_id: Any = None, node_id: Any = None) -> None:
+        # newer ComfyUI also passes prompt_id and node_id; the recorder already knows both
         rec = self.recorder
         self.model_management.throw_exception_if_processing_interrupted()
         rec.progress_count += 1
@@ -212,14 +221,24 @@ class Driver:
         results: dict[str, bool] = {}
         original = nodes.load_custom_node
 
-        def recording_load(module_path, ignore=set()):
-            ok = original(module_path, ignore)
-            results[module_path] = ok
-            return ok
+        def recording_load(module_path, *args, **kwargs):
+            ok = original(module_path, *args, **kwargs)
+            if not inspect.isawaitable(ok):
+                results[module_path] = ok
+                return ok
+
+            async def recorded():  # newer ComfyUI loads custom nodes in coroutines
+                results[module_path] = await ok
+                return results[module_path]
+
+            return recorded()
 
         nodes.load_custom_node = recording_load
         try:
-            nodes.init_custom_nodes()
+            if hasattr(nodes, "init_extra_nodes"):  # ComfyUI ≥ 0.3.x: async, like main.py runs it (no API nodes)
+                asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
+            else:
+                nodes.init_custom_nodes()
         finally:
             nodes.load_custom_node = original
         return [ok for path, ok in results.items() if os.path.basename(path) == pack]
@@ -277,7 +296,11 @@ class Driver:
 
     def validate(self, req: dict) -> dict:
         try:
-            valid, error, outputs, node_errors = self.execution.validate_prompt(req["graph"])
+            validate = self.execution.validate_prompt
+            if inspect.iscoroutinefunction(validate):  # newer ComfyUI: (prompt_id, prompt, partial_execution_list)
+                valid, error, outputs, node_errors = asyncio.run(validate(f"validate-{req.get('id')}", req["graph"], None))
+            else:
+                valid, error, outputs, node_errors = validate(req["graph"])
         except KeyError as err:  # unknown class_type: the HTTP server answers 500 here
             return {"valid": False, "error": {"type": "invalid_prompt", "message": f"unknown node {err}",
                                               "details": str(err), "extra_info": {}},
@@ -295,6 +318,10 @@ class Driver:
         rec.interrupt_after = req.get("interrupt_after_progress")
         prompt_id = f"inprocess-{req['id']}"
         rec.last_prompt_id = prompt_id
+        if hasattr(executor, "caches"):
+            # newer ComfyUI caches by inputs whatever the node ids: a new cache per run makes every
+            # node execute (events, progress), as fresh ids do in the vendored one
+            executor.reset()
         t0 = time.perf_counter()
         executor.execute(graph, prompt_id, {"client_id": "inprocess"}, result["outputs"])
         seconds = time.perf_counter() - t0
@@ -304,16 +331,28 @@ class Driver:
             prompt_id=prompt_id, seconds=seconds,
             status={"status_str": "success" if executor.success else "error", "completed": executor.success,
                     "messages": messages},
-            outputs={k: _jsonable(v) for k, v in executor.outputs_ui.items() if k in graph},
+            outputs={k: _jsonable(v) for k, v in self._ui_outputs().items() if k in graph},
             events=rec.events,
         )
         probe = _selected(req.get("probe"), graph)
         if probe:
-            result["probe"] = {nid: summarize(executor.outputs[nid]) for nid in probe if nid in executor.outputs}
+            result["probe"] = {nid: summarize(self._node_outputs(nid)) for nid in probe if self._node_outputs(nid) is not None}
         dump = _selected(req.get("dump"), graph)
         if dump:
             result["dumps"] = self._dump(dump, prompt_id, req["dump_dir"])
         return result
+
+    def _ui_outputs(self) -> dict:
+        """The last run's UI outputs by node id (newer ComfyUI keeps them in history_result)."""
+        if hasattr(self.executor, "outputs_ui"):
+            return self.executor.outputs_ui
+        return getattr(self.executor, "history_result", {}).get("outputs", {})
+
+    def _node_outputs(self, nid: str) -> Any:
+        """A node's output slots from the last run (newer ComfyUI keeps them in its output cache), or None."""
+        if hasattr(self.executor, "outputs"):
+            return self.executor.outputs.get(nid)
+        return self.executor.caches.outputs.get(nid)
 
     def _dump(self, node_ids: list[str], prompt_id: str, dump_dir: str) -> dict[str, str]:
         """Each node's tensor outputs in one safetensors file; node id -> path."""
@@ -322,10 +361,11 @@ class Driver:
         os.makedirs(dump_dir, exist_ok=True)
         paths = {}
         for nid in node_ids:
-            if nid not in self.executor.outputs:
+            outputs = self._node_outputs(nid)
+            if outputs is None:
                 continue
             tensors: dict = {}
-            for slot, values in enumerate(self.executor.outputs[nid]):
+            for slot, values in enumerate(outputs):
                 # each slot holds a list (ComfyUI maps nodes over lists); unwrap single values
                 _tensors(values[0] if len(values) == 1 else values, str(slot), tensors)
             path = os.path.join(dump_dir, f"{prompt_id}-{nid.replace('/', '_')}.safetensors")

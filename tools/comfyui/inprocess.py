@@ -116,7 +116,8 @@ class InProcessComfy(ComfyRunner):
 
     def call_in_comfy(self, file: str | os.PathLike, function: str, timeout: float = 120.0, **kwargs: Any) -> Any:
         """Run `function(**kwargs)` from a helper file *inside* the ComfyUI process (ComfyUI's
-        modules, the loaded pack as sys.modules["comfyui_lumina_t2x"], folder_paths configured) and
+        modules, the loaded pack in sys.modules (as "comfyui_lumina_t2x" in the vendored ComfyUI, under
+        its folder's path in 0.3.64), folder_paths configured) and
         return its JSON-able result. An exception in it raises ComfyError with its traceback."""
         reply = self.call("call", timeout=timeout, file=str(Path(file).resolve()), function=function, kwargs=kwargs)
         result = reply["result"]

@@ -49,8 +49,21 @@ class ComfyServer(ComfyRunner):
             "--port", str(self.port), "--disable-auto-launch", "--dont-print-server",
             "--extra-model-paths-config", str(ws.extra_model_paths),
             "--output-directory", str(ws.output_dir), "--input-directory", str(ws.input_dir),
-            "--temp-directory", str(ws.temp_arg), *self.extra_args,
+            "--temp-directory", str(ws.temp_arg), *self.release_flags(), *self.extra_args,
         ]
+
+    def release_flags(self) -> list[str]:
+        """Flags only newer ComfyUI has, keeping every write out of its (possibly read-only) folder:
+        the user folder (settings, workflows) and an in-memory database (its default file lies
+        beside main.py)."""
+        cli = (self.comfyui_dir / "comfy" / "cli_args.py").read_text()
+        flags = []
+        if "--user-directory" in cli:
+            self.workspace.user_dir.mkdir(parents=True, exist_ok=True)
+            flags += ["--user-directory", str(self.workspace.user_dir)]
+        if "--database-url" in cli:
+            flags += ["--database-url", "sqlite:///:memory:"]
+        return flags
 
     def _spawn(self, log_file: IO[bytes]) -> subprocess.Popen:
         self.port = free_port()  # a new one per launch: an earlier server may still hold the last

