@@ -5,7 +5,9 @@ over r × r patches, while every query stays; attention then costs L · L/r² in
   1 (dense) at the trained size and 2 at twice the trained side, where the paper uses it.
 - Pooling is 2-D over each frame's patch grid (frames are never mixed); a partial window at the
   right or bottom edge averages the patches it covers. [nextline] / [nextframe] tokens are kept
-  unpooled beside the pooled patches.
+  unpooled beside the pooled patches. Keys are pooled before RoPE and rotated at the window's
+  mean position (pooling rotated keys would blur their highest frequencies; `rotate_pooled=False`
+  does that instead); values are pooled as they are.
 - Padded list batches: each row is pooled with its own item's layout, the pooled rows are padded
   to one length, and the key mask marks each row's pooled keys (a [PAD] token is never averaged in).
 - Proportional attention (when the call uses it) is rescaled to the pooled key count: its softmax
@@ -28,6 +30,7 @@ from torch import Tensor
 
 from ..errors import LuminaInputError
 from ..model.hooks import AttentionSite, ForwardFeature, ForwardHook, ForwardInfo, SelfAttentionKeys
+from ..model.rope import apply_rope, rope_angles, rope_table
 from ..tokens import TokenLayout
 
 
@@ -46,8 +49,12 @@ def pool_item(x: Tensor, layout: TokenLayout, ratio: int) -> Tensor:
     """(b, ≥layout.length, KV, d) keys or values of rows with this layout → (b, pooled_length, KV, d):
     each frame's patch grid averaged over ratio × ratio windows, then the special tokens."""
     b, _, kv, d = x.shape
-    slots = layout.patch_slots().to(x.device)
-    grid = x[:, slots].reshape(b, layout.frames, layout.rows, layout.cols, kv * d)
+    patches = layout.frames * layout.rows * layout.cols
+    if layout.nextline or layout.nextframe:
+        grid = x[:, layout.patch_slots().to(x.device)]
+    else:  # the sequence is the patch grid itself: no gather
+        grid = x[:, :patches]
+    grid = grid.reshape(b, layout.frames, layout.rows, layout.cols, kv * d)
     grid = grid.permute(0, 1, 4, 2, 3).reshape(b * layout.frames, kv * d, layout.rows, layout.cols)
     pooled = F.avg_pool2d(grid, ratio, stride=ratio, ceil_mode=True)  # edge windows: the mean of what they cover
     pooled = pooled.reshape(b, layout.frames, kv, d, -1).permute(0, 1, 4, 2, 3).reshape(b, -1, kv, d)
@@ -59,11 +66,13 @@ def pool_item(x: Tensor, layout: TokenLayout, ratio: int) -> Tensor:
 class ContextDrop(ForwardFeature):
     """ratio: the merge ratio r (r × r patches per pooled key); None = automatic from the token
     count (`auto_ratio` against the model's trained token count, or `base_tokens`); 1 = dense.
-    end_time: pool while t < end_time (1 = every call)."""
+    end_time: pool while t < end_time (1 = every call). rotate_pooled: rotate pooled keys at their
+    window's mean position (True) or pool the rotated keys (False)."""
 
     ratio: int | None = None
     end_time: float = 1.0
     base_tokens: int | None = None
+    rotate_pooled: bool = True
 
     def __post_init__(self) -> None:
         if self.ratio is not None and (int(self.ratio) != self.ratio or self.ratio < 1):
@@ -94,25 +103,45 @@ class ContextDrop(ForwardFeature):
             raise LuminaInputError(
                 "Context Drop needs every token's keys; it cannot be combined with region-adaptive sampling in one call"
             )
-        return ContextDropHook(info.row_layouts, ratio)
+        rotate = None
+        if self.rotate_pooled:
+            model, scaling = info.model, info.rope_scaling
+
+            def rotate(layout: TokenLayout, pooled_unrotated: Tensor) -> Tensor:
+                pos = model.positions(layout).to(pooled_unrotated.device)[None, :, None]  # (1, L, 1, A)
+                centres = pool_item(pos, layout, ratio)[0, :, 0]  # the mean position of each window
+                angles = rope_angles(centres, model.config.head_dim, model.config.rope_theta, scaling,
+                                     interpolate_positions=model.interpolate_positions)
+                return apply_rope(pooled_unrotated.contiguous(), rope_table(angles)[None])
+
+        return ContextDropHook(info.row_layouts, ratio, rotate)
 
 
 class ContextDropHook(ForwardHook):
     """Pools the self-attention keys and values of one forward (same plan in every layer)."""
 
-    def __init__(self, layouts: tuple[TokenLayout, ...], ratio: int) -> None:
+    def __init__(self, layouts: tuple[TokenLayout, ...], ratio: int, rotate=None) -> None:
         self.ratio = ratio
+        self.rotate = rotate
         self.groups: dict[TokenLayout, list[int]] = {}
         for row, layout in enumerate(layouts):
             self.groups.setdefault(layout, []).append(row)
         self.lengths = [pooled_length(layout, ratio) for layout in layouts]
         self.key_mask: Tensor | None = None  # built on the first layer's device
 
+    def _pool_keys(self, keys: SelfAttentionKeys, layout: TokenLayout, rows: Tensor | None) -> Tensor:
+        """Pooled rotated keys: with the layer's own unrotated keys, those pooled and then rotated
+        at each window's mean position; otherwise (another hook replaced k) the rotated keys pooled."""
+        if self.rotate is None or keys.k_unrotated is None:
+            return pool_item(keys.k if rows is None else keys.k[rows], layout, self.ratio)
+        unrotated = keys.k_unrotated if rows is None else keys.k_unrotated[rows]
+        return self.rotate(layout, pool_item(unrotated, layout, self.ratio))
+
     def self_attention_keys(self, site: AttentionSite, keys: SelfAttentionKeys) -> SelfAttentionKeys:
         k, v = keys.k, keys.v
         if len(self.groups) == 1:  # one latent size: a plain batch, no mask needed
             (layout,) = self.groups
-            pk, pv, mask = pool_item(k, layout, self.ratio), pool_item(v, layout, self.ratio), None
+            pk, pv, mask = self._pool_keys(keys, layout, None), pool_item(v, layout, self.ratio), None
         else:
             longest = max(self.lengths)
             pk = k.new_zeros(k.shape[0], longest, *k.shape[2:])
@@ -120,7 +149,7 @@ class ContextDropHook(ForwardHook):
             for layout, rows in self.groups.items():
                 index = torch.tensor(rows, device=k.device)
                 n = pooled_length(layout, self.ratio)
-                pk[index, :n] = pool_item(k[index], layout, self.ratio)
+                pk[index, :n] = self._pool_keys(keys, layout, index)
                 pv[index, :n] = pool_item(v[index], layout, self.ratio)
             if self.key_mask is None:
                 lengths = torch.tensor(self.lengths, device=k.device)
@@ -129,7 +158,7 @@ class ContextDropHook(ForwardHook):
         scale = keys.scale
         if scale is not None and pk.shape[1] > 1:  # proportional attention: its entropy rule at the pooled key count
             scale = scale * math.sqrt(math.log(pk.shape[1]) / math.log(k.shape[1]))
-        return SelfAttentionKeys(pk, pv, mask, scale)
+        return SelfAttentionKeys(pk, pv, mask, scale, None)
 
 
 __all__ = ["ContextDrop", "ContextDropHook", "auto_ratio", "pool_item", "pooled_length"]

@@ -224,7 +224,7 @@ class SparseHook(ForwardHook):
         rows = torch.arange(k.shape[0], device=k.device)[:, None]
         cache_k[rows, self.active] = k
         cache_v[rows, self.active] = v
-        return replace(keys, k=cache_k, v=cache_v)
+        return replace(keys, k=cache_k, v=cache_v, k_unrotated=None)
 
 
 def patch_scores(velocity: Tensor, patch_size: int, metric: str) -> Tensor:

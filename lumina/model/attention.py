@@ -139,7 +139,7 @@ class LuminaAttention(nn.Module):
         v = self.wv(x).view(b, n, self.n_kv_heads, self.head_dim)
         q, k = apply_rope(q, ctx.rotations), apply_rope(k_unrotated, ctx.rotations)
         site = AttentionSite(layer, self, caption_norm or nn.Identity(), ctx.self_scale) if ctx.hooks else None
-        keys = SelfAttentionKeys(k, v, ctx.x_mask, ctx.self_scale)
+        keys = SelfAttentionKeys(k, v, ctx.x_mask, ctx.self_scale, k_unrotated)
         for hook in ctx.hooks:
             keys = hook.self_attention_keys(site, keys)
         k, v = keys.k, keys.v

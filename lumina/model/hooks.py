@@ -122,12 +122,14 @@ class AttentionSite:
 class SelfAttentionKeys:
     """What self-attention attends over: rotated keys and values (B, Lk, KV, d), the key mask
     (B, Lk) bool (None = all keys real) and the softmax scale (None = 1/sqrt(head_dim)). A hook may
-    change all four together (Context Drop pools the keys, so their mask and scale change too)."""
+    change all four together (Context Drop pools the keys, so their mask and scale change too); a
+    hook that replaces k sets k_unrotated to what k came from, or None."""
 
     k: Tensor
     v: Tensor
     key_mask: Tensor | None
     scale: float | None
+    k_unrotated: Tensor | None = None  # the keys before RoPE, (B, Lk, KV, d), when k is the layer's own
 
 
 class ForwardHook:

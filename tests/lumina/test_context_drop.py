@@ -130,3 +130,28 @@ def test_bad_settings_and_combinations_are_clear_errors():
         lumina.sample(model, lumina.Conditioning(torch.randn(1, 5, 16), torch.ones(1, 5, dtype=torch.bool)), None,
                       (1, 4, 8, 8), steps=8, solver="euler", cfg=1.0, wrappers=[ras],
                       options=ForwardOptions(features=(ContextDrop(ratio=2),)))
+
+
+def test_pooled_keys_are_rotated_at_their_window_centre():
+    """A window of equal unrotated keys pools to that key rotated at the window's mean position."""
+    from lumina.model.hooks import ForwardInfo, single_rows
+    from lumina.model.rope import RopeScaling, apply_rope, rope_angles, rope_table
+
+    model = tiny("next_dit")
+    layout = TokenLayout(1, 4, 4)
+    info = ForwardInfo(model=model, layout=layout, rows=single_rows(1), rope_scaling=RopeScaling(), dtype=torch.float32,
+                       device=torch.device("cpu"), t=torch.tensor([0.2]), row_layouts=(layout,))
+    hook = ContextDrop(ratio=2).begin(info)
+    d = model.config.head_dim
+    base = torch.randn(1, 4, 1, d)  # one key per 2×2 window
+    unrotated = base.repeat_interleave(2, 1).reshape(1, 2, 4, 1, d).repeat_interleave(2, 1).reshape(1, 16, 1, d)
+    rotated = apply_rope(unrotated, rope_table(rope_angles(model.positions(layout), d, model.config.rope_theta))[None])
+    out = hook.self_attention_keys(AttentionSite(0, None, lambda y: y, None),
+                                   SelfAttentionKeys(rotated, rotated, None, None, unrotated))
+    centres = torch.tensor([[0.5, 0.5], [0.5, 2.5], [2.5, 0.5], [2.5, 2.5]])
+    expected = apply_rope(base, rope_table(rope_angles(centres, d, model.config.rope_theta))[None])
+    torch.testing.assert_close(out.k, expected, atol=1e-6, rtol=0)
+    plain = ContextDrop(ratio=2, rotate_pooled=False).begin(info)  # pooling the rotated keys instead
+    pooled = plain.self_attention_keys(AttentionSite(0, None, lambda y: y, None),
+                                       SelfAttentionKeys(rotated, rotated, None, None, unrotated))
+    torch.testing.assert_close(pooled.k, pool_item(rotated, layout, 2))
