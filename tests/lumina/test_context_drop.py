@@ -155,3 +155,13 @@ def test_pooled_keys_are_rotated_at_their_window_centre():
     pooled = plain.self_attention_keys(AttentionSite(0, None, lambda y: y, None),
                                        SelfAttentionKeys(rotated, rotated, None, None, unrotated))
     torch.testing.assert_close(pooled.k, pool_item(rotated, layout, 2))
+
+
+def test_frames_are_pooled_within_each_frame():
+    model = tiny("next_dit", ffn_hidden=None)  # head_dim 24: 3-D RoPE for frames
+    options = ForwardOptions(features=(ContextDrop(ratio=2),))
+    video = torch.randn(1, 4, 3, 8, 8)
+    out = call(model, video, options)
+    assert out.shape == video.shape and not torch.equal(out, call(model, video))
+    one = call(model, video[:, :, :1], options)  # one frame is the image path, pooled the same way
+    torch.testing.assert_close(one[:, :, 0], call(model, video[:, :, 0], options), atol=1e-6, rtol=0)
