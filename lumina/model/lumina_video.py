@@ -137,49 +137,52 @@ class VideoBlock(NextDiTBlock):
         a = self.attention
         b, n, _ = x.shape
         heads, kv, d = a.n_heads, a.n_kv_heads, a.head_dim
-        lengths = [n] * b if ctx.x_mask is None else ctx.x_mask.sum(dim=1).tolist()  # padding is a suffix
         width = max(a.wq.out_features, self.feed_forward.w1.out_features)
-        chunks = [(i, s, e) for i in range(b) for s, e in token_chunks(lengths[i], width)]
+        if ctx.x_mask is None:  # equal lengths: a chunk is one token range of every item (fewer, larger ops)
+            lengths = [n] * b
+            chunks = [(slice(0, b), s, e) for s, e in token_chunks(n, width * b)]
+        else:  # padding is a suffix: each item's own tokens only
+            lengths = ctx.x_mask.sum(dim=1).tolist()
+            chunks = [(slice(i, i + 1), s, e) for i in range(b) for s, e in token_chunks(lengths[i], width)]
 
-        # per item, each RMSNorm weight times the adaLN factor that follows it: one multiply, not two
+        # per item, each RMSNorm weight times the adaLN factor next to it: one multiply, not two
         mod = self.adaLN_modulation(ctx.adaln_input)
         scale_msa, gate_msa, scale_mlp, gate_mlp = mod.chunk(4, dim=-1)
-        pre_attn = self.attention_norm1.weight * (1 + scale_msa)
-        post_attn = self.attention_norm2.weight * gate_msa.tanh()
-        pre_ffn = self.ffn_norm1.weight * (1 + scale_mlp)
-        post_ffn = self.ffn_norm2.weight * gate_mlp.tanh()
+        pre_attn = (self.attention_norm1.weight * (1 + scale_msa))[:, None]
+        post_attn = (self.attention_norm2.weight * gate_msa.tanh())[:, None]
+        pre_ffn = (self.ffn_norm1.weight * (1 + scale_mlp))[:, None]
+        post_ffn = (self.ffn_norm2.weight * gate_mlp.tanh())[:, None]
 
         rot = ctx.rotations
         q, k, v = x.new_empty(b, n, heads, d), x.new_empty(b, n, kv, d), x.new_empty(b, n, kv, d)
-        for i, s, e in chunks:
-            h = _unit_rms(x[i, s:e], self.attention_norm1.eps).mul_(pre_attn[i])
-            r = rot[min(i, rot.shape[0] - 1), s:e, None]
-            _rotate_into(q[i, s:e], a.q_norm(a.wq(h)).view(e - s, heads, d), r)
-            _rotate_into(k[i, s:e], a.k_norm(a.wk(h)).view(e - s, kv, d), r)
-            v[i, s:e] = a.wv(h).view(e - s, kv, d)
+        for items, s, e in chunks:
+            h = _unit_rms(x[items, s:e], self.attention_norm1.eps).mul_(pre_attn[items])
+            r = (rot if rot.shape[0] == 1 else rot[items])[:, s:e, None]
+            _rotate_into(q[items, s:e], a.q_norm(a.wq(h)).unflatten(-1, (heads, d)), r)
+            _rotate_into(k[items, s:e], a.k_norm(a.wk(h)).unflatten(-1, (kv, d)), r)
+            v[items, s:e] = a.wv(h).unflatten(-1, (kv, d))
 
         cap_y = self.attention_y_norm(ctx.cap_feats)
         lc = cap_y.shape[1]
         ky = a.ky_norm(a.wk_y(cap_y)).view(b, lc, kv, d)
         vy = a.wv_y(cap_y).view(b, lc, kv, d)
-        attended = []
+        gate_y = a.gate.tanh().to(x.dtype).view(1, -1, 1)
+        attended = x.new_empty(b, n, heads, d)
         for i in range(b):
             qi, ki, vi = (t[i, : lengths[i]].transpose(0, 1)[None] for t in (q, k, v))
             keep = slice(None) if ctx.cap_mask is None else ctx.cap_mask[i]
             out = _attend(qi, ki, vi, ctx.self_scale)[0]
             # cross-attention reuses the rotated queries; caption keys carry no positions
             out_y = _attend(qi, ky[i, keep].transpose(0, 1)[None], vy[i, keep].transpose(0, 1)[None], None)[0]
-            attended.append((out, out_y))
+            torch.addcmul(out, out_y, gate_y, out=attended[i, : lengths[i]])
         del q, k, v
 
-        gate_y = a.gate.tanh().to(x.dtype).view(1, -1, 1)
         result = torch.zeros_like(x) if ctx.x_mask is not None else torch.empty_like(x)
-        for i, s, e in chunks:
-            out, out_y = attended[i]
-            attn = a.wo(torch.addcmul(out[s:e], out_y[s:e], gate_y).flatten(1))
-            h = torch.addcmul(x[i, s:e], _unit_rms(attn, self.attention_norm2.eps), post_attn[i])
-            ffn = self.feed_forward(_unit_rms(h, self.ffn_norm1.eps).mul_(pre_ffn[i]))
-            torch.addcmul(h, _unit_rms(ffn, self.ffn_norm2.eps), post_ffn[i], out=result[i, s:e])
+        for items, s, e in chunks:
+            attn = a.wo(attended[items, s:e].flatten(2))
+            h = torch.addcmul(x[items, s:e], _unit_rms(attn, self.attention_norm2.eps), post_attn[items])
+            ffn = self.feed_forward(_unit_rms(h, self.ffn_norm1.eps).mul_(pre_ffn[items]))
+            torch.addcmul(h, _unit_rms(ffn, self.ffn_norm2.eps), post_ffn[items], out=result[items, s:e])
         return result
 
 
@@ -189,13 +192,13 @@ def _unit_rms(x: Tensor, eps: float) -> Tensor:
 
 
 def _rotate_into(dest: Tensor, x: Tensor, rotations: Tensor) -> None:
-    """dest = x rotated by (L, 1, head_dim/2) complex rotations, as `apply_rope` (fp32 math); an
-    fp32 result is written in place instead of copied."""
-    if dest.dtype == torch.float32 and dest.is_contiguous():
+    """dest = x (B, L, H, head_dim) rotated by (B or 1, L, 1, head_dim/2) complex rotations, as
+    `apply_rope` (fp32 math); an fp32 result is written in place instead of copied."""
+    if dest.dtype == torch.float32 and dest.stride(-1) == 1:
         pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
         torch.mul(pairs, rotations, out=torch.view_as_complex(dest.unflatten(-1, (-1, 2))))
     else:
-        dest.copy_(apply_rope(x[None], rotations[None, :, 0])[0])
+        dest.copy_(apply_rope(x, rotations[:, :, 0]))
 
 
 def _attend(q: Tensor, k: Tensor, v: Tensor, scale: float | None) -> Tensor:
