@@ -1,7 +1,7 @@
 """ComfyUI nodes: thin adapters over `lumina`; `bridge` is the only module touching ComfyUI internals."""
 
 from .conditioning import LuminaBatchTextEncode, LuminaTextEncode
-from .features import LuminaContextDrop, LuminaExtrapolation, LuminaRegionAdaptive, LuminaRegionalPrompts, LuminaStyleShared
+from .features import LuminaContextDrop, LuminaExtrapolation, LuminaGateSparsity, LuminaRegionAdaptive, LuminaRegionalPrompts, LuminaStyleShared
 from .latents import LuminaEmptyLatent, LuminaEmptyVideoLatent
 from .loaders import LuminaModelLoader, LuminaTextEncoderLoader
 from .paths import register_folders
@@ -33,6 +33,7 @@ NODE_CLASS_MAPPINGS = {
     "LuminaVideoVAEEncode": LuminaVideoVAEEncode,
     "LuminaVideoSettings": LuminaVideoSettings,
     "LuminaContextDrop": LuminaContextDrop,
+    "LuminaGateSparsity": LuminaGateSparsity,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "LuminaModelLoader": "Lumina Model Loader",
@@ -55,4 +56,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LuminaVideoVAEEncode": "Lumina Video VAE Encode",
     "LuminaVideoSettings": "Lumina-Video Settings",
     "LuminaContextDrop": "Lumina Context Drop",
+    "LuminaGateSparsity": "Lumina Gate Sparsity",
 }

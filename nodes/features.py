@@ -1,11 +1,12 @@
 """Training-free feature nodes: regional prompts, style-shared batches, resolution extrapolation,
-region-adaptive sampling, Context Drop. Each clones what it changes; the math is in lumina.features and lumina.extrapolation."""
+region-adaptive sampling, Context Drop, gate sparsity. Each clones what it changes; the math is in lumina.features and lumina.extrapolation."""
 
 from __future__ import annotations
 
 from ..lumina.extrapolation import EXTRAPOLATION_MODES, extrapolation_options
 from ..lumina.features.compositional import grid_masks
 from ..lumina.features.context_drop import ContextDrop
+from ..lumina.features.gate_sparsity import GateSparsity, gate_report
 from ..lumina.features.region_adaptive import METRICS, RegionAdaptive
 from ..lumina.features.style_shared import SharedAttention
 from ..lumina.flow import resolution_shift
@@ -219,3 +220,31 @@ class LuminaContextDrop:
         bridge.lumina_model_of(model)
         drop = ContextDrop(ratio=ratio or None, end_time=end_time)
         return (bridge.with_patch(model, features=bridge.patch_of(model).replacing(ContextDrop, drop)),)
+
+
+class LuminaGateSparsity:
+    """Skip the text cross-attention of heads whose learned gate is near zero (|tanh(gate)| below
+    the threshold) on a cloned MODEL; the console says what it skips."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL",),
+                "threshold": ("FLOAT", {"default": 0.02, "min": 0.0, "max": 1.0, "step": 0.005,
+                              "tooltip": "heads with |tanh(gate)| below this skip their caption cross-attention; 0 = none"}),
+            }
+        }
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+    CATEGORY = CATEGORY
+
+    def patch(self, model, threshold: float):
+        lumina_model = bridge.lumina_model_of(model)
+        report = gate_report(lumina_model, threshold, tokens=4096, caption_tokens=128)
+        print(f"[Lumina] gate sparsity {threshold}: {report['heads_skipped']:.0f}/{report['heads']:.0f} heads, "
+              f"{report['layers_skipped']:.0f}/{report['layers']:.0f} whole layers skip their text cross-attention "
+              f"({report['forward_flops_saved'] * 100:.1f} % of a 1024² forward's FLOPs)")
+        sparsity = GateSparsity(threshold)
+        return (bridge.with_patch(model, features=bridge.patch_of(model).replacing(GateSparsity, sparsity)),)

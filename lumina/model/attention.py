@@ -147,16 +147,35 @@ class LuminaAttention(nn.Module):
         for hook in ctx.hooks:
             out = hook.after_self_attention(site, q, k, k_unrotated, v, out)
 
+        keep = None  # heads whose cross-attention runs (None = all)
+        for hook in ctx.hooks:
+            heads = hook.cross_attention_heads(site)
+            if heads is not None:
+                keep = heads if keep is None else keep & heads
+        if keep is not None and not bool(keep.any()):  # every head's gate is skipped: no cross-attention
+            return self.wo(out.flatten(2))
         # Cross-attention reuses the normed, rotated queries; caption keys carry no positions.
-        out_y = self.cross_attention(q, cap_y, ctx.cap_mask, ctx.x_mask)
+        groups = None if keep is None else keep.view(self.n_kv_heads, -1).any(dim=1)
+        out_y = self.cross_attention(q, cap_y, ctx.cap_mask, ctx.x_mask, None if groups is None or bool(groups.all()) else groups)
         for hook in ctx.hooks:
             out_y = hook.after_cross_attention(site, q, out_y)
-        out = out + out_y * self.gate.tanh().to(out_y.dtype).view(1, 1, -1, 1)
+        gate = self.gate.tanh() if keep is None else self.gate.tanh() * keep.to(self.gate.device)
+        out = out + out_y * gate.to(out_y.dtype).view(1, 1, -1, 1)
         return self.wo(out.flatten(2))
 
-    def cross_attention(self, q: Tensor, cap_y: Tensor, cap_mask: Tensor | None, x_mask: Tensor | None) -> Tensor:
-        """Rotated queries (B, L, H, d) over normed caption features (B, Lc, cap_feat_dim)."""
+    def cross_attention(
+        self, q: Tensor, cap_y: Tensor, cap_mask: Tensor | None, x_mask: Tensor | None, groups: Tensor | None = None
+    ) -> Tensor:
+        """Rotated queries (B, L, H, d) over normed caption features (B, Lc, cap_feat_dim).
+        groups: (KV,) bool, the K/V head groups to compute (None = all); the others' heads are zero."""
         b, lc = cap_y.shape[:2]
         ky = self.ky_norm(self.wk_y(cap_y)).view(b, lc, self.n_kv_heads, self.head_dim)
         vy = self.wv_y(cap_y).view(b, lc, self.n_kv_heads, self.head_dim)
-        return attend(q, ky, vy, key_mask=cap_mask, query_mask=x_mask)
+        if groups is None:
+            return attend(q, ky, vy, key_mask=cap_mask, query_mask=x_mask)
+        rep = self.n_heads // self.n_kv_heads
+        qg = q.view(*q.shape[:2], self.n_kv_heads, rep, self.head_dim)
+        part = attend(qg[:, :, groups].flatten(2, 3), ky[:, :, groups], vy[:, :, groups], key_mask=cap_mask, query_mask=x_mask)
+        out = q.new_zeros(qg.shape)
+        out[:, :, groups] = part.view(*q.shape[:2], -1, rep, self.head_dim)
+        return out.flatten(2, 3)

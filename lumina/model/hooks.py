@@ -148,6 +148,11 @@ class ForwardHook:
         """The self-attention output (B, L, H, d), given its rotated queries and keys."""
         return out
 
+    def cross_attention_heads(self, site: AttentionSite) -> Tensor | None:
+        """(H,) bool: the heads whose caption cross-attention runs in this layer (None = all; the
+        hooks' answers are combined with AND; no head left skips the cross-attention)."""
+        return None
+
     def after_cross_attention(self, site: AttentionSite, q: Tensor, out: Tensor) -> Tensor:
         """The caption cross-attention output (B, L, H, d), before its tanh gate."""
         return out

@@ -35,6 +35,7 @@ OUR_NODES = {
                           "schedule", "shift", "cfg", "cfg_mode", "extrapolation", "denoise", "start_time", "normalize_latent",
                           "sigmoid_scale", "video_settings"},
     "LuminaContextDrop": {"model", "ratio", "end_time"},
+    "LuminaGateSparsity": {"model", "threshold"},
     "LuminaVideoSettings": {"preset", "patch_schedule", "motion_score", "negative_motion", "negative_motion_until",
                             "cfg_until", "renorm"},
     "LuminaScheduler": {"steps", "step_convention", "schedule", "shift", "denoise", "sigmoid_scale"},

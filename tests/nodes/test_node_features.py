@@ -145,9 +145,25 @@ def test_context_drop_equals_the_library_feature_on_a_clone(comfyui, next_dit, g
     torch.testing.assert_close(flow_sample(comfyui, auto, *captions, latent, seed=4), dense, atol=0, rtol=0)
 
 
+def test_gate_sparsity_node_patches_a_clone(comfyui, next_dit, gemma, capsys):
+    captions = encode(comfyui, gemma, "a red circle at the top left", "blurry")
+    latent = empty_latent(comfyui, 64, 64)
+    dense = flow_sample(comfyui, next_dit, *captions, latent, seed=4)
+    before = snapshot(next_dit)
+    (none,) = patch(comfyui, "LuminaGateSparsity", next_dit, threshold=0.0)
+    assert "0/8 heads" in capsys.readouterr().out
+    torch.testing.assert_close(flow_sample(comfyui, none, *captions, latent, seed=4), dense, atol=0, rtol=0)
+    (all_heads,) = patch(comfyui, "LuminaGateSparsity", next_dit, threshold=1.0)  # every gate: no text at all
+    assert "8/8 heads, 2/2 whole layers" in capsys.readouterr().out
+    assert_clone(all_heads, next_dit)
+    assert_untouched(next_dit, before)
+    assert (flow_sample(comfyui, all_heads, *captions, latent, seed=4) - dense).abs().max() > 1e-4
+
+
 # -- every feature node ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("class_type", ["LuminaStyleShared", "LuminaExtrapolation", "LuminaRegionAdaptive", "LuminaContextDrop"])
+@pytest.mark.parametrize("class_type", ["LuminaStyleShared", "LuminaExtrapolation", "LuminaRegionAdaptive", "LuminaContextDrop",
+                                        "LuminaGateSparsity"])
 def test_feature_nodes_refuse_other_models(comfyui, class_type):
     with pytest.raises(ValueError, match="needs a model from the Lumina Model Loader"):
         patch(comfyui, class_type, not_lumina_model())
