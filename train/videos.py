@@ -31,6 +31,7 @@ class ClipInfo:
     height: int
     times: tuple[float, ...]  # presentation time in s of every frame, in order (frame folders: 0, 1, 2, ...)
     is_video: bool
+    pts: tuple[int, ...] = ()  # videos: every frame's timestamp in the stream's time base, in order (for seeking)
 
     @property
     def count(self) -> int:
@@ -64,14 +65,14 @@ def probe(path: str | Path) -> ClipInfo:
             width, height = stream.codec_context.width, stream.codec_context.height
             base = stream.time_base
             # the demuxer reads packets without decoding them: one per frame, in decode order
-            pts = sorted(float(p.pts * base) for p in container.demux(stream) if p.pts is not None and p.size)
+            pts = sorted(int(p.pts) for p in container.demux(stream) if p.pts is not None and p.size)
     except ClipError:
         raise
     except Exception as err:  # noqa: BLE001 - av raises many error types for broken files
         raise ClipError(f"{path}: cannot be read as a video ({type(err).__name__}: {str(err).strip()[:200]}); {REENCODE}") from None
     if not pts or width <= 0 or height <= 0:
         raise ClipError(f"{path}: holds no video frames; {REENCODE}")
-    return ClipInfo(path, width, height, tuple(t - pts[0] for t in pts), True)
+    return ClipInfo(path, width, height, tuple(float((t - pts[0]) * base) for t in pts), True, tuple(pts))
 
 
 def _probe_folder(folder: Path) -> ClipInfo:
@@ -133,23 +134,49 @@ def read_frames(info: ClipInfo, indices: list[int]):
             with Image.open(files[i]) as img:
                 out.append(img.convert("RGB"))
         return out
-    import av
-
-    wanted = set(indices)
-    last = max(indices)
-    found = {}
     try:
-        with av.open(str(info.path)) as container:
-            for i, frame in enumerate(container.decode(video=0)):  # presentation order
-                if i in wanted:
-                    found[i] = frame.to_image().convert("RGB")
-                if i >= last:
-                    break
+        found = _seek_and_decode(info, indices)
+        if found is None:  # frames without timestamps, or a seek that missed: decode from the start
+            found = _decode_from_start(info, indices)
     except Exception as err:  # noqa: BLE001 - a file that probed well but fails to decode
         raise ClipError(f"{info.path}: cannot be decoded ({type(err).__name__}: {str(err).strip()[:200]}); {REENCODE}") from None
-    if len(found) < len(wanted):
-        raise ClipError(f"{info.path}: decoded {len(found)} of the {len(wanted)} frames its packets promise; {REENCODE}")
+    if len(found) < len(set(indices)):
+        raise ClipError(f"{info.path}: decoded {len(found)} of the {len(set(indices))} frames its packets promise; {REENCODE}")
     return [found[i] for i in indices]
+
+
+def _seek_and_decode(info: ClipInfo, indices: list[int]) -> dict | None:
+    """{index: image} decoded from the keyframe before the first wanted frame (a clip late in a
+    long video does not decode everything before it); None when timestamps do not match up."""
+    import av
+
+    by_pts = {info.pts[i]: i for i in indices}
+    last = max(by_pts)
+    found = {}
+    with av.open(str(info.path)) as container:
+        stream = container.streams.video[0]
+        container.seek(min(by_pts), stream=stream, backward=True, any_frame=False)
+        for frame in container.decode(stream):
+            if frame.pts is None:
+                return None
+            if frame.pts in by_pts:
+                found[by_pts[frame.pts]] = frame.to_image().convert("RGB")
+            if frame.pts >= last:
+                break
+    return found if len(found) == len(by_pts) else None
+
+
+def _decode_from_start(info: ClipInfo, indices: list[int]) -> dict:
+    import av
+
+    wanted, last, found = set(indices), max(indices), {}
+    with av.open(str(info.path)) as container:
+        for i, frame in enumerate(container.decode(video=0)):  # presentation order
+            if i in wanted:
+                found[i] = frame.to_image().convert("RGB")
+            if i >= last:
+                break
+    return found
 
 
 __all__ = ["ClipError", "ClipInfo", "VIDEO_EXTENSIONS", "frame_files", "frame_indices", "probe", "read_frames", "too_short"]

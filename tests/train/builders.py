@@ -66,8 +66,9 @@ def moving_frames(count: int, width: int = 32, height: int = 32, seed: int = 0) 
     return out
 
 
-def write_video(path: Path, frames: np.ndarray, fps: int = 8, codec: str | None = None) -> Path:
-    """Encode uint8 (F, H, W, 3) frames with PyAV: H.264 in .mp4, VP9 in .webm (lossy either way)."""
+def write_video(path: Path, frames: np.ndarray, fps: int = 8, codec: str | None = None, gop: int | None = None) -> Path:
+    """Encode uint8 (F, H, W, 3) frames with PyAV: H.264 in .mp4, VP9 in .webm (lossy either way);
+    `gop`: a keyframe every that many frames (seekable points)."""
     import av
 
     codec = codec or {".mp4": "libx264", ".webm": "libvpx-vp9"}[path.suffix]
@@ -75,6 +76,8 @@ def write_video(path: Path, frames: np.ndarray, fps: int = 8, codec: str | None 
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        if gop:
+            stream.codec_context.gop_size = gop
         for array in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")):
                 container.mux(packet)

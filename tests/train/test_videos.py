@@ -40,9 +40,14 @@ def test_a_video_reads_back_in_order(tmp_path, suffix):
 
 
 def test_a_frame_folder_is_its_images_sorted_by_name(tmp_path):
+    from PIL import Image
+
     frames = moving_frames(5)
-    folder = write_frame_folder(tmp_path / "clip", frames)
-    (folder / "frame_002.png").rename(folder / "frame_002.png")  # names, not creation order, decide
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    for i in reversed(range(5)):  # written last to first: names, not creation order, decide
+        Image.fromarray(frames[i]).save(folder / f"f{i:02d}.png")
+    (folder / "notes.txt").write_text("not a frame")
     info = probe(folder)
     assert (info.count, info.is_video, info.width) == (5, False, 32)
     decoded = read_frames(info, [4, 1])
@@ -140,3 +145,18 @@ def test_no_clips_is_a_config_error(tmp_path, encoder):
     config = load_config(None, [*FRAMES_TINY, "data.kind=folder", f"data.path={tmp_path / 'empty'}", f"text.encoder={encoder}"])
     with pytest.raises(ConfigError, match="holds no clip with a same-name .txt caption"):
         build_dataset(config)
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".webm"])
+def test_frames_late_in_a_video_decode_as_from_the_start(tmp_path, suffix, monkeypatch):
+    import train.videos
+
+    info = probe(write_video(tmp_path / f"long{suffix}", moving_frames(40), fps=8, gop=8))  # keyframes 0, 8, ..., 32
+    wanted = [31, 33, 35, 39]
+    sought = train.videos._seek_and_decode(info, wanted)
+    assert sought is not None  # the fast path found every frame by its timestamp
+    sequential = train.videos._decode_from_start(info, wanted)
+    assert all(np.array_equal(np.asarray(sought[i]), np.asarray(sequential[i])) for i in wanted)
+    assert [np.asarray(im).tobytes() for im in read_frames(info, wanted)] == [np.asarray(sequential[i]).tobytes() for i in wanted]
+    monkeypatch.setattr(train.videos, "_seek_and_decode", lambda info, indices: None)  # the fallback alone
+    assert len(read_frames(info, wanted)) == 4
