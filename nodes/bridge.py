@@ -28,6 +28,7 @@ from ..lumina.features.interrupt import InterruptCheck
 from ..lumina.guidance import official_cfg
 from ..lumina.memory import check_sampling_fits, estimate_sampling_memory
 from ..lumina.model import ForwardOptions, LuminaDiT, LuminaVideo
+from ..lumina.precision import auto_dtype
 from ..lumina.model.hooks import BatchRows, ForwardFeature, batch_rows
 from ..lumina.sampling import VelocityWrapper
 from ..lumina.video_vae import LUMINA_VIDEO_VAE_SCALE
@@ -420,8 +421,9 @@ def vae_patcher(module: torch.nn.Module) -> comfy.model_patcher.ModelPatcher:
 
 
 def unet_dtype_for(choice: str) -> torch.dtype:
-    """Weight dtype: explicit choices as given; auto is fp32 on CPU, bf16 on GPUs that run it
-    well, fp16 on the others."""
+    """Weight dtype: explicit choices as given; auto is bf16 on CPUs that multiply bf16 natively
+    (avx512_bf16 / AMX) and fp32 on other CPUs (lumina.precision), bf16 on GPUs that run it well,
+    fp16 on the others."""
     fixed = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     device = comfy.model_management.get_torch_device()
     if choice == "fp16" and device.type == "cpu":
@@ -429,5 +431,5 @@ def unet_dtype_for(choice: str) -> torch.dtype:
     if choice in fixed:
         return fixed[choice]
     if device.type == "cpu":
-        return torch.float32
+        return auto_dtype(device)
     return torch.bfloat16 if comfy.model_management.should_use_bf16(device) else torch.float16

@@ -8,6 +8,7 @@ import torch
 
 from ..lumina.checkpoints import load_model
 from ..lumina.config import FAMILY_NAMES
+from ..lumina.precision import auto_dtype
 from ..lumina.text_encoders import TextEncoder, load_text_encoder
 from . import bridge, paths
 
@@ -23,7 +24,8 @@ class LuminaModelLoader:
         return {
             "required": {
                 "ckpt_name": (paths.checkpoint_names(),),
-                "weight_dtype": (DTYPES, {"default": "auto"}),
+                "weight_dtype": (DTYPES, {"default": "auto", "tooltip": "auto: bf16 on GPUs and on CPUs with native bf16 "
+                                                                        "(avx512_bf16 / AMX), fp32 on other CPUs"}),
             },
             "optional": {
                 "ema": ("BOOLEAN", {"default": True, "tooltip": "prefer consolidated_ema.* when the folder has both"}),
@@ -81,10 +83,11 @@ class LuminaTextEncoderLoader:
     def load(self, text_encoder: str, dtype: str, convention: str, device: str = "default"):
         path = paths.text_encoder_path(text_encoder)
         chosen = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype)
-        if chosen is None:  # auto: the official bf16 on GPUs, fp32 on CPUs (fp16 is unusable there)
+        if chosen is None:  # auto: the official bf16 on GPUs; on CPUs bf16 where native, else fp32 (never fp16)
             import comfy.model_management as mm
 
-            chosen = torch.float32 if device == "cpu" or mm.text_encoder_device().type == "cpu" else torch.bfloat16
+            on_cpu = device == "cpu" or mm.text_encoder_device().type == "cpu"
+            chosen = auto_dtype("cpu") if on_cpu else torch.bfloat16
         if device == "cpu" and chosen == torch.float16:
             raise ValueError("fp16 text encoders are for GPUs; with device cpu choose bf16 or fp32")
         encoder = load_text_encoder(path, dtype=chosen, device="cpu", convention=convention)
