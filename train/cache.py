@@ -36,6 +36,7 @@ from torch.utils.data import Dataset
 from lumina.pixels import from_uint8, to_uint8
 from lumina.text_encoders import load_text_encoder
 
+from .caption_check import dataset_report, quiet_tokenizer
 from .config import ConfigError, TrainConfig, validate, vae_temporal
 from .clips import captioned_clips
 from .images import captioned_images, unit_px
@@ -91,6 +92,9 @@ def build_cache(config: TrainConfig) -> Path:
         space = VideoVAESpace(d.vae, device) if vae_temporal(d.vae) > 1 else VAESpace(d.vae, device)
     prefix = "clip." if clips else ""  # image and clip entries never share a key
     encoder = load_text_encoder(config.text.encoder, dtype=torch.float32, device=device, convention=config.text.convention)
+    problem = dataset_report(encoder, [caption for _, caption in dataset.items], f"data captions ({d.path})")
+    if problem:  # once for the whole caption set, not once per chunk
+        log.warning("%s", problem)
 
     captions: dict[str, int] = {}
     caption_rows: list[dict[str, Any]] = []
@@ -111,7 +115,8 @@ def build_cache(config: TrainConfig) -> Path:
         new = [c for c in dict.fromkeys(texts) if c not in captions]
         if not new:
             return
-        enc = encoder.encode(new)
+        with quiet_tokenizer():  # reported above
+            enc = encoder.encode(new)
         for i, caption in enumerate(new):
             n = int(enc.cap_mask[i].sum())
             captions[caption] = len(caption_rows)

@@ -146,7 +146,9 @@ class RunSection:
     distributed: str = "auto"
     t_sampler: str = "uniform"  # uniform | lognorm | shift (lumina.flow.sample_t)
     t_shift: float = 1.0  # for t_sampler=shift
-    ema_decay: float = 0.995  # 0 disables EMA
+    # None (auto): 0.995 for full training, off for LoRA (a short LoRA run's EMA lags behind the
+    # adapters); a value > 0 with model.lora_rank keeps an EMA of the adapters; 0 disables EMA
+    ema_decay: float | None = None
     gradient_checkpointing: bool = False
     log_every: int = 25
     save_every: int = 500
@@ -255,6 +257,16 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return raw
 
 
+FULL_TRAINING_EMA = 0.995  # run.ema_decay's default without LoRA
+
+
+def ema_decay(config: TrainConfig) -> float:
+    """The EMA decay in force: run.ema_decay when set, else 0.995 (full training) or 0 (LoRA)."""
+    if config.run.ema_decay is not None:
+        return config.run.ema_decay
+    return 0.0 if config.model.lora_rank > 0 else FULL_TRAINING_EMA
+
+
 def validate(config: TrainConfig, world_size: int = 1) -> None:
     """Refuse impossible settings before any work starts."""
     m, d, o, r, t = config.model, config.data, config.optim, config.run, config.text
@@ -294,8 +306,8 @@ def validate(config: TrainConfig, world_size: int = 1) -> None:
         raise ConfigError(f"run.distributed={r.distributed!r}: choose auto, ddp or fsdp")
     if r.t_sampler not in ("uniform", "lognorm", "shift"):
         raise ConfigError(f"run.t_sampler={r.t_sampler!r}: choose uniform, lognorm or shift")
-    if not 0.0 <= r.ema_decay < 1.0:
-        raise ConfigError(f"run.ema_decay={r.ema_decay} must be in [0, 1)")
+    if r.ema_decay is not None and not 0.0 <= r.ema_decay < 1.0:
+        raise ConfigError(f"run.ema_decay={r.ema_decay} must be in [0, 1) (unset: 0.995, or off for LoRA)")
     if not t.encoder or not Path(t.encoder).is_dir():
         raise ConfigError(f"text.encoder={t.encoder!r} is not a folder; give a local transformers text-encoder folder")
 

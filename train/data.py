@@ -110,3 +110,26 @@ class BatchPlan:
                 step -= self._count(epoch)
                 epoch += 1
         return epoch, self.epoch(epoch)[step]
+
+
+def dataset_captions(dataset: Dataset) -> list[str]:
+    """Every item's caption without loading any image (for the start-up summary and the
+    tokenizer check); procedural data list their distinct captions."""
+    if isinstance(dataset, CachedItems):
+        return [dataset.texts[row["caption"]] for row in dataset.items]
+    if isinstance(dataset, ShapesDataset):
+        return [s.caption() for s in dataset.specs] * dataset.repeats
+    if isinstance(dataset, MovingShapesDataset):
+        from .moving_shapes import caption
+
+        return [caption(*m) for m in dataset.motions] * dataset.repeats
+    return [caption for _, caption in dataset.items]  # CaptionedImages, CaptionedClips
+
+
+def dataset_summary(dataset: Dataset, captions: list[str], frames: int) -> str:
+    """'found 120 images (3 skipped) with 120 captions (37 distinct)': what a person checks first."""
+    what = "clips" if frames > 1 else "images"
+    skipped = getattr(dataset, "skipped", 0)
+    named = sum(1 for c in captions if c.strip())
+    return (f"found {len(dataset)} {what}{f' ({skipped} skipped)' if skipped else ''} with {named} captions "
+            f"({len(set(c for c in captions if c.strip()))} distinct, {len(captions) - named} empty)")

@@ -25,8 +25,9 @@ from lumina.errors import LuminaError
 from lumina.text_encoders import load_text_encoder
 
 from . import checkpointing
-from .config import ConfigError, TrainConfig, check_model_frames, latent_frame_count, validate, vae_temporal
-from .data import BatchPlan, build_dataset, load_batch
+from .caption_check import dataset_report, quiet_tokenizer
+from .config import ConfigError, TrainConfig, check_model_frames, ema_decay, latent_frame_count, validate, vae_temporal
+from .data import BatchPlan, build_dataset, dataset_captions, dataset_summary, load_batch
 from .distributed import (
     before_load_state,
     fsdp_units,
@@ -66,7 +67,7 @@ def trainable_model(config: TrainConfig, cap_feat_dim: int) -> tuple[torch.nn.Mo
     pass on top of the fp32 original (together 3× the bf16 size of the base model)."""
     model = build_model(config, cap_feat_dim)
     lora = config.model.lora_rank > 0
-    if lora:  # adapters only; EMA is for full training
+    if lora:
         torch.manual_seed(config.run.seed)  # peft draws lora_A at random: the same on every process and run
         model = add_lora(model, config.model.lora_rank, config.model.lora_alpha)
         # (not under FSDP: a unit flattens its tensors into one flat parameter of one dtype, and
@@ -78,8 +79,17 @@ def trainable_model(config: TrainConfig, cap_feat_dim: int) -> tuple[torch.nn.Mo
     if config.run.gradient_checkpointing:
         for layer in model.layers:
             layer.forward = _checkpointed(layer.forward)
-    ema = copy.deepcopy(model).float().requires_grad_(False) if config.run.ema_decay > 0 and not lora else None
+    ema = make_ema(model) if ema_decay(config) > 0 else None
     return model, ema, [p for p in model.parameters() if p.requires_grad]
+
+
+def make_ema(model: torch.nn.Module) -> torch.nn.Module:
+    """The EMA copy: fp32 averages of the trainable tensors. A LoRA model's frozen base weights
+    never change, so the copy shares them instead of holding a second base model."""
+    ema = copy.deepcopy(model).requires_grad_(False)
+    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+        e.data = p.data.detach().float().clone() if p.requires_grad else p.data
+    return ema
 
 
 def init_weights(model: lumina.LuminaDiT) -> None:
@@ -127,7 +137,8 @@ class CaptionCache:
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     with torch.no_grad():
         for e, p in zip(ema.parameters(), model.parameters(), strict=True):
-            e.lerp_(p.detach().float(), 1 - decay)
+            if p.requires_grad:  # LoRA: the adapters (the shared frozen weights are the model's own)
+                e.lerp_(p.detach().float(), 1 - decay)
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
@@ -146,6 +157,9 @@ def fit(config: TrainConfig, accelerator=None) -> Path:
     out = Path(config.run.out_dir)
     accelerator = accelerator or make_accelerator(config)
     validate(config, accelerator.num_processes)
+    if is_fsdp(accelerator) and config.model.lora_rank > 0 and ema_decay(config) > 0:
+        raise ConfigError(f"run.ema_decay={config.run.ema_decay} with model.lora_rank under FSDP: an EMA of LoRA adapters "
+                          "is kept on one process or under DDP only; unset run.ema_decay (LoRA default: no EMA) or set it to 0")
     out.mkdir(parents=True, exist_ok=True)
     if config.run.tensorboard:
         accelerator.init_trackers("tensorboard")
@@ -155,21 +169,32 @@ def fit(config: TrainConfig, accelerator=None) -> Path:
     encoder = load_text_encoder(config.text.encoder, dtype=torch.float32, device=accelerator.device, convention=config.text.convention)
     captions = CaptionCache(encoder)
     model, ema, trainable = trainable_model(config, encoder.hidden_size)
+    if accelerator.is_main_process:
+        total, count = sum(p.numel() for p in model.parameters()), sum(p.numel() for p in trainable)
+        log.info("training %s of %s parameters (%.2f%%)%s%s", f"{count:,}", f"{total:,}", 100 * count / max(1, total),
+                 f", LoRA rank {config.model.lora_rank}" if config.model.lora_rank > 0 else "",
+                 f", EMA {ema_decay(config)}" if ema is not None else ", no EMA")
     if config.model.init_from:  # a fine-tuned checkpoint's own config must take the clips' frames
         check_model_frames(model.config, config)
     optimizer = torch.optim.AdamW(trainable, lr=config.optim.lr, betas=tuple(config.optim.betas),
                                   weight_decay=config.optim.weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
     ema = prepare_ema(accelerator, ema)  # FSDP: sharded like the model, saved with the state
-    log.info("training on %d process(es) (%s), rank %d", accelerator.num_processes, accelerator.distributed_type.value,
-             accelerator.process_index)
+    log.info("training on %s", describe_processes(accelerator))
     if is_fsdp(accelerator):
         log.info("FSDP units (root ''): %s", fsdp_units(model))
     dataset = build_dataset(config)
+    if accelerator.is_main_process:
+        report_data(config, dataset, encoder)
     latent_space = build_latent_space(config, accelerator.device)  # no VAE when training from a cache
     captions.cache = getattr(dataset, "caption_features", captions.cache)  # a cache's stored text features
 
     step = _resume(config, out, accelerator, model, ema)
+    if step >= config.optim.steps:  # nothing to do: say so rather than exit silently
+        log.warning("%s already finished: it holds step %d and optim.steps=%d. To train longer, raise optim.steps "
+                    "(e.g. optim.steps=%d continues from step %d); to start over, set run.resume=false or a new run.out_dir",
+                    out, step, config.optim.steps, step + max(step, 1), step)
+        return out
     world, rank = accelerator.num_processes, accelerator.process_index
     local = config.optim.batch_size // world
     plan = BatchPlan(dataset, config.optim.batch_size, config.run.seed)  # a ConfigError without one full batch
@@ -188,7 +213,8 @@ def fit(config: TrainConfig, accelerator=None) -> Path:
         dropped = (torch.rand(config.optim.batch_size, generator=g) < config.data.caption_dropout)[mine]
         # images → latent distributions (VAE, no grad) → this step's draws; mixed sizes as lists
         latents, noise, t = draw_latents(latent_space.distributions([x for x, _ in items], accelerator.device), g, config, mine)
-        cond = captions(["" if drop else c for drop, (_, c) in zip(dropped.tolist(), items, strict=True)], accelerator.device)
+        with quiet_tokenizer():  # the dataset's captions were reported once at start-up
+            cond = captions(["" if drop else c for drop, (_, c) in zip(dropped.tolist(), items, strict=True)], accelerator.device)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, config)
         with accelerator.autocast():
@@ -199,7 +225,7 @@ def fit(config: TrainConfig, accelerator=None) -> Path:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if ema is not None:
-            ema_update(ema, accelerator.unwrap_model(model), config.run.ema_decay)
+            ema_update(ema, accelerator.unwrap_model(model), ema_decay(config))
         step += 1
         bar.update(1)
         if accelerator.is_main_process and (step % config.run.log_every == 0 or step == config.optim.steps):
@@ -231,7 +257,7 @@ def sampling_model(config: TrainConfig, accelerator, model, ema) -> lumina.Lumin
     if not accelerator.is_main_process:
         return None
     raw = accelerator.unwrap_model(model)
-    if config.model.lora_rank > 0 and ema is None:
+    if config.model.lora_rank > 0:  # the adapters' (or their EMA's) deltas merged into the base
         full = merged_state_dict(raw, full)
     return lumina.load_model(full, dtype=torch.float32, device=accelerator.device, config=raw.config)
 
@@ -247,7 +273,8 @@ def validation_images(config: TrainConfig, model: lumina.LuminaDiT, encoder, ste
     prompts = config.run.sample_prompts or [""]
     side = config.data.image_size // config.model.vae_downsample
     frames = latent_frame_count(config.data.frames, vae_temporal(config.data.vae)) if config.data.kind != "shapes" else 1
-    images = sample_images(model, encoder, prompts, side, side, seed=config.run.seed, frames=frames)
+    with quiet_tokenizer():  # the prompts were reported once at start-up
+        images = sample_images(model, encoder, prompts, side, side, seed=config.run.seed, frames=frames)
     stem.parent.mkdir(parents=True, exist_ok=True)
     if config.model.vae_downsample != 1:
         save_file({"latents": images.contiguous().cpu()}, str(stem.with_suffix(".safetensors")))
@@ -256,6 +283,29 @@ def validation_images(config: TrainConfig, model: lumina.LuminaDiT, encoder, ste
         return save_animation(images, stem.with_suffix(".webp"))
     Image.fromarray(np.concatenate(list(png_arrays(images)), axis=1)).save(stem.with_suffix(".png"))
     return stem.with_suffix(".png")
+
+
+def describe_processes(accelerator) -> str:
+    """'1 process on cpu (no distribution)', '2 processes on cpu (DDP), this is rank 1' or
+    '... (FSDP, sharded)': the line a person reads at start-up."""
+    from accelerate.utils import DistributedType
+
+    n, kind = accelerator.num_processes, accelerator.distributed_type
+    mode = ("no distribution" if kind == DistributedType.NO else "FSDP, sharded" if kind == DistributedType.FSDP
+            else f"DDP, {kind.value}" if n > 1 else kind.value)
+    where = f"{n} process{'es' if n > 1 else ''} on {accelerator.device.type} ({mode})"
+    return where + (f", this is rank {accelerator.process_index}" if n > 1 else "")
+
+
+def report_data(config: TrainConfig, dataset, encoder) -> None:
+    """Start-up: how many items and captions were found, and (once for the whole caption set)
+    which words the text encoder does not know or which captions it cuts."""
+    captions = dataset_captions(dataset)
+    log.info("%s", dataset_summary(dataset, captions, config.data.frames))
+    for problem in (dataset_report(encoder, captions, f"data captions ({config.data.path or config.data.kind})"),
+                    dataset_report(encoder, config.run.sample_prompts, "run.sample_prompts")):
+        if problem:
+            log.warning("%s", problem)
 
 
 def _checkpointed(forward):
@@ -308,7 +358,10 @@ def export_latest(config: TrainConfig, out: Path, accelerator, model, ema, step:
         save_official(merged_state_dict(raw, full), staging / "consolidated.00-of-01.safetensors", raw.config)
     else:
         save_official(full, staging / "consolidated.00-of-01.safetensors", raw.config)
-    if ema is not None:
+    if ema is not None and config.model.lora_rank > 0:  # the EMA of the adapters: its LoRA and merged model
+        save_lora(raw, staging / "lora_ema.safetensors", ema_full)
+        save_official(merged_state_dict(raw, ema_full), staging / "consolidated_ema.00-of-01.safetensors", raw.config)
+    elif ema is not None:
         save_official(ema_full, staging / "consolidated_ema.00-of-01.safetensors", raw.config)
     checkpointing.seal(staging, step)
     checkpointing.commit(latest)

@@ -5,6 +5,7 @@ LoRA file, or with --merge-lora as the merged model.
     python -m train export runs/x --to official --out x.safetensors
     python -m train export runs/x --to diffusers --dtype bf16 --no-ema --out x-diffusers/
     python -m train export runs/lora --out my_lora.safetensors            # the kohya file for LoraLoader
+    python -m train export runs/lora --no-ema --out my_lora.safetensors   # the raw adapters, not their EMA
     python -m train export runs/lora --merge-lora --to official --out merged.safetensors
 """
 
@@ -25,6 +26,7 @@ from .sample import CLIError, find_source, load, pick_weights
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 LORA_FILE = "lora.safetensors"
+LORA_EMA_FILE = "lora_ema.safetensors"  # the adapters' EMA (a LoRA run with run.ema_decay > 0)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +58,16 @@ def _lora_paths(weights: Path) -> tuple[Path | None, Path]:
     return None, weights
 
 
+def _pick_lora(weights: Path, lora: Path, ema: bool | None) -> Path:
+    """A run folder's LoRA file: the adapters' EMA when it has one (ema None) or as asked."""
+    if not weights.is_dir():  # a LoRA file named directly is exported as it is
+        return lora
+    averaged = weights / LORA_EMA_FILE
+    if ema and not averaged.is_file():
+        raise CLIError(f"--ema: {weights} has no EMA LoRA ({LORA_EMA_FILE}; train with run.ema_decay > 0); drop --ema")
+    return averaged if ema is not False and averaged.is_file() else lora
+
+
 def run(args) -> int:
     source = find_source(args.source)
     lora, weights = _lora_paths(source.weights)
@@ -63,10 +75,10 @@ def run(args) -> int:
     if args.merge_lora and lora is None:
         raise CLIError(f"--merge-lora: {source.weights} is not a LoRA run (it has no {LORA_FILE}); drop --merge-lora")
     if lora is not None and not args.merge_lora:
-        if args.to == "diffusers" or args.ema:
-            flag = "--to diffusers" if args.to == "diffusers" else "--ema"
-            raise CLIError(f"{flag}: {lora} is a LoRA (kohya format, for ComfyUI's LoraLoader); add --merge-lora "
-                           "to export the merged model instead")
+        if args.to is not None:  # never write a LoRA under a model format's name
+            raise CLIError(f"--to {args.to}: {lora} is a LoRA (kohya format, for ComfyUI's LoraLoaderModelOnly); add "
+                           f"--merge-lora to export the merged model as {args.to}, or drop --to to export the LoRA file")
+        lora = _pick_lora(source.weights, lora, args.ema)
         target = out if out.suffix == ".safetensors" else out / LORA_FILE
         target.parent.mkdir(parents=True, exist_ok=True)
         if args.dtype == "fp32":

@@ -4,6 +4,13 @@
     python -m train sample runs/x --prompt "a red circle" --prompt "a blue square" --size 64x32
     python -m train sample model.safetensors --encoder te/ --prompts-file prompts.txt --vae sdxl-vae/ --out pics/
 
+Every prompt is sampled alone from the noise of --seed, exactly as `lumina.sample` samples that
+one prompt (prompt and negative prompt encoded together, `seeded_noise`): one seed gives one image
+here, in the library and in the Lumina Flow Sampler node with the same settings. The defaults are
+training's validation sampler (20 model steps, Euler, shift 1, standard CFG 4); --official takes
+`lumina.sample`'s own defaults (30 grid points, Euler, shift 4, official CFG 4); any flag given
+overrides either. The folder gets samples.json: each file's full prompt, seed and settings.
+
 The checkpoint is a run folder (its config.yaml gives the text encoder), its checkpoints/latest, or
 any file or folder `lumina.load_model` reads. Pixel-space models write PNGs (with --frames N > 1
 animated WEBPs); latent models write their latents as .safetensors, or PNGs decoded by a local
@@ -13,6 +20,7 @@ diffusers AutoencoderKL (--vae).
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from collections.abc import Sequence
@@ -32,28 +40,43 @@ from lumina.text_encoders import LuminaTextEncoderError, load_text_encoder
 
 from .config import ConfigError, vae_geometry
 
+from .caption_check import dataset_report, prompts_report, quiet_tokenizer
+
 # training's validation sampler: the official Euler steps without time shift, standard CFG 4
-DEFAULTS = {"steps": 20, "cfg": 4.0, "solver": "euler", "shift": 1.0}
+DEFAULTS = {"steps": 20, "step_convention": "model_steps", "cfg": 4.0, "cfg_mode": "standard", "solver": "euler",
+            "shift": 1.0}
+# `lumina.sample`'s own defaults (lumina.SamplingSettings()): --official
+LIBRARY = {k: getattr(lumina.SamplingSettings(), k) for k in DEFAULTS}
 
 
 @torch.inference_mode()
 def sample_images(
     model: lumina.LuminaDiT, encoder, prompts: Sequence[str], height: int, width: int, *, seed: int = 0,
     steps: int = DEFAULTS["steps"], cfg: float = DEFAULTS["cfg"], solver: str = DEFAULTS["solver"],
-    shift: float = DEFAULTS["shift"], frames: int = 1,
+    shift: float = DEFAULTS["shift"], frames: int = 1, negative: str = "",
+    step_convention: str = DEFAULTS["step_convention"], cfg_mode: str = DEFAULTS["cfg_mode"],
 ) -> torch.Tensor:
     """(N, C, height, width) fp32 model-space samples (pixels in [-1, 1] or scaled latents), one per
-    prompt, all in one `lumina.sample` batch against the empty negative prompt; height and width
-    are in model units (px / vae_downsample). frames > 1: (N, C, frames, height, width) clips,
-    frames in model units too (latent frames). The model's train/eval mode is restored."""
+    prompt; height and width are in model units (px / vae_downsample). frames > 1: (N, C, frames,
+    height, width) clips, frames in model units too (latent frames). The model's train/eval mode
+    is restored.
+
+    Each prompt is its own `lumina.sample` call, [prompt, negative] encoded as one batch, with
+    `seeded_noise` of `seed`: bit for bit what the library (and the Flow Sampler node) gives for
+    that prompt and seed, which one batched call would not (its rows get other noise and round
+    differently)."""
     was_training = model.training
     model.eval()
-    shape = (len(prompts), model.config.in_channels, *((frames,) if frames > 1 else ()), height, width)
+    shape = (1, model.config.in_channels, *((frames,) if frames > 1 else ()), height, width)
     try:
-        cond, negative = encoder.encode(list(prompts)), encoder.encode([""])
-        return lumina.sample(model, cond, negative, shape, seed=seed,
-                             steps=steps, step_convention="model_steps", solver=solver, shift=shift, cfg=cfg,
-                             cfg_mode="standard")
+        out = []
+        for prompt in prompts:
+            both = encoder.encode([prompt, negative])
+            cond = lumina.Conditioning(both.cap_feats[:1], both.cap_mask[:1])
+            uncond = lumina.Conditioning(both.cap_feats[1:], both.cap_mask[1:])
+            out.append(lumina.sample(model, cond, uncond, shape, seed=seed, steps=steps, step_convention=step_convention,
+                                     solver=solver, shift=shift, cfg=cfg, cfg_mode=cfg_mode))
+        return torch.cat(out)
     finally:
         model.train(was_training)
 
@@ -131,15 +154,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompts-file", help="a text file with one prompt per line")
     parser.add_argument("--encoder", help="local text-encoder folder (default: the run's text.encoder)")
     parser.add_argument("--out", help="output folder (default: <run>/samples/cli, or ./samples)")
-    parser.add_argument("--steps", type=int, default=DEFAULTS["steps"], help="model steps (default %(default)s)")
-    parser.add_argument("--cfg", type=float, default=DEFAULTS["cfg"], help="standard CFG scale (default %(default)s)")
-    parser.add_argument("--shift", type=float, default=DEFAULTS["shift"], help="time shift (default %(default)s; released models: 4)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--negative", default="", help="negative prompt (default: empty, as in training's caption dropout)")
+    parser.add_argument("--official", action="store_true",
+                        help="lumina.sample's defaults: 30 grid points, shift 4, official CFG 4 (flags given still override)")
+    parser.add_argument("--steps", type=int, help=f"steps (default {DEFAULTS['steps']}; --official: {LIBRARY['steps']})")
+    parser.add_argument("--step-convention", choices=["model_steps", "grid_points"],
+                        help="model_steps: N model steps; grid_points: N points = N-1 steps, the official count "
+                             f"(default {DEFAULTS['step_convention']}; --official: {LIBRARY['step_convention']})")
+    parser.add_argument("--cfg", type=float, help=f"CFG scale (default {DEFAULTS['cfg']})")
+    parser.add_argument("--cfg-mode", choices=["standard", "official"],
+                        help="standard: every channel guided; official: channels 0-2 only "
+                             f"(default {DEFAULTS['cfg_mode']}; --official: {LIBRARY['cfg_mode']})")
+    parser.add_argument("--shift", type=float, help=f"time shift (default {DEFAULTS['shift']}; --official and released models: 4)")
+    parser.add_argument("--seed", type=int, default=0, help="the noise seed; every prompt starts from it (default 0)")
     parser.add_argument("--size", help="WxH in px (default: the model's base_image_size, square)")
     parser.add_argument("--frames", type=int, default=1,
                         help="frames per sample (model frames: latent frames of latent models); > 1 writes animated WEBPs")
     parser.add_argument("--fps", type=float, default=8.0, help="the WEBPs' frame rate (default %(default)s)")
-    parser.add_argument("--solver", default=DEFAULTS["solver"], help="euler, midpoint, heun, rk4, dopri5")
+    parser.add_argument("--solver", help="euler, midpoint, heun, rk4, dopri5 (default euler)")
     parser.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None,
                         help="EMA weights (default: EMA when the checkpoint has them)")
     parser.add_argument("--vae", help="latent models: a local diffusers AutoencoderKL folder to decode PNGs with")
@@ -169,6 +201,19 @@ def _prompts(args) -> list[str]:
     if not prompts:
         raise CLIError("no prompts: give --prompt TEXT (repeatable) or --prompts-file FILE")
     return prompts
+
+
+def settings(args) -> dict[str, Any]:
+    """The sampler settings of this call: training's defaults or --official's, then the flags given."""
+    base = LIBRARY if args.official else DEFAULTS
+    return {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in base.items()}
+
+
+def write_index(out: Path, rows: list[dict[str, Any]]) -> Path:
+    """samples.json: file name → full prompt, seed and settings (file names cut prompts at 48 characters)."""
+    path = out / "samples.json"
+    path.write_text(json.dumps(rows, indent=1) + "\n")
+    return path
 
 
 def _slug(prompt: str) -> str:
@@ -226,27 +271,38 @@ def run(args) -> int:
                        "e.g. the Lumina Video VAE Decode node)")
     decode = _decoder(args.vae, model.config.in_channels, device) if args.vae and model.config.vae_downsample != 1 else None
     down = model.config.vae_downsample
+    chosen = settings(args)
+    for problem in (prompts_report(encoder, prompts), dataset_report(encoder, [args.negative], "--negative")):
+        if problem:  # once for this call's prompts, with the words (not once per prompt)
+            print(f"warning: {problem}", file=sys.stderr)
     try:
-        samples = sample_images(model, encoder, prompts, height // down, width // down, seed=args.seed, steps=args.steps,
-                                cfg=args.cfg, solver=args.solver, shift=args.shift, frames=args.frames)
+        with quiet_tokenizer():
+            samples = sample_images(model, encoder, prompts, height // down, width // down, seed=args.seed,
+                                    frames=args.frames, negative=args.negative, **chosen)
     except lumina.LuminaError as err:
         raise CLIError(str(err)) from None
     out = Path(args.out) if args.out else (source.run / "samples" / "cli" if source.run else Path("samples"))
     out.mkdir(parents=True, exist_ok=True)
     print(f"weights: {file}", file=sys.stderr)
+    common = {"negative": args.negative, "seed": args.seed, **chosen, "width": width, "height": height,
+              "frames": args.frames, "weights": str(file)}
+    paths = []
     if down != 1 and decode is None:
         for i, prompt in enumerate(prompts):
             path = out / f"{i:03d}_{_slug(prompt)}.safetensors"
             save_file({"latents": samples[i : i + 1].contiguous().cpu()}, str(path), metadata={"prompt": prompt})
-            print(path)
-        return 0
-    if samples.dim() == 5:  # pixel-space clips
+            paths.append(path)
+    elif samples.dim() == 5:  # pixel-space clips
         for i, prompt in enumerate(prompts):
-            print(save_animation(samples[i : i + 1], out / f"{i:03d}_{_slug(prompt)}.webp", fps=args.fps))
-        return 0
-    pixels = png_arrays(samples if decode is None else decode(samples))
-    for i, prompt in enumerate(prompts):
-        path = out / f"{i:03d}_{_slug(prompt)}.png"
-        Image.fromarray(pixels[i]).save(path)
+            paths.append(save_animation(samples[i : i + 1], out / f"{i:03d}_{_slug(prompt)}.webp", fps=args.fps))
+    else:
+        pixels = png_arrays(samples if decode is None else decode(samples))
+        for i, prompt in enumerate(prompts):
+            path = out / f"{i:03d}_{_slug(prompt)}.png"
+            Image.fromarray(pixels[i]).save(path)
+            paths.append(path)
+    for path in paths:
         print(path)
+    index = write_index(out, [{"file": p.name, "prompt": prompt, **common} for p, prompt in zip(paths, prompts, strict=True)])
+    print(f"index: {index}", file=sys.stderr)
     return 0

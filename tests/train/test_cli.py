@@ -36,8 +36,9 @@ def tiny_run(encoder, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def lora_run(encoder, tiny_run, tmp_path_factory) -> Path:
     base = tiny_run / "checkpoints" / "latest" / "consolidated.00-of-01.safetensors"
+    # run.ema_decay unset: a LoRA run keeps no EMA by default
     return _fit(encoder, tmp_path_factory.mktemp("runs") / "lora", 3, f"model.init_from={base}", "model.lora_rank=4",
-                "optim.lr=1e-2")
+                "optim.lr=1e-2", "run.ema_decay=null")
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -188,6 +189,10 @@ def _fails(argv: list[str], capsys) -> str:
     (["export", "{run}", "--to", "diffusers", "--out", "{tmp}/x.safetensors"], "--to diffusers writes a folder"),
     (["export", "{run}", "--merge-lora", "--to", "official", "--out", "{tmp}/x"], "--merge-lora: {run}/checkpoints/latest is not a LoRA run"),
     (["export", "{lora}", "--to", "diffusers", "--out", "{tmp}/x"], "--to diffusers: {lora}/checkpoints/latest/lora.safetensors is a LoRA"),
+    (["export", "{lora}", "--to", "official", "--out", "{tmp}/x"],
+     "--to official: {lora}/checkpoints/latest/lora.safetensors is a LoRA (kohya format, for ComfyUI's LoraLoaderModelOnly); "
+     "add --merge-lora to export the merged model as official, or drop --to to export the LoRA file"),
+    (["export", "{lora}", "--ema", "--out", "{tmp}/x"], "--ema: {lora}/checkpoints/latest has no EMA LoRA"),
     (["export", "{lora}", "--merge-lora", "--ema", "--to", "official", "--out", "{tmp}/x"], "has no EMA weights"),
     (["export", "{run}", "--to", "official", "--dtype", "fp16", "--out", "{tmp}/x"], "argument --dtype: invalid choice: 'fp16'"),
     (["sample", "{run}"], "no prompts: give --prompt"),

@@ -219,7 +219,7 @@ def test_two_processes_agree_with_one_on_mixed_sizes(tmp_path, encoder):
            *args, f"run.out_dir={tmp_path / 'ddp'}"]
     done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "training on 2 process(es) (MULTI_CPU), rank 1" in done.stderr
+    assert "training on 2 processes on cpu (DDP, MULTI_CPU), this is rank 1" in done.stderr
     a = load_file(single / "checkpoints" / "latest" / "consolidated.00-of-01.safetensors")
     b = load_file(tmp_path / "ddp" / "checkpoints" / "latest" / "consolidated.00-of-01.safetensors")
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
