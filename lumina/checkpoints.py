@@ -27,7 +27,8 @@ from torch import Tensor
 from .config import LuminaConfig, guess_family, infer_config
 from .video_config import VIDEO_FAMILY, LuminaVideoConfig, strip_compile_prefix
 from .widths import ffn_hidden_dim
-from .errors import LuminaCheckpointError
+from .errors import LuminaCheckpointError, LuminaInputError
+from .fp8 import FP8_DTYPES, in_blocks, store_fp8
 from .model import LuminaDiT, build_model
 
 StateDict = dict[str, Tensor]
@@ -142,13 +143,20 @@ class _Intake:
     """Casts each tensor as it is read and checks it for NaN/inf in the same pass, so a 5B model is
     still held once and read once; the bad names are collected so one error can list them all."""
 
-    def __init__(self, dtype: torch.dtype | None) -> None:
+    def __init__(self, dtype: torch.dtype | None, fp8: torch.dtype | None = None) -> None:
         self.dtype = dtype
+        self.fp8 = fp8  # storage of the blocks' linear weights (lumina.fp8), read straight into it
         self.nonfinite: list[str] = []  # NaN/inf in the file itself
-        self.overflow: list[str] = []  # finite in the file, ±inf after the cast to `dtype`
+        self.overflow: list[str] = []  # finite in the file, ±inf (fp8: NaN) after the cast to `dtype`
+
+    def dtype_of(self, key: str, tensor: Tensor) -> torch.dtype | None:
+        if self.fp8 is not None and tensor.ndim == 2 and key.endswith(".weight") and in_blocks(key):
+            return self.fp8
+        return self.dtype
 
     def take(self, key: str, tensor: Tensor) -> Tensor:
-        out = tensor.to(self.dtype) if self.dtype is not None and tensor.is_floating_point() else tensor
+        dtype = self.dtype_of(key, tensor)
+        out = tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
         if not _all_finite(out):
             # only a bad tensor pays for the second check that tells a corrupt file from a narrow dtype
             cast_only = out is not tensor and _all_finite(tensor)
@@ -168,7 +176,8 @@ class _Intake:
                 "download); use another copy or an earlier checkpoint",
             )
         if overflow:
-            name = str(self.dtype).removeprefix("torch.")
+            name = " / ".join(sorted({str(self.dtype if self.fp8 is None or not in_blocks(k) else self.fp8).removeprefix("torch.")
+                                      for k in overflow}))
             raise LuminaCheckpointError(
                 f"{len(overflow)} tensor(s) overflow to infinity when cast to {name}", source=source,
                 family=_guess_family_of_keys(keys), keys=overflow,
@@ -587,6 +596,7 @@ def load_model(
     *,
     ema: bool = True,
     config: LuminaConfig | None = None,
+    fp8: str | None = None,
 ) -> LuminaDiT:
     """Build the right family from any accepted checkpoint, without random-initialising it.
 
@@ -594,8 +604,12 @@ def load_model(
     loaded tensors as its parameters (`assign=True`), so the weights are held once. Tensors
     holding NaN/inf (or overflowing in `dtype`) are refused, and a diffusers config.json must
     agree with the tensors: every problem is one LuminaCheckpointError.
+    fp8 ("fp8_e4m3fn" / "fp8_e5m2"): the blocks' linear weights are read straight into that
+    storage (lumina.fp8; the rest in `dtype`, which must then be given), so the bf16 copy never exists.
     """
-    intake = _Intake(dtype)
+    if fp8 is not None and (fp8 not in FP8_DTYPES or dtype is None):
+        raise LuminaInputError(f"fp8={fp8!r} needs one of {', '.join(FP8_DTYPES)} and a compute dtype (dtype=torch.bfloat16)")
+    intake = _Intake(dtype, FP8_DTYPES[fp8] if fp8 else None)
     if isinstance(path_or_state_dict, Mapping):
         raw, metadata, source = {k: intake.take(k, v) for k, v in path_or_state_dict.items()}, {}, "state dict"
     else:
@@ -608,6 +622,8 @@ def load_model(
         model = build_model(config)
     check_state_dict(model, sd, source)
     model.load_state_dict(sd, strict=True, assign=True)
+    if fp8 is not None:
+        store_fp8(model, dtype, fp8)  # the fp8 tensors are in place already: this sets the casting layers
     return model.to(device).eval()
 
 

@@ -8,12 +8,14 @@ import torch
 
 from ..lumina.checkpoints import load_model
 from ..lumina.config import FAMILY_NAMES
+from ..lumina.fp8 import FP8_DTYPES, store_fp8
 from ..lumina.precision import auto_dtype
 from ..lumina.text_encoders import TextEncoder, load_text_encoder
 from . import bridge, paths
 
 CATEGORY = "Lumina"
-DTYPES = ["auto", "bf16", "fp32", "fp16"]
+DTYPES = ["auto", "bf16", "fp32", "fp16", "fp8_e4m3fn"]
+FP8_TOOLTIP = "fp8_e4m3fn: the blocks' linear weights stored in fp8 (half of bf16), computed in auto's dtype"
 
 
 class LuminaModelLoader:
@@ -25,7 +27,7 @@ class LuminaModelLoader:
             "required": {
                 "ckpt_name": (paths.checkpoint_names(),),
                 "weight_dtype": (DTYPES, {"default": "auto", "tooltip": "auto: bf16 on GPUs and on CPUs with native bf16 "
-                                                                        "(avx512_bf16 / AMX), fp32 on other CPUs"}),
+                                                                        "(avx512_bf16 / AMX), fp32 on other CPUs; " + FP8_TOOLTIP}),
             },
             "optional": {
                 "ema": ("BOOLEAN", {"default": True, "tooltip": "prefer consolidated_ema.* when the folder has both"}),
@@ -40,9 +42,12 @@ class LuminaModelLoader:
 
     def load(self, ckpt_name: str, weight_dtype: str, ema: bool = True, sampling_shift: float = bridge.DEFAULT_SHIFT):
         path = paths.checkpoint_path(ckpt_name)
-        dtype = bridge.unet_dtype_for(weight_dtype)
-        model = load_model(path, dtype=dtype, ema=ema)  # cast tensor by tensor while reading
-        print(f"[Lumina] loaded {FAMILY_NAMES[model.family]} from {path} ({model.config.n_layers} layers, dim {model.config.dim}, {dtype})")
+        fp8 = weight_dtype in FP8_DTYPES
+        dtype = bridge.unet_dtype_for("auto" if fp8 else weight_dtype)
+        # cast tensor by tensor while reading (fp8: the blocks' linear weights straight into fp8)
+        model = load_model(path, dtype=dtype, ema=ema, fp8=weight_dtype if fp8 else None)
+        stored = f"{weight_dtype} blocks, compute {dtype}" if fp8 else str(dtype)
+        print(f"[Lumina] loaded {FAMILY_NAMES[model.family]} from {path} ({model.config.n_layers} layers, dim {model.config.dim}, {stored})")
         return (bridge.make_model_patcher(model, sampling_shift),)
 
 
@@ -66,7 +71,7 @@ class LuminaTextEncoderLoader:
         return {
             "required": {
                 "text_encoder": (paths.text_encoder_names(),),
-                "dtype": (DTYPES, {"default": "auto"}),
+                "dtype": (DTYPES, {"default": "auto", "tooltip": FP8_TOOLTIP}),
                 "convention": (["auto", "gemma", "llama"], {"default": "auto",
                                "tooltip": "auto: Gemma rules for Next-DiT, LLaMA rules for Flag-DiT, by the folder's model_type"}),
             },
@@ -83,7 +88,7 @@ class LuminaTextEncoderLoader:
     def load(self, text_encoder: str, dtype: str, convention: str, device: str = "default"):
         path = paths.text_encoder_path(text_encoder)
         chosen = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype)
-        if chosen is None:  # auto: the official bf16 on GPUs; on CPUs bf16 where native, else fp32 (never fp16)
+        if chosen is None:  # auto (and fp8's compute dtype): the official bf16 on GPUs; on CPUs bf16 where native, else fp32 (never fp16)
             import comfy.model_management as mm
 
             on_cpu = device == "cpu" or mm.text_encoder_device().type == "cpu"
@@ -91,4 +96,6 @@ class LuminaTextEncoderLoader:
         if device == "cpu" and chosen == torch.float16:
             raise ValueError("fp16 text encoders are for GPUs; with device cpu choose bf16 or fp32")
         encoder = load_text_encoder(path, dtype=chosen, device="cpu", convention=convention)
+        if dtype in FP8_DTYPES:
+            store_fp8(encoder.model, chosen, dtype)
         return (LuminaTextEncoderHandle(encoder, bridge.text_encoder_patcher(encoder.model, on_cpu=device == "cpu")),)

@@ -55,6 +55,25 @@ def test_weight_dtypes(comfyui, tiny):
     assert {p.dtype for p in load(comfyui, name, "auto").model.diffusion_model.parameters()} == {expected}
     with pytest.raises(ValueError, match="fp16 weights are for GPUs"):
         load(comfyui, name, "fp16")
+    fp8 = load(comfyui, name, "fp8_e4m3fn").model.diffusion_model
+    dtypes = {n: p.dtype for n, p in fp8.named_parameters()}
+    assert dtypes["layers.0.attention.wq.weight"] == torch.float8_e4m3fn and dtypes["x_embedder.weight"] == expected
+
+
+def test_fp8_weights_sample_close_to_the_compute_dtype(comfyui, tiny, gemma):
+    from nodes_support import empty_latent, encode, flow_sample
+
+    captions = encode(comfyui, gemma, "a red circle", "")
+    latent = empty_latent(comfyui, 32, 32)
+    full = flow_sample(comfyui, load(comfyui, tiny.name(tiny.next_dit), "auto"), *captions, latent, seed=2)
+    fp8 = flow_sample(comfyui, load(comfyui, tiny.name(tiny.next_dit), "fp8_e4m3fn"), *captions, latent, seed=2)
+    assert torch.isfinite(fp8).all() and not torch.equal(fp8, full)
+    assert (fp8 - full).abs().max() <= 0.1 * full.abs().max()  # bound for a 3-step sample (one forward: 5 %, test_fp8.py)
+    (handle,) = comfyui.run_node("LuminaTextEncoderLoader", text_encoder=tiny.name(tiny.gemma), dtype="fp8_e4m3fn",
+                                 convention="auto", device="cpu")
+    assert handle.encoder.model.layers[0].self_attn.q_proj.weight.dtype == torch.float8_e4m3fn
+    positive, _ = comfyui.run_node("LuminaTextEncode", text_encoder=handle, prompt="a red circle", negative_prompt="")
+    assert torch.isfinite(positive[0][0]).all()
 
 
 def test_sampling_shift_sets_the_schedule_of_core_samplers(comfyui, tiny):
