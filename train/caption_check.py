@@ -28,7 +28,7 @@ def quiet_tokenizer() -> Iterator[None]:
 def token_count(encoder, caption: str) -> int:
     """Tokens the encoder's convention makes of `caption` (system prompt, BOS and EOS included)."""
     c, tok = encoder.convention, encoder.tokenizer
-    body = len(tok(c.prompt_prefix + caption, add_special_tokens=False)["input_ids"])
+    body = len(tok(c.prompt_prefix + caption, add_special_tokens=False, verbose=False)["input_ids"])  # we report it
     return body + int(c.add_bos and tok.bos_token_id is not None) + int(c.add_eos and tok.eos_token_id is not None)
 
 
