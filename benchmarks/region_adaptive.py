@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import lumina.flow  # noqa: E402
 from lumina.config import LuminaConfig  # noqa: E402
 from lumina.features.region_adaptive import RegionAdaptive  # noqa: E402
 from nextdit_vs_diffusers import timed  # noqa: E402  (this folder is on sys.path when run as a script)
+from peers import diffusers_sampler  # noqa: E402
 
 SHAPES = {  # name: (dim, layers, heads, kv heads, caption width, latent side)
     "cpu": (384, 4, 6, 2, 256, 64),
@@ -82,26 +82,10 @@ def speed(shape: str, repeats: int, with_diffusers: bool) -> None:
           f"(relative distance of the RAS latent from the dense one: {drift:.3f}, random weights)")
     if not with_diffusers:
         return
-    from diffusers import FlowMatchEulerDiscreteScheduler, LuminaNextDiT2DModel, LuminaPipeline
-
-    with tempfile.TemporaryDirectory() as tmp:
-        lumina.save_diffusers(model, tmp)
-        transformer = LuminaNextDiT2DModel.from_pretrained(tmp, torch_dtype=dtype).to(device).eval()
-    pipe = LuminaPipeline(
-        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(), vae=None, text_encoder=None, tokenizer=None
-    )
-    pipe.set_progress_bar_config(disable=True)
-    pipe.default_image_size = side * 8  # diffusers scales RoPE by size / default size: keep it at 1
-    grid = lumina.flow.time_grid(STEPS, "uniform", convention="model_steps")
+    run_diffusers = diffusers_sampler(model, side, dtype, device)
 
     def theirs():
-        return pipe(
-            prompt_embeds=cap.to(device, dtype), prompt_attention_mask=mask.to(device),
-            negative_prompt_embeds=neg.to(device, dtype), negative_prompt_attention_mask=mask.to(device),
-            latents=latent.to(device, dtype), height=side * 8, width=side * 8, num_inference_steps=STEPS,
-            guidance_scale=4.0, output_type="latent", scaling_watershed=1.0, proportional_attn=False,
-            sigmas=[float(lumina.flow.sigma_from_t(t)) for t in grid[:-1]],
-        ).images
+        return run_diffusers(cap, mask, neg, mask, latent, STEPS, 4.0)
 
     t_theirs = statistics.median(timed(theirs, 1, repeats, sync))
     print(f"diffusers LuminaPipeline dense {t_theirs * 1000:.0f} ms: ratio ours RAS/diffusers = {t_ras / t_theirs:.3f}, "
