@@ -114,6 +114,10 @@ class DataSection:
     min_frames: int = 0  # with buckets, shorter clips train in shorter buckets down to this many frames; 0 = frames
     frame_stride: int = 1  # take every n-th frame of a clip
     fps: float = 0.0  # > 0: resample videos to this frame rate first (nearest frame; frame folders are taken as they are)
+    # Several sources drawn by weight instead of kind/path (train/mixing.py): e.g. your folder plus
+    # the shapes the model knew, [{kind: folder, path: my_concept, weight: 1}, {kind: shapes, weight: 1}];
+    # kinds folder, jsonl, shapes, cache (a `python -m train cache` folder)
+    sources: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -290,6 +294,9 @@ def validate(config: TrainConfig, world_size: int = 1) -> None:
         raise ConfigError(f"data.image_size={d.image_size} is not a multiple of patch_size × vae_downsample = {unit}")
     _validate_data(config)
     _validate_frames(config)
+    from .mixing import check_sources  # (mixing builds on this module)
+
+    check_sources(config)
     if o.batch_size < 1 or o.batch_size % world_size:
         raise ConfigError(f"optim.batch_size={o.batch_size} must be a positive multiple of the {world_size} process(es)")
     if o.steps < 1:

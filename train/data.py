@@ -23,6 +23,10 @@ def build_dataset(config: TrainConfig) -> Dataset:
     pairs, or, when data.cache_dir is set, the cache's (train.latents.LatentDist, caption) pairs (a
     ConfigError if it does not match)."""
     d = config.data
+    if d.sources:
+        from .mixing import build_sources
+
+        return build_sources(config)
     if d.cache_dir:
         return CachedItems.open(config)
     if d.kind == "shapes":
@@ -115,6 +119,10 @@ class BatchPlan:
 def dataset_captions(dataset: Dataset) -> list[str]:
     """Every item's caption without loading any image (for the start-up summary and the
     tokenizer check); procedural data list their distinct captions."""
+    from .mixing import MixedDataset
+
+    if isinstance(dataset, MixedDataset):
+        return [c for source in dataset.datasets for c in dataset_captions(source)]
     if isinstance(dataset, CachedItems):
         return [dataset.texts[row["caption"]] for row in dataset.items]
     if isinstance(dataset, ShapesDataset):

@@ -302,7 +302,11 @@ def report_data(config: TrainConfig, dataset, encoder) -> None:
     which words the text encoder does not know or which captions it cuts."""
     captions = dataset_captions(dataset)
     log.info("%s", dataset_summary(dataset, captions, config.data.frames))
-    for problem in (dataset_report(encoder, captions, f"data captions ({config.data.path or config.data.kind})"),
+    for n, source in enumerate(getattr(dataset, "datasets", []), 1):  # data.sources: each source and its share
+        share = 100 * dataset.slots[n - 1] / len(dataset)
+        log.info("  data.sources[%d] %s (%.0f%% of the draws): %s", n, dataset.names[n - 1], share,
+                 dataset_summary(source, dataset_captions(source), config.data.frames))
+    for problem in (dataset_report(encoder, captions, f"data captions ({'data.sources' if config.data.sources else config.data.path or config.data.kind})"),
                     dataset_report(encoder, config.run.sample_prompts, "run.sample_prompts")):
         if problem:
             log.warning("%s", problem)
