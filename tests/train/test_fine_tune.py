@@ -110,12 +110,14 @@ def test_lora_with_ema_averages_the_adapters_and_exports_them(encoder, base, tmp
 
 
 def test_the_demo_lora_config_validates(tmp_path, monkeypatch):
-    """train/configs/demo_lora.yaml, the README's fine-tune example, from the repository root with
-    the data.path=FOLDER the README gives: LoRA on the demo checkpoint with the demo's encoder."""
+    """train/configs/demo_lora.yaml, the README's fine-tune example, exactly as written: run from a
+    root holding assets/ (the demo model and encoder) and the user's my_concept/ folder."""
     from builders import write_images
 
+    (tmp_path / "assets").symlink_to(REPO / "assets")
     write_images(tmp_path / "my_concept", [(32, 32)] * 2)
-    monkeypatch.chdir(REPO)
-    config = load_config(REPO / "train" / "configs" / "demo_lora.yaml", [f"data.path={tmp_path / 'my_concept'}"])
-    assert config.model.lora_rank > 0 and config.model.init_from and config.text.encoder.endswith("shapes_text_encoder")
-    assert ema_decay(config) == 0.0 and config.data.kind == "folder"
+    monkeypatch.chdir(tmp_path)
+    config = load_config(REPO / "train" / "configs" / "demo_lora.yaml")
+    assert config.model.lora_rank > 0 and Path(config.model.init_from).is_file()
+    assert config.text.encoder.endswith("shapes_text_encoder") and ema_decay(config) == 0.0
+    assert [s["kind"] for s in config.data.sources] == ["folder", "shapes"]
