@@ -5,7 +5,9 @@
     python -m train sample CHECKPOINT --prompt TEXT [...]             images from a checkpoint
     python -m train export SRC --to official|diffusers --out PATH     convert a run's weights
 
-Bad invocations exit with code 2 and one line naming the flag or file.
+Bad invocations exit with code 2 and one line naming the flag or file. Run from the repository
+root. Fine-tuning (LoRA, EMA, resume, export, ComfyUI, data.sources mixing): README "Fine-tune";
+a complete example: train/configs/demo_lora.yaml.
 """
 
 from __future__ import annotations
