@@ -15,9 +15,8 @@ Differences from the image Next-DiT, all reproduced here:
   padded slots are never read (the official `pad_token` parameter is kept for loading, unused).
 The blocks are the shared Next-DiT block (sandwich RMSNorms, scale-and-gate adaLN, LayerNorm
 KQ-norm over all heads, GQA, cross-attention reusing the rotated queries), and the forward calls
-the features' hooks (`lumina.model.hooks`) the way the image forward does. CPU inference runs the
-same block through `VideoBlock`'s chunked path (cache-sized token chunks, per-item attention), the
-RoPE rotations are cached per token grid.
+the features' hooks (`lumina.model.hooks`) the way the image forward does. The RoPE rotations are
+cached per token grid (a float64 table per call cost more than a small model's forward).
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ from .hooks import ForwardInfo, single_rows
 from .layers import FinalLayer, TimestepEmbedder, caption_embedder, pooled_caption
 from .next_dit import NextDiTBlock
 from .options import DEFAULT_OPTIONS, ForwardOptions
-from .rope import RopeScaling, apply_rope
+from .rope import RopeScaling
 
 Videos = Tensor | Sequence[Tensor]
 
@@ -97,116 +96,6 @@ def unpatchify_video(
 
 
 # -- CPU block ---------------------------------------------------------------------------------
-# Elements per token chunk of the block's widest token-wise tensor (the SwiGLU hidden): 4 MiB of
-# fp32, small enough that a chunk's elementwise passes hit cache, large enough (hundreds of rows)
-# that the chunk's matmuls keep their full speed (measured best among 256K…4M on a 2-core Xeon).
-CHUNK_ELEMENTS = 1 << 20
-
-
-def token_chunks(length: int, width: int) -> list[tuple[int, int]]:
-    """[start, end) ranges of nearly equal size covering `length` tokens, each about
-    CHUNK_ELEMENTS / width tokens (at least 16)."""
-    count = -(-length // max(16, CHUNK_ELEMENTS // width))
-    bounds = [length * j // count for j in range(count + 1)]
-    return list(zip(bounds[:-1], bounds[1:]))
-
-
-class VideoBlock(NextDiTBlock):
-    """The shared Next-DiT block (same modules, same keys) with a CPU inference path.
-
-    On CPU the block's token-wise work (RMSNorms, modulation, KQ-norm, RoPE, gates, SwiGLU) is
-    memory bound: over a whole video each of its ~35 elementwise passes streams the activation
-    through RAM. Run per item in token chunks of a few MiB, those passes stay in cache and the
-    matmuls and attention are left; a few passes go altogether (each RMSNorm weight is multiplied
-    into the adaLN factor next to it, residual adds are fused, RoPE writes in place). Same math,
-    so results differ from the shared block by fp32 rounding only (≤ 1e-6 on the goldens).
-    Attention runs per item over that item's tokens and unpadded caption (the official packed
-    varlen layout), so the padded slots of a list batch cost nothing. GPUs, autograd, the
-    features' hooks and module hooks on the attention or feed-forward take the shared path.
-    The many small ops make it slower than the shared block when the CPU is oversubscribed
-    (its threads wait on each other at every op); `CHUNK_ELEMENTS` sets the chunk size."""
-
-    def _shared_path(self, x: Tensor, ctx: LayerContext) -> bool:
-        a, ff = self.attention, self.feed_forward
-        module_hooks = a._forward_hooks or a._forward_pre_hooks or ff._forward_hooks or ff._forward_pre_hooks
-        return bool(ctx.hooks) or bool(module_hooks) or x.device.type != "cpu" or torch.is_grad_enabled()
-
-    def forward(self, x: Tensor, ctx: LayerContext, layer: int = 0) -> Tensor:
-        if self._shared_path(x, ctx):
-            return super().forward(x, ctx, layer)
-        a = self.attention
-        b, n, _ = x.shape
-        heads, kv, d = a.n_heads, a.n_kv_heads, a.head_dim
-        width = max(a.wq.out_features, self.feed_forward.w1.out_features)
-        if ctx.x_mask is None:  # equal lengths: a chunk is one token range of every item (fewer, larger ops)
-            lengths = [n] * b
-            chunks = [(slice(0, b), s, e) for s, e in token_chunks(n, width * b)]
-        else:  # padding is a suffix: each item's own tokens only
-            lengths = ctx.x_mask.sum(dim=1).tolist()
-            chunks = [(slice(i, i + 1), s, e) for i in range(b) for s, e in token_chunks(lengths[i], width)]
-
-        # per item, each RMSNorm weight times the adaLN factor next to it: one multiply, not two
-        mod = self.adaLN_modulation(ctx.adaln_input)
-        scale_msa, gate_msa, scale_mlp, gate_mlp = mod.chunk(4, dim=-1)
-        pre_attn = (self.attention_norm1.weight * (1 + scale_msa))[:, None]
-        post_attn = (self.attention_norm2.weight * gate_msa.tanh())[:, None]
-        pre_ffn = (self.ffn_norm1.weight * (1 + scale_mlp))[:, None]
-        post_ffn = (self.ffn_norm2.weight * gate_mlp.tanh())[:, None]
-
-        rot = ctx.rotations
-        q, k, v = x.new_empty(b, n, heads, d), x.new_empty(b, n, kv, d), x.new_empty(b, n, kv, d)
-        for items, s, e in chunks:
-            h = _unit_rms(x[items, s:e], self.attention_norm1.eps).mul_(pre_attn[items])
-            r = (rot if rot.shape[0] == 1 else rot[items])[:, s:e, None]
-            _rotate_into(q[items, s:e], a.q_norm(a.wq(h)).unflatten(-1, (heads, d)), r)
-            _rotate_into(k[items, s:e], a.k_norm(a.wk(h)).unflatten(-1, (kv, d)), r)
-            v[items, s:e] = a.wv(h).unflatten(-1, (kv, d))
-
-        cap_y = self.attention_y_norm(ctx.cap_feats)
-        lc = cap_y.shape[1]
-        ky = a.ky_norm(a.wk_y(cap_y)).view(b, lc, kv, d)
-        vy = a.wv_y(cap_y).view(b, lc, kv, d)
-        gate_y = a.gate.tanh().to(x.dtype).view(1, -1, 1)
-        attended = x.new_empty(b, n, heads, d)
-        for i in range(b):
-            qi, ki, vi = (t[i, : lengths[i]].transpose(0, 1)[None] for t in (q, k, v))
-            keep = slice(None) if ctx.cap_mask is None else ctx.cap_mask[i]
-            out = _attend(qi, ki, vi, ctx.self_scale)[0]
-            # cross-attention reuses the rotated queries; caption keys carry no positions
-            out_y = _attend(qi, ky[i, keep].transpose(0, 1)[None], vy[i, keep].transpose(0, 1)[None], None)[0]
-            torch.addcmul(out, out_y, gate_y, out=attended[i, : lengths[i]])
-        del q, k, v
-
-        result = torch.zeros_like(x) if ctx.x_mask is not None else torch.empty_like(x)
-        for items, s, e in chunks:
-            attn = a.wo(attended[items, s:e].flatten(2))
-            h = torch.addcmul(x[items, s:e], _unit_rms(attn, self.attention_norm2.eps), post_attn[items])
-            ffn = self.feed_forward(_unit_rms(h, self.ffn_norm1.eps).mul_(pre_ffn[items]))
-            torch.addcmul(h, _unit_rms(ffn, self.ffn_norm2.eps), post_ffn[items], out=result[items, s:e])
-        return result
-
-
-def _unit_rms(x: Tensor, eps: float) -> Tensor:
-    """RMSNorm without its weight (fp32 math, cast back), a fresh tensor the caller may scale in place."""
-    return F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
-
-
-def _rotate_into(dest: Tensor, x: Tensor, rotations: Tensor) -> None:
-    """dest = x (B, L, H, head_dim) rotated by (B or 1, L, 1, head_dim/2) complex rotations, as
-    `apply_rope` (fp32 math); an fp32 result is written in place instead of copied."""
-    if dest.dtype == torch.float32 and dest.stride(-1) == 1:
-        pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
-        torch.mul(pairs, rotations, out=torch.view_as_complex(dest.unflatten(-1, (-1, 2))))
-    else:
-        dest.copy_(apply_rope(x, rotations[:, :, 0]))
-
-
-def _attend(q: Tensor, k: Tensor, v: Tensor, scale: float | None) -> Tensor:
-    """(1, H, Lq, d) queries over (1, KV, Lk, d) keys/values → (1, Lq, H, d); query head h reads
-    K/V head h // (H/KV), flash-attn's grouping."""
-    return F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=q.shape[1] != k.shape[1]).transpose(1, 2)
-
-
 # -- guided call -------------------------------------------------------------------------------
 TimeAware = float | int | str | Sequence  # v0, or (v0, (t1, v1), (t2, v2), ...)
 
@@ -301,7 +190,7 @@ class LuminaVideo(nn.Module):
         self.t_embedder = TimestepEmbedder(c.adaln_dim)
         self.motion_embedder = TimestepEmbedder(c.adaln_dim)
         self.cap_embedder = caption_embedder(c.cap_feat_dim, c.adaln_dim)
-        self.layers = nn.ModuleList([VideoBlock(c) for _ in range(c.n_layers)])  # type: ignore[arg-type]
+        self.layers = nn.ModuleList([NextDiTBlock(c) for _ in range(c.n_layers)])  # type: ignore[arg-type]
         self.pad_token = nn.Parameter(torch.zeros(c.dim))  # official parameter, never used
         # (grid, device) → RoPE rotations: the float64 table costs tens of ms per call for a long
         # video and every sampling step asks for the same few grids; a plain dict, not a buffer,

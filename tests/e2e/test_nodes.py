@@ -58,6 +58,7 @@ def t2i_graph(assets, prefix: str, *, ckpt=None, encoder=None, size=64, **sample
     if encoder:
         graph["2"]["inputs"]["text_encoder"] = encoder
     graph["1"]["inputs"]["weight_dtype"] = "fp32"
+    graph["2"]["inputs"]["dtype"] = "fp32"  # auto is bf16 on CPUs with native bf16; the library comparisons run fp32
     graph["5"]["inputs"].update(sampler)
     return graph
 
