@@ -95,14 +95,40 @@ def _flash(
     return full.reshape(b, lq, h, d)
 
 
+def _suffix_lengths(mask: Tensor) -> list[int] | None:
+    """Per-row counts of a bool mask whose padding is a suffix (True then False), else None."""
+    if mask.dtype != torch.bool:
+        return None
+    lengths = mask.sum(dim=1)
+    prefix = torch.arange(mask.shape[1], device=mask.device)[None] < lengths[:, None]
+    return lengths.tolist() if bool(torch.equal(prefix, mask)) else None
+
+
+def _sdpa_per_row(q: Tensor, k: Tensor, v: Tensor, q_lengths: list[int], k_lengths: list[int], scale: float | None) -> Tensor:
+    """Each row over its own real keys only (the varlen layout): no mask for SDPA to apply and
+    no padded query computed. Padded query slots come back as zeros."""
+    out = q.new_zeros(q.shape)
+    for i, (lq, lk) in enumerate(zip(q_lengths, k_lengths)):
+        if lq and lk:
+            out[i, :lq] = _sdpa(q[i : i + 1, :lq], k[i : i + 1, :lk], v[i : i + 1, :lk], None, scale)[0]
+    return out
+
+
 def attend(
     q: Tensor, k: Tensor, v: Tensor, *, key_mask: Tensor | None = None,
     query_mask: Tensor | None = None, scale: float | None = None,
 ) -> Tensor:
     """(B, Lq, H, d) queries over (B, Lk, KV, d) keys/values → (B, Lq, H, d); H must be a multiple of KV.
-    key_mask: (B, Lk) bool (True = attend) or float (added to the logits)."""
+    key_mask: (B, Lk) bool (True = attend) or float (added to the logits). A padded batch whose masks
+    are suffix padding runs row by row over the real tokens on SDPA (a masked SDPA call computes
+    every padded slot and loses the fused CPU kernel's speed)."""
     if _use_flash(q) and (key_mask is None or key_mask.dtype == torch.bool):  # float = logit bias: SDPA
         return _flash(q, k, v, key_mask, query_mask, scale)
+    if key_mask is not None and q.shape[0] > 1:
+        k_lengths = _suffix_lengths(key_mask)
+        q_lengths = [q.shape[1]] * q.shape[0] if query_mask is None else _suffix_lengths(query_mask)
+        if k_lengths is not None and q_lengths is not None:
+            return _sdpa_per_row(q, k, v, q_lengths, k_lengths, scale)
     return _sdpa(q, k, v, key_mask, scale)
 
 

@@ -62,7 +62,26 @@ def test_unpadded_batch_passes_no_mask(monkeypatch):
         masks.clear()
         padded_caption = torch.tensor([[1, 1, 1, 0, 0], [1] * 5])
         model(torch.randn(2, 4, 8, 8), torch.rand(2), torch.randn(2, 5, 16), padded_caption)
-        assert [m is None for m in masks] == [True, False]  # self-attention unmasked, cross-attention masked
+        # self-attention in one call, cross-attention row by row over each row's real caption tokens
+        assert len(masks) == 3 and all(m is None for m in masks)
+
+
+@pytest.mark.parametrize("q_lengths,k_lengths", [((7, 7, 7), (5, 3, 6)), ((7, 4, 2), (7, 4, 2)), ((6, 0, 3), (6, 2, 3))])
+def test_suffix_padded_rows_run_alone_and_equal_the_masked_call(q_lengths, k_lengths):
+    g = torch.Generator().manual_seed(0)
+    q, k, v = torch.randn(3, 7, 4, 8, generator=g), torch.randn(3, 7, 2, 8, generator=g), torch.randn(3, 7, 2, 8, generator=g)
+    qm = torch.arange(7)[None] < torch.tensor(q_lengths)[:, None]
+    km = torch.arange(7)[None] < torch.tensor(k_lengths)[:, None]
+    out = attention.attend(q, k, v, key_mask=km, query_mask=qm, scale=0.3)
+    masked = attention._sdpa(q, k, v, km, 0.3)  # the one masked call it replaces
+    for i, (lq, lk) in enumerate(zip(q_lengths, k_lengths)):
+        if lk:
+            torch.testing.assert_close(out[i, :lq], masked[i, :lq], atol=1e-6, rtol=0)
+        assert not out[i, lq:].any()
+    not_suffix = km.clone()
+    not_suffix[0, 0] = False  # a hole: the masked call remains
+    torch.testing.assert_close(attention.attend(q, k, v, key_mask=not_suffix, scale=0.3),
+                               attention._sdpa(q, k, v, not_suffix, 0.3), atol=0, rtol=0)
 
 
 def _fake_flash_module() -> types.ModuleType:
