@@ -15,7 +15,6 @@ clip is read, and a resumed or distributed run prepares each clip identically.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from torch.utils.data import Dataset
 
 from .clip_buckets import Bucket, clip_buckets, nearest_buckets
 from .config import ConfigError, TrainConfig, vae_temporal
-from .images import center_square, item_rng, resize_and_crop, to_tensor, unit_px
+from .images import center_square, item_rng, jsonl_items, resize_and_crop, to_tensor, unit_px
 from .videos import VIDEO_EXTENSIONS, ClipError, ClipInfo, frame_indices, is_video_file, probe, read_frames, too_short
 
 log = logging.getLogger("train.clips")
@@ -53,23 +52,8 @@ def folder_clips(folder: Path) -> list[tuple[Path, str]]:
 
 
 def jsonl_clips(manifest: Path) -> list[tuple[Path, str]]:
-    items, bad = [], 0
-    try:
-        lines = manifest.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"data.path={str(manifest)!r} cannot be read as a JSONL manifest ({type(err).__name__}: {err})") from None
-    for line in lines:
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            path = Path(row["video"])
-            items.append((path if path.is_absolute() else manifest.parent / path, str(row["caption"])))
-        except (ValueError, KeyError, TypeError):
-            bad += 1
-    if bad:
-        log.warning("skipped %d malformed line(s) of %s (need {\"video\": ..., \"caption\": ...})", bad, manifest)
-    return items
+    """(path, caption) of every {"video": ..., "caption": ...} row of a JSONL manifest."""
+    return jsonl_items(manifest, key="video")
 
 
 class CaptionedClips(Dataset):

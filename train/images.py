@@ -182,7 +182,8 @@ def folder_items(folder: Path) -> list[tuple[Path, str]]:
     return items
 
 
-def jsonl_items(manifest: Path) -> list[tuple[Path, str]]:
+def jsonl_items(manifest: Path, key: str = "image") -> list[tuple[Path, str]]:
+    """(path, caption) of every {key: ..., "caption": ...} row; relative paths are the manifest's."""
     items, bad = [], 0
     try:
         lines = manifest.read_text().splitlines()
@@ -193,12 +194,12 @@ def jsonl_items(manifest: Path) -> list[tuple[Path, str]]:
             continue
         try:
             row = json.loads(line)
-            path = Path(row["image"])
+            path = Path(row[key])
             items.append((path if path.is_absolute() else manifest.parent / path, str(row["caption"])))
         except (ValueError, KeyError, TypeError):
             bad += 1
     if bad:
-        log.warning("skipped %d malformed line(s) of %s (need {\"image\": ..., \"caption\": ...})", bad, manifest)
+        log.warning("skipped %d malformed line(s) of %s (need {\"%s\": ..., \"caption\": ...})", bad, manifest, key)
     return items
 
 
