@@ -294,8 +294,6 @@ def validate(config: TrainConfig, world_size: int = 1) -> None:
         raise ConfigError(f"data.image_size={d.image_size} is not a multiple of patch_size × vae_downsample = {unit}")
     _validate_data(config)
     _validate_frames(config)
-    from .mixing import check_sources  # (mixing builds on this module)
-
     check_sources(config)
     if o.batch_size < 1 or o.batch_size % world_size:
         raise ConfigError(f"optim.batch_size={o.batch_size} must be a positive multiple of the {world_size} process(es)")
@@ -418,3 +416,41 @@ def vae_geometry(folder: str | Path) -> tuple[int, int, float, float]:
     scale = config.get("scaling_factor")
     shift = config.get("shift_factor")
     return channels, 2 ** (blocks - 1), float(SDXL_SCALE if scale is None else scale), float(SDXL_SHIFT if shift is None else shift)
+
+
+# data.sources (train/mixing.py mixes them; their checks live here, before any work)
+SOURCE_KINDS = ("folder", "jsonl", "shapes", "cache")
+SOURCE_KEYS = {"kind", "path", "weight", "repeats"}
+
+
+def check_sources(config: TrainConfig) -> None:
+    """data.sources' own checks (before any work): kinds, paths, weights, what cannot be mixed."""
+    d = config.data
+    if not d.sources:
+        return
+    if not isinstance(d.sources, list):
+        raise ConfigError("data.sources must be a list of {kind, path, weight} entries")
+    if d.path or d.cache_dir:
+        raise ConfigError("data.sources replaces data.kind/data.path/data.cache_dir: list that data as a source "
+                          "(e.g. {kind: folder, path: ..., weight: 1} or {kind: cache, path: ...}) and unset data.path/data.cache_dir")
+    if d.frames > 1:
+        raise ConfigError("data.sources mixes images only (data.frames=1); clips are not mixed yet: use one data.kind")
+    for n, source in enumerate(d.sources, 1):
+        where = f"data.sources[{n}]"
+        if not isinstance(source, dict):
+            raise ConfigError(f"{where} must be a mapping like {{kind: folder, path: my_images, weight: 1}}, got {source!r}")
+        unknown = set(source) - SOURCE_KEYS
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; valid keys: {', '.join(sorted(SOURCE_KEYS))}")
+        kind = source.get("kind")
+        if kind not in SOURCE_KINDS:
+            raise ConfigError(f"{where}: kind={kind!r}; choose {', '.join(SOURCE_KINDS)}")
+        if kind != "shapes" and (not source.get("path") or not Path(source["path"]).exists()):
+            raise ConfigError(f"{where}: path={source.get('path')!r} does not exist; give the {kind} "
+                              f"{'folder' if kind != 'jsonl' else 'manifest'} to draw from")
+        weight = source.get("weight", 1)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
+            raise ConfigError(f"{where}: weight={weight!r} must be a number > 0 (the source's share of the draws)")
+        if kind == "shapes" and config.model.vae_downsample != 1:
+            raise ConfigError(f"{where}: the shapes are pixel-space images; a latent model (model.vae_downsample="
+                              f"{config.model.vae_downsample}) cannot mix them in")

@@ -26,7 +26,7 @@ def build_dataset(config: TrainConfig) -> Dataset:
     if d.sources:
         from .mixing import build_sources
 
-        return build_sources(config)
+        return build_sources(config, build_dataset)
     if d.cache_dir:
         return CachedItems.open(config)
     if d.kind == "shapes":

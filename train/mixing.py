@@ -21,49 +21,12 @@ import copy
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch.utils.data import Dataset
 
 from .config import ConfigError, TrainConfig
-
-KINDS = ("folder", "jsonl", "shapes", "cache")
-KEYS = {"kind", "path", "weight", "repeats"}
-
-
-def check_sources(config: TrainConfig) -> None:
-    """data.sources' own checks (before any work): kinds, paths, weights, what cannot be mixed."""
-    d = config.data
-    if not d.sources:
-        return
-    if not isinstance(d.sources, list):
-        raise ConfigError("data.sources must be a list of {kind, path, weight} entries")
-    if d.path or d.cache_dir:
-        raise ConfigError("data.sources replaces data.kind/data.path/data.cache_dir: list that data as a source "
-                          "(e.g. {kind: folder, path: ..., weight: 1} or {kind: cache, path: ...}) and unset data.path/data.cache_dir")
-    if d.frames > 1:
-        raise ConfigError("data.sources mixes images only (data.frames=1); clips are not mixed yet: use one data.kind")
-    for n, source in enumerate(d.sources, 1):
-        where = f"data.sources[{n}]"
-        if not isinstance(source, dict):
-            raise ConfigError(f"{where} must be a mapping like {{kind: folder, path: my_images, weight: 1}}, got {source!r}")
-        unknown = set(source) - KEYS
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; valid keys: {', '.join(sorted(KEYS))}")
-        kind = source.get("kind")
-        if kind not in KINDS:
-            raise ConfigError(f"{where}: kind={kind!r}; choose {', '.join(KINDS)}")
-        if kind != "shapes" and (not source.get("path") or not Path(source["path"]).exists()):
-            raise ConfigError(f"{where}: path={source.get('path')!r} does not exist; give the {kind} "
-                              f"{'folder' if kind != 'jsonl' else 'manifest'} to draw from")
-        weight = source.get("weight", 1)
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
-            raise ConfigError(f"{where}: weight={weight!r} must be a number > 0 (the source's share of the draws)")
-        if kind == "shapes" and config.model.vae_downsample != 1:
-            raise ConfigError(f"{where}: the shapes are pixel-space images; a latent model (model.vae_downsample="
-                              f"{config.model.vae_downsample}) cannot mix them in")
-
 
 def _source_config(config: TrainConfig, source: dict[str, Any]) -> TrainConfig:
     """The config that builds one source's dataset on its own."""
@@ -80,9 +43,8 @@ def _source_config(config: TrainConfig, source: dict[str, Any]) -> TrainConfig:
     return sub
 
 
-def build_sources(config: TrainConfig) -> MixedDataset:
-    from .data import build_dataset
-
+def build_sources(config: TrainConfig, build_dataset: Callable[[TrainConfig], Dataset]) -> MixedDataset:
+    """The mixed dataset; `build_dataset` (train.data's, passed in: data imports this module) builds each source."""
     datasets = [build_dataset(_source_config(config, s)) for s in config.data.sources]
     for n, (source, dataset) in enumerate(zip(config.data.sources, datasets, strict=True), 1):
         if len(dataset) == 0:
@@ -114,10 +76,10 @@ class MixedDataset(Dataset):
         return source, _permutation(len(self.datasets[source]), self.seed, source, cycle)[position]
 
     def item(self, index: int, epoch: int):
-        from .data import load_batch
-
         source, inner = self.locate(index, epoch)
-        return load_batch(self.datasets[source], [inner], epoch)[0]
+        dataset = self.datasets[source]
+        item = getattr(dataset, "item", None)  # bucketed images draw their crop from (seed, epoch, index)
+        return item(inner, epoch) if item is not None else dataset[inner]
 
     def __getitem__(self, index: int):
         return self.item(index, 0)
