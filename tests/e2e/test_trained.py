@@ -77,3 +77,21 @@ def test_exported_lora_in_core_loader_equals_the_merged_model(comfy_inprocess, t
     base = latent(pixel_graph(trained["base"], trained["encoder"], unique_prefix))
     torch.testing.assert_close(with_lora, merged, atol=1e-5, rtol=0)
     assert (with_lora - base).abs().max() > 1e-4  # the LoRA really changes the model
+
+
+def test_with_lora_puts_the_lora_after_the_loader_at_any_strength(comfy_inprocess, trained, unique_prefix):
+    """What `scripts/demo --lora` does to a workflow, in the real ComfyUI: strength 1 is the merged
+    model, strength 0 the base model."""
+    from tools.comfyui import with_lora
+
+    def latent(graph):
+        entry = comfy_inprocess.run(graph, dump=["5"])
+        return load_file(entry["dumps"]["5"])["0.samples"]
+
+    base_graph = pixel_graph(trained["base"], trained["encoder"], unique_prefix)
+    full = latent(with_lora(base_graph, "tiny_lora.safetensors", 1.0))
+    off = latent(with_lora(base_graph, "tiny_lora.safetensors", 0.0))
+    torch.testing.assert_close(full, latent(pixel_graph(trained["merged"], trained["encoder"], unique_prefix)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(off, latent(base_graph), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="no Lumina Model Loader"):
+        with_lora({"1": {"class_type": "KSampler", "inputs": {}}}, "x.safetensors")

