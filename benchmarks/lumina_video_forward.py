@@ -1,6 +1,6 @@
 """Time our Lumina-Video forward against the official Alpha-VLLM/Lumina-Video MultiScaleNextDiT, same weights, CPU fp32, one run.
 
-    python benchmarks/lumina_video_forward.py                      # official code: $LUMINA_VIDEO_OFFICIAL or the local mirror
+    python benchmarks/lumina_video_forward.py                      # official code: $LUMINA_VIDEO_OFFICIAL or $LUMINA_VIDEO_MIRROR
     python benchmarks/lumina_video_forward.py --official PATH      # an extracted checkout, or a (bare) git repository of it
     python benchmarks/lumina_video_forward.py --quick              # 2 layers, dim 512, 3 rounds
     python benchmarks/lumina_video_forward.py --threads 1          # one core: steadier on a busy machine
@@ -46,7 +46,9 @@ from lumina.model.lumina_video import LuminaVideo  # noqa: E402
 from lumina.video_checkpoints import load_video_model  # noqa: E402
 from lumina.video_config import LuminaVideoConfig  # noqa: E402
 
-MIRROR = Path("/work/.mirror/Alpha-VLLM+Lumina-Video/repo")  # where this project's machines keep a copy
+# A bare git mirror of the official repository, for machines that keep one (the workplace's fetch
+# tool puts it under <mirrors>/Alpha-VLLM+Lumina-Video/repo): $LUMINA_VIDEO_MIRROR names it.
+MIRROR = os.environ.get("LUMINA_VIDEO_MIRROR")
 MANIFEST = REPO / "tests" / "fixtures" / "golden" / "lumina_video_tiny" / "manifest.json"
 STRIPPED_ASSERT = "dtype in [torch.float16, torch.bfloat16]"  # flash-attn's half-only check; fp32 runs without it
 PATCHES = ((2, 1), (2, 2), (4, 2))  # the released models' entries '1x2', '2x2', '2x4'
@@ -117,7 +119,7 @@ def official_checkout(path: str | None, scratch: Path) -> Path:
     where = path or " or ".join(str(c) for c in candidates)
     sys.exit(
         f"official Lumina-Video code not found ({where}): pass --official PATH, a checkout of "
-        "https://github.com/Alpha-VLLM/Lumina-Video or a git repository of it (or set LUMINA_VIDEO_OFFICIAL)"
+        "https://github.com/Alpha-VLLM/Lumina-Video or a git repository of it (or set LUMINA_VIDEO_OFFICIAL / LUMINA_VIDEO_MIRROR)"
     )
 
 
@@ -218,7 +220,7 @@ def timed(fn: Callable[[], object]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--official", help="official Lumina-Video checkout or git repository (default: $LUMINA_VIDEO_OFFICIAL, else the local mirror)")
+    parser.add_argument("--official", help="official Lumina-Video checkout or git repository (default: $LUMINA_VIDEO_OFFICIAL, else the git mirror $LUMINA_VIDEO_MIRROR)")
     parser.add_argument("--quick", action="store_true", help="2 layers, dim 512, 3 rounds")
     parser.add_argument("--dim", type=int, default=768)
     parser.add_argument("--layers", type=int, default=4)
