@@ -12,6 +12,7 @@ import functools
 import importlib.util
 import math
 import sys
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -95,13 +96,24 @@ def _flash(
     return full.reshape(b, lq, h, d)
 
 
+_SUFFIX_LENGTHS: dict[int, tuple[weakref.ref, list[int] | None]] = {}  # id(mask) → (the mask, its lengths)
+
+
 def _suffix_lengths(mask: Tensor) -> list[int] | None:
-    """Per-row counts of a bool mask whose padding is a suffix (True then False), else None."""
+    """Per-row counts of a bool mask whose padding is a suffix (True then False), else None. A
+    forward hands every layer the same mask tensors, so each is read (and synced) once; an entry
+    leaves when its mask is freed."""
     if mask.dtype != torch.bool:
         return None
+    entry = _SUFFIX_LENGTHS.get(id(mask))
+    if entry is not None and entry[0]() is mask:
+        return entry[1]
     lengths = mask.sum(dim=1)
     prefix = torch.arange(mask.shape[1], device=mask.device)[None] < lengths[:, None]
-    return lengths.tolist() if bool(torch.equal(prefix, mask)) else None
+    result = lengths.tolist() if bool(torch.equal(prefix, mask)) else None
+    key = id(mask)
+    _SUFFIX_LENGTHS[key] = (weakref.ref(mask, lambda _, key=key: _SUFFIX_LENGTHS.pop(key, None)), result)
+    return result
 
 
 def _sdpa_per_row(q: Tensor, k: Tensor, v: Tensor, q_lengths: list[int], k_lengths: list[int], scale: float | None) -> Tensor:
