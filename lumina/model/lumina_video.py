@@ -11,8 +11,9 @@ Differences from the image Next-DiT, all reproduced here:
 - adaLN input = t_embedder(t·t_scale) + cap_embedder(pooled caption) + motion_embedder(motion·motion_scale),
   the motion term zeroed for rows whose motion score is negative (0 is kept);
 - every item is its own attention block (the official packed varlen sequence without [PAD]): a
-  batch of one size runs as a plain batch, a list of sizes is padded to one length and masked, so
-  padded slots are never read (the official `pad_token` parameter is kept for loading, unused).
+  batch of one size runs as a plain batch, a list of sizes runs one plain batch per size (or, when
+  features need the whole batch, padded to one length and masked, so padded slots are never read);
+  the official `pad_token` parameter is kept for loading, unused.
 The blocks are the shared Next-DiT block (sandwich RMSNorms, scale-and-gate adaLN, LayerNorm
 KQ-norm over all heads, GQA, cross-attention reusing the rotated queries), and the forward calls
 the features' hooks (`lumina.model.hooks`) the way the image forward does. The RoPE rotations are
@@ -239,6 +240,20 @@ class LuminaVideo(nn.Module):
         items = self._check_videos(x, patch_size, f_patch_size)
         batch = len(items)
         t, cap_feats, cap_mask, motion_score = self._check_conditioning(batch, t, cap_feats, cap_mask, motion_score)
+        sizes = {tuple(v.shape) for v in items}
+        if list_input and len(sizes) > 1 and not options.features and options.rows is None:
+            # Items never interact, so each size runs as its own plain batch: no padded token
+            # enters a GEMM or a norm (the official packed varlen sequence costs the same).
+            # Features see the whole batch at once, so with features the padded path below runs.
+            out: list[Tensor | None] = [None] * batch
+            for size in sorted(sizes):
+                idx = [i for i, v in enumerate(items) if tuple(v.shape) == size]
+                pick = torch.tensor(idx, device=t.device)
+                group = self(torch.stack([items[i] for i in idx]), t[pick], cap_feats[pick], cap_mask[pick],
+                             motion_score[pick], patch_size, f_patch_size, options)
+                for i, video in zip(idx, group):
+                    out[i] = video
+            return out  # type: ignore[return-value]
         dtype, device = self.dtype, items[0].device
 
         token_lists, grids = [], []

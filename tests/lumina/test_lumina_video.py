@@ -130,6 +130,28 @@ def test_list_forward_matches_official(vmodel, entry):
     assert _diff(solo, outs[1]) <= 1e-5  # items never see each other
 
 
+class _Passive(ForwardFeature):
+    """A feature that changes nothing: its presence sends a list of sizes down the padded path."""
+
+    def begin(self, info):
+        return None
+
+
+@pytest.mark.parametrize("entry", ["p2f2", "p4f2"])
+def test_list_forward_padded_and_grouped_paths_agree(vmodel, entry):
+    """Without features a list runs one plain batch per size; with one it is padded and masked.
+    Both reproduce the official packed sequence."""
+    p, f = ENTRY[entry]
+    xs = [T["in.list_x0"], T["in.list_x1"], T["in.list_x2"]]
+    args = (T["in.list_t"], T["in.list_cap_feats"], T["in.list_cap_mask"], T["in.list_motion_score"], p, f)
+    with torch.no_grad():
+        grouped = vmodel(xs, *args)
+        padded = vmodel(xs, *args, ForwardOptions(features=(_Passive(),)))
+    for i, (a, b) in enumerate(zip(grouped, padded)):
+        assert _diff(a, T[f"fwd_list.{entry}.out{i}"]) <= 1e-5
+        assert _diff(b, T[f"fwd_list.{entry}.out{i}"]) <= 1e-5
+
+
 class _Recorder(ForwardFeature):
     """Captures layer 0's attention tensors through the model's hook seam."""
 
