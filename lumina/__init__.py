@@ -4,6 +4,9 @@ Importable without ComfyUI. Time convention everywhere: t=0 is noise, t=1 is dat
 model predicts the velocity data − noise.
 """
 
+from .audio_text import AudioTextEncoder, MusicTextEncoder, load_audio_text_encoder, load_music_text_encoder
+from .audio_vae import AudioVAE, audio_vae_from_state_dict, load_audio_vae
+from .vocoder import AudioDecoder, BigVGAN, latent_to_waveform, load_vocoder, mel_to_waveform
 from .checkpoints import load_model, read_state_dict, save_diffusers, save_official, to_official
 from .conditioning import Conditioning
 from .editing import ImageStart
@@ -28,4 +31,7 @@ __all__ = [
     "MemoryEstimate", "estimate_sampling_memory", "check_sampling_fits", "extrapolation_options", "StepInfo",
     "SamplingInterrupted", "LuminaVideo", "LuminaVideoConfig", "load_video_model", "sample_video",
     "video_sample_settings", "VideoSampleSettings", "SAMPLE_CONFIGS", "LuminaError", "LuminaCheckpointError", "LuminaInputError", "LuminaNumericError",
+    "AudioVAE", "load_audio_vae", "audio_vae_from_state_dict", "BigVGAN", "load_vocoder", "AudioDecoder",
+    "latent_to_waveform", "mel_to_waveform", "MusicTextEncoder", "AudioTextEncoder", "load_music_text_encoder",
+    "load_audio_text_encoder",
 ]
