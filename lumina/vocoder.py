@@ -358,6 +358,13 @@ class AudioDecoder:
     def samples_per_latent_frame(self) -> int:
         return self.vae.config.time_downsample * self.vocoder.hop_length
 
+    def latent_frames_for_seconds(self, seconds: float) -> int:
+        """Latent frames for a clip length, rounded down like the official 10 s → 312 (16 kHz, hop
+        256, mel frames halved by the autoencoder). The DiT's max_len bounds it further."""
+        if not seconds > 0:
+            raise LuminaInputError(f"audio length must be more than 0 seconds, got {seconds}")
+        return max(1, int(seconds * self.sample_rate // self.samples_per_latent_frame))
+
     def __post_init__(self) -> None:
         if self.vae.config.out_mel_bins != self.vocoder.config.num_mels:
             raise LuminaCheckpointError(

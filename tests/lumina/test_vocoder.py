@@ -155,3 +155,15 @@ def test_mismatched_autoencoder_and_vocoder_are_refused():
     voc80 = vocoder_from_state_dict(VocoderConfig.from_args(other), other_sd)
     with pytest.raises(LuminaCheckpointError, match="16 mel bins but the vocoder takes 80"):
         AudioDecoder(vae, voc80)
+
+
+def test_latent_frames_for_seconds_round_down_like_the_official_312():
+    _, _, _, t = _golden()
+    decoder = AudioDecoder(audio_vae_from_state_dict(load_file(str(GOLDEN / "cfm.safetensors"))), _vocoder())
+    # tiny set: 16 kHz, 32 samples per latent frame; 10 s of the released model (512 per frame) give 312
+    assert decoder.latent_frames_for_seconds(0.024) == 12 == t["sample.final"].shape[-1]
+    assert decoder.latent_frames_for_seconds(0.0239) == 11
+    assert decoder.latent_frames_for_seconds(1e-6) == 1
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(LuminaInputError, match="more than 0 seconds"):
+            decoder.latent_frames_for_seconds(bad)
