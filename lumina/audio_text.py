@@ -157,6 +157,26 @@ def cond_stage_weights(checkpoint: Mapping[str, Tensor], part: str) -> dict[str,
     return {k[len(prefix):]: v for k, v in checkpoint.items() if k.startswith(prefix)}
 
 
+def checkpoint_text_kind(checkpoint: Mapping[str, Tensor]) -> str | None:
+    """"music" (FLAN-T5 `cond_stage_model.transformer.*`), "audio" (CLAP + T5
+    `cond_stage_model.caption_encoder.*` / `t5_transformer.*`) or None (no text weights inside)."""
+    if any(k.startswith(COND_PREFIX + "transformer.") for k in checkpoint):
+        return "music"
+    if any(k.startswith((COND_PREFIX + "caption_encoder.", COND_PREFIX + "t5_transformer.")) for k in checkpoint):
+        return "audio"
+    return None
+
+
+def _check_kind(checkpoint: Mapping[str, Tensor], want: str) -> None:
+    kind = checkpoint_text_kind(checkpoint)
+    if kind is not None and kind != want:
+        names = {"music": "Lumina-T2Music (FLAN-T5 captions)", "audio": "Lumina-T2Audio (CLAP + T5 captions)"}
+        raise LuminaCheckpointError(
+            f"it is a {names[kind]} checkpoint, not a {names[want]} one", source="the checkpoint",
+            hint=f"load it with the {kind} text encoder (load_{kind}_text_encoder), or give the {want} checkpoint",
+        )
+
+
 def clap_text_weights(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """(BERT weights, projection weights) of CLAP's `CLAP_weights_2022.pth` (entry `model`, keys
     `caption_encoder.base.*` / `caption_encoder.projection.*`), read tensors-only."""
@@ -175,13 +195,12 @@ def clap_text_weights(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[
 
 def _apply(module: nn.Module, weights: Mapping[str, Tensor], what: str, source: str) -> None:
     """Load `weights` over `module` (a partial set is fine: e.g. T5's tied `encoder.embed_tokens`);
-    shape mismatches and foreign keys are errors. Buffers that newer transformers no longer
-    persist (`position_ids`) and BERT's unused pooler are skipped."""
+    shape mismatches and foreign keys are errors. BERT's `embeddings.position_ids`, a buffer
+    older transformers saved and newer ones no longer persist, is skipped."""
     if not weights:
         return
     own = module.state_dict()
-    skip = ("embeddings.position_ids", "pooler.")
-    weights = {k: v for k, v in weights.items() if not k.startswith(skip) and k != "embeddings.position_ids"}
+    weights = {k: v for k, v in weights.items() if k != "embeddings.position_ids"}
     foreign = [k for k in weights if k not in own]
     wrong = [k for k in weights if k in own and weights[k].shape != own[k].shape]
     if foreign or wrong:
@@ -210,11 +229,8 @@ def _load_stack(folder: str | os.PathLike, kind: str, name: str, dtype: torch.dt
             "tokenizer.json serves both) or `pip install sentencepiece` for spiece.model"
         ) from None
     cls = T5EncoderModel if kind == "t5" else BertModel
-    try:
-        if kind == "bert":
-            model = cls.from_pretrained(folder, local_files_only=True, dtype=dtype or torch.float32, add_pooling_layer=False)
-        else:
-            model = cls.from_pretrained(folder, local_files_only=True, dtype=dtype or torch.float32)
+    try:  # BERT keeps its (unused) pooler, as the official AutoModel does: its weights load without remarks
+        model = cls.from_pretrained(folder, local_files_only=True, dtype=dtype or torch.float32)
     except (OSError, ValueError, KeyError) as err:
         raise LuminaAudioTextError(f"cannot load the {name} encoder in {folder}: {str(err).splitlines()[0][:300]}") from None
     return _Stack(tokenizer, model.eval().requires_grad_(False), name, str(folder))
@@ -225,6 +241,8 @@ def load_music_text_encoder(
 ) -> MusicTextEncoder:
     """FLAN-T5-large from its folder (google/flan-t5-large); `checkpoint` = the Lumina-T2Music state
     dict, whose `cond_stage_model.transformer.*` weights then replace the folder's, as officially."""
+    if checkpoint is not None:
+        _check_kind(checkpoint, "music")
     t5 = _load_stack(t5_folder, "t5", "FLAN-T5", dtype)
     if checkpoint is not None:
         _apply(t5.model, cond_stage_weights(checkpoint, "transformer"), "FLAN-T5", "the music checkpoint")
@@ -239,6 +257,8 @@ def load_audio_text_encoder(
     T5-v1.1-large folder, CLAP_weights_2022.pth (BERT + projection), and the audio checkpoint's
     `cond_stage_model.*` (they win, as in the official load order). The projection must come from
     CLAP's file or the checkpoint."""
+    if checkpoint is not None:
+        _check_kind(checkpoint, "audio")
     clap = _load_stack(bert_folder, "bert", "BERT (CLAP text)", dtype)
     t5 = _load_stack(t5_folder, "t5", "T5-v1.1", dtype)
     proj: tuple[dict[str, Tensor], str] | None = None

@@ -16,7 +16,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import BertConfig, BertModel, BertTokenizer, PreTrainedTokenizerFast, T5Config, T5EncoderModel
 
 from lumina.audio_text import (
-    LuminaAudioTextError, cond_stage_weights, load_audio_text_encoder, load_music_text_encoder,
+    LuminaAudioTextError, checkpoint_text_kind, cond_stage_weights, load_audio_text_encoder, load_music_text_encoder,
 )
 from lumina.errors import LuminaCheckpointError
 
@@ -211,3 +211,17 @@ def test_bad_inputs_and_files_are_clear(folders, tmp_path: Path):
     enc = load_audio_text_encoder(folders["bert"], folders["t5"], clap_weights=_clap_file(tmp_path / "c.pth", bert, _projection(1)))
     with pytest.raises(LuminaAudioTextError, match="2 captions but 1 structured"):
         enc.encode(CAPTIONS, STRUCTS[:1])
+
+
+def test_a_checkpoint_of_the_other_model_is_refused(folders, tmp_path: Path):
+    music = {"cond_stage_model.transformer.shared.weight": torch.zeros(3, T5_WIDTH), "scale_factor": torch.tensor(1.0)}
+    audio = {"cond_stage_model.t5_transformer.shared.weight": torch.zeros(3, T5_WIDTH),
+             "cond_stage_model.caption_encoder.projection.linear1.weight": torch.zeros(T5_WIDTH, BERT_WIDTH)}
+    assert (checkpoint_text_kind(music), checkpoint_text_kind(audio), checkpoint_text_kind({"scale_factor": torch.ones(())})) == (
+        "music", "audio", None)
+    bert = BertModel.from_pretrained(folders["bert"], add_pooling_layer=False)
+    clap = _clap_file(tmp_path / "c.pth", bert, _projection(1))
+    with pytest.raises(LuminaCheckpointError, match="Lumina-T2Music .* not a Lumina-T2Audio"):
+        load_audio_text_encoder(folders["bert"], folders["t5"], clap_weights=clap, checkpoint=music)
+    with pytest.raises(LuminaCheckpointError, match="Lumina-T2Audio .* not a Lumina-T2Music"):
+        load_music_text_encoder(folders["flan"], checkpoint=audio)
