@@ -238,7 +238,7 @@ class AudioVAE(nn.Module):
         """The Gaussian over the unscaled latent of a mel (B, mel_bins, frames)."""
         self._check(mel, self.config.mel_bins, "mel spectrogram")
         p = next(self.parameters())
-        moments = self.quant_conv(self.encoder(mel.to(p.dtype)))
+        moments = self.quant_conv(self.encoder(mel.to(device=p.device, dtype=p.dtype)))
         mean, logvar = moments.chunk(2, dim=1)
         return MelPosterior(mean, logvar.clamp(-30.0, 20.0))
 
@@ -253,7 +253,7 @@ class AudioVAE(nn.Module):
         """Mel (B, out_mel_bins, frames × 2**len(down_layers)) from a scaled latent (B, embed_dim, frames)."""
         self._check(latent, self.config.embed_dim, "latent")
         p = next(self.parameters())
-        z = latent.to(p.dtype) / self.scale_factor
+        z = latent.to(device=p.device, dtype=p.dtype) / self.scale_factor
         return self.decoder(self.post_quant_conv(z))
 
 

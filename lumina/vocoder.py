@@ -246,7 +246,8 @@ class BigVGAN(nn.Module):
             raise LuminaInputError(
                 f"the vocoder expects a mel spectrogram of shape (batch, {self.config.num_mels}, frames), got {tuple(mel.shape)}"
             )
-        x = self.conv_pre(mel.to(self.conv_pre.weight.dtype))
+        w = self.conv_pre.weight
+        x = self.conv_pre(mel.to(device=w.device, dtype=w.dtype))
         n = len(self.config.resblock_kernel_sizes)
         for i, up in enumerate(self.ups):
             x = up[0](x)
@@ -302,7 +303,7 @@ def vocoder_from_state_dict(
 
 def read_vocoder_args(path: str | os.PathLike) -> dict[str, Any]:
     """BigVGAN's args.yml as plain data (yaml.safe_load: no tags, no code)."""
-    import yaml
+    import yaml  # PyYAML: a dependency of transformers (and of ComfyUI)
 
     path = Path(path)
     if not path.is_file():
