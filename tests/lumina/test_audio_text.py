@@ -225,3 +225,55 @@ def test_a_checkpoint_of_the_other_model_is_refused(folders, tmp_path: Path):
         load_audio_text_encoder(folders["bert"], folders["t5"], clap_weights=clap, checkpoint=music)
     with pytest.raises(LuminaCheckpointError, match="Lumina-T2Audio .* not a Lumina-T2Music"):
         load_music_text_encoder(folders["flan"], checkpoint=audio)
+
+
+# --- goldens of the official encoders (tools/make_audio_text_golden.py) -------------------------------------
+
+GOLDEN = Path(__file__).parents[1] / "fixtures" / "golden" / "lumina_audio_text_tiny"
+
+
+def _golden_case(name: str) -> tuple[dict, torch.Tensor]:
+    import json
+
+    from safetensors.torch import load_file
+
+    manifest = json.loads((GOLDEN / "manifest.json").read_text())
+    return manifest["tensors"][name], load_file(str(GOLDEN / "tensors.safetensors"))[name]
+
+
+@pytest.mark.parametrize("case", ["pair", "empty", "long"])
+def test_audio_encoder_reproduces_the_official_clap_flan_embedder(case: str):
+    """Official FrozenCLAPFLANEmbedder.encode with the checkpoint's cond_stage_model.* loaded over the
+    folders (the CLAP file holds other weights: the official encoder never loads it)."""
+    from safetensors.torch import load_file
+
+    info, expected = _golden_case(f"audio.{case}")
+    enc = load_audio_text_encoder(GOLDEN / "bert-base-uncased", GOLDEN / "t5-v1_1-large",
+                                  clap_weights=GOLDEN / "CLAP_weights_2022.pth",
+                                  checkpoint=load_file(str(GOLDEN / "audio_checkpoint.safetensors")))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the long case is truncated (and reported)
+        got = enc.encode(info["ori_caption"], info["struct_caption"]).cap_feats
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("case", ["pair", "empty", "long"])
+def test_music_encoder_reproduces_the_official_flan_embedder(case: str):
+    from safetensors.torch import load_file
+
+    info, expected = _golden_case(f"music.{case}")
+    enc = load_music_text_encoder(GOLDEN / "flan-t5-large", checkpoint=load_file(str(GOLDEN / "music_checkpoint.safetensors")))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = enc.encode(info["text"]).cap_feats
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max().item() <= 1e-5
+
+
+def test_the_folders_alone_do_not_give_the_official_features():
+    # guards the goldens: the checkpoint's weights matter (they differ from the folders' and CLAP's)
+    info, expected = _golden_case("audio.pair")
+    enc = load_audio_text_encoder(GOLDEN / "bert-base-uncased", GOLDEN / "t5-v1_1-large",
+                                  clap_weights=GOLDEN / "CLAP_weights_2022.pth")
+    assert (enc.encode(info["ori_caption"], info["struct_caption"]).cap_feats - expected).abs().max().item() > 1e-2
