@@ -222,7 +222,7 @@ def _load_stack(folder: str | os.PathLike, kind: str, name: str, dtype: torch.dt
         )
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError, ImportError, AttributeError, TypeError) as err:
+    except (OSError, ValueError, ImportError, AttributeError, TypeError, RuntimeError) as err:
         raise LuminaAudioTextError(
             f"cannot load the {name} tokenizer in {folder} ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
             "the folder needs tokenizer.json (T5 v1.1 shares FLAN-T5's vocabulary, so google/flan-t5-large's "

@@ -277,3 +277,25 @@ def test_the_folders_alone_do_not_give_the_official_features():
     enc = load_audio_text_encoder(GOLDEN / "bert-base-uncased", GOLDEN / "t5-v1_1-large",
                                   clap_weights=GOLDEN / "CLAP_weights_2022.pth")
     assert (enc.encode(info["ori_caption"], info["struct_caption"]).cap_feats - expected).abs().max().item() > 1e-2
+
+
+def test_a_t5_folder_with_only_spiece_model_and_no_sentencepiece_says_what_to_do(tmp_path: Path):
+    """google/t5-v1_1-large ships spiece.model; without the sentencepiece package transformers
+    cannot read it (and says something about tiktoken): the error names both ways out."""
+    import importlib.util
+
+    if importlib.util.find_spec("sentencepiece") is not None:
+        pytest.skip("sentencepiece is installed: spiece.model can be read")
+    from transformers.utils import sentencepiece_model_pb2_new as pb
+
+    proto = pb.ModelProto()
+    for piece, score, kind in [("<pad>", 0.0, 3), ("</s>", 0.0, 3), ("<unk>", 0.0, 2), ("▁a", -1.0, 1)]:
+        p = proto.pieces.add()
+        p.piece, p.score, p.type = piece, score, kind
+    proto.trainer_spec.model_type = 1
+    folder = _t5_folder(tmp_path / "t5-v1_1-large", 2)
+    (folder / "tokenizer.json").unlink()
+    (folder / "spiece.model").write_bytes(proto.SerializeToString())
+    (folder / "tokenizer_config.json").write_text('{"tokenizer_class": "T5Tokenizer", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>", "extra_ids": 0}')
+    with pytest.raises(LuminaAudioTextError, match="tokenizer.json .* sentencepiece"):
+        load_music_text_encoder(folder)
