@@ -394,3 +394,30 @@ def latent_to_waveform(vae: "AudioVAE", vocoder: BigVGAN, latent: Tensor) -> tup
     """(waveform (B, 1, T) float32 in [-1, 1], sample rate) of a sampled latent."""
     decoder = AudioDecoder(vae, vocoder)
     return decoder(latent), decoder.sample_rate
+
+
+def load_audio_decoder(
+    checkpoint: Mapping[str, Tensor], vocoder_folder: str | os.PathLike, vae_file: str | os.PathLike | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> AudioDecoder:
+    """The decoder of a released model: the autoencoder from the CFM checkpoint's state dict
+    (`first_stage_model.*`, `scale_factor`), or — when the checkpoint has no autoencoder — from
+    `vae_file` (`maa2/maa2.ckpt`) with the checkpoint's scale_factor; the vocoder from its folder."""
+    from .audio_vae import audio_vae_from_state_dict, load_audio_vae, split_audio_vae_state_dict
+
+    weights, scale = split_audio_vae_state_dict(checkpoint)
+    if weights:
+        vae = audio_vae_from_state_dict(checkpoint, dtype=dtype, source="the diffusion checkpoint")
+    elif vae_file is not None:
+        if scale is None:
+            raise LuminaCheckpointError(
+                "it holds no scale_factor", source="the diffusion checkpoint",
+                hint="give the Lumina-T2Music / T2Audio checkpoint (it stores scale_factor beside the DiT)",
+            )
+        vae = load_audio_vae(vae_file, scale_factor=scale, dtype=dtype)
+    else:
+        raise LuminaCheckpointError(
+            "it holds no mel autoencoder (first_stage_model.*)", source="the diffusion checkpoint",
+            hint="give the autoencoder file too (maa2/maa2.ckpt of the release)",
+        )
+    return AudioDecoder(vae, load_vocoder(vocoder_folder, dtype=dtype))

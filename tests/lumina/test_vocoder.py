@@ -167,3 +167,26 @@ def test_latent_frames_for_seconds_round_down_like_the_official_312():
     for bad in (0, -1.0, float("nan")):
         with pytest.raises(LuminaInputError, match="more than 0 seconds"):
             decoder.latent_frames_for_seconds(bad)
+
+
+def test_load_audio_decoder_from_the_released_layout(tmp_path: Path):
+    """music_generation/119.ckpt (state dict read once) + bigvnat/; or the DiT alone + maa2/maa2.ckpt."""
+    from lumina.vocoder import load_audio_decoder
+
+    _, args, sd, t = _golden()
+    cfm = load_file(str(GOLDEN / "cfm.safetensors"))
+    voc_dir = _release_folder(tmp_path / "bigvnat", args, dict(sd))
+    decoder = load_audio_decoder(cfm, voc_dir)
+    assert _maxdiff(decoder(t["sample.final"])[0, 0], t["sample.wav"]) <= TOL
+    dit_only = {k: v for k, v in cfm.items() if not k.startswith("first_stage_model.")}
+    (tmp_path / "maa2").mkdir()
+    torch.save({"state_dict": {k[len("first_stage_model."):]: v for k, v in cfm.items() if k.startswith("first_stage_model.")}},
+               tmp_path / "maa2" / "maa2.ckpt")
+    decoder = load_audio_decoder(dit_only, voc_dir, vae_file=tmp_path / "maa2" / "maa2.ckpt")
+    assert decoder.vae.scale_factor == pytest.approx(float(cfm["scale_factor"]))
+    assert _maxdiff(decoder(t["sample.final"])[0, 0], t["sample.wav"]) <= TOL
+    with pytest.raises(LuminaCheckpointError, match="no mel autoencoder"):
+        load_audio_decoder(dit_only, voc_dir)
+    with pytest.raises(LuminaCheckpointError, match="no best_netG.pt"):
+        (voc_dir / "best_netG.pt").unlink()
+        load_audio_decoder(cfm, voc_dir)
