@@ -6,7 +6,7 @@ model predicts the velocity data − noise.
 
 from .audio_text import AudioTextEncoder, MusicTextEncoder, load_audio_text_encoder, load_music_text_encoder
 from .audio_vae import AudioVAE, audio_vae_from_state_dict, load_audio_vae
-from .vocoder import AudioDecoder, BigVGAN, latent_to_waveform, load_vocoder, mel_to_waveform
+from .vocoder import AudioDecoder, BigVGAN, latent_to_waveform, load_audio_decoder, load_vocoder, mel_to_waveform
 from .audio_checkpoints import AudioCheckpoint, find_audio_release, load_audio_model, read_audio_checkpoint
 from .audio_sampling import AUDIO_SAMPLE_DEFAULTS, audio_velocity, latent_frames_for_seconds, sample_audio
 from .model.audio_dit import AudioDiT, AudioDiTConfig
@@ -36,7 +36,7 @@ __all__ = [
     "SamplingInterrupted", "LuminaVideo", "LuminaVideoConfig", "load_video_model", "sample_video",
     "video_sample_settings", "VideoSampleSettings", "SAMPLE_CONFIGS", "LuminaError", "LuminaCheckpointError", "LuminaInputError", "LuminaNumericError",
     "AudioVAE", "load_audio_vae", "audio_vae_from_state_dict", "BigVGAN", "load_vocoder", "AudioDecoder",
-    "latent_to_waveform", "mel_to_waveform", "MusicTextEncoder", "AudioTextEncoder", "load_music_text_encoder",
+    "latent_to_waveform", "mel_to_waveform", "load_audio_decoder", "MusicTextEncoder", "AudioTextEncoder", "load_music_text_encoder",
     "load_audio_text_encoder",
     "AudioDiT", "AudioDiTConfig", "AudioCheckpoint", "load_audio_model", "read_audio_checkpoint", "find_audio_release",
     "sample_audio", "audio_velocity", "latent_frames_for_seconds", "AUDIO_SAMPLE_DEFAULTS", "load_tensors",
