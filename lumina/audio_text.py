@@ -149,25 +149,41 @@ class AudioTextEncoder:
 # --- weights ----------------------------------------------------------------------------------------------
 
 
-def cond_stage_weights(checkpoint: Mapping[str, Tensor], part: str) -> dict[str, Tensor]:
+def text_state_dict(checkpoint: object) -> dict[str, Tensor]:
+    """The text stack's weights without `cond_stage_model.`, from a whole CFM state dict, an
+    already split one (keys `transformer.*`, `caption_encoder.*`, `t5_transformer.*`), or an object
+    with a `cond_stage` mapping (`lumina.audio_checkpoints.AudioCheckpoint`)."""
+    if hasattr(checkpoint, "cond_stage"):
+        return dict(getattr(checkpoint, "cond_stage"))
+    if not isinstance(checkpoint, Mapping):
+        raise LuminaAudioTextError(
+            f"checkpoint= takes a state dict or an AudioCheckpoint, not {type(checkpoint).__name__}"
+        )
+    if any(k.startswith(COND_PREFIX) for k in checkpoint):
+        return {k[len(COND_PREFIX):]: v for k, v in checkpoint.items() if k.startswith(COND_PREFIX)}
+    return {k: v for k, v in checkpoint.items() if k.startswith(("transformer.", "caption_encoder.", "t5_transformer."))}
+
+
+def cond_stage_weights(checkpoint: object, part: str) -> dict[str, Tensor]:
     """The checkpoint's `cond_stage_model.<part>.*` entries without that prefix ({} when absent).
     Parts: `transformer` (music T5), `t5_transformer` (audio T5), `caption_encoder.base` (audio
     BERT), `caption_encoder.projection` (audio CLAP projection)."""
-    prefix = f"{COND_PREFIX}{part}."
-    return {k[len(prefix):]: v for k, v in checkpoint.items() if k.startswith(prefix)}
+    prefix = f"{part}."
+    return {k[len(prefix):]: v for k, v in text_state_dict(checkpoint).items() if k.startswith(prefix)}
 
 
-def checkpoint_text_kind(checkpoint: Mapping[str, Tensor]) -> str | None:
+def checkpoint_text_kind(checkpoint: object) -> str | None:
     """"music" (FLAN-T5 `cond_stage_model.transformer.*`), "audio" (CLAP + T5
     `cond_stage_model.caption_encoder.*` / `t5_transformer.*`) or None (no text weights inside)."""
-    if any(k.startswith(COND_PREFIX + "transformer.") for k in checkpoint):
+    keys = text_state_dict(checkpoint)
+    if any(k.startswith("transformer.") for k in keys):
         return "music"
-    if any(k.startswith((COND_PREFIX + "caption_encoder.", COND_PREFIX + "t5_transformer.")) for k in checkpoint):
+    if any(k.startswith(("caption_encoder.", "t5_transformer.")) for k in keys):
         return "audio"
     return None
 
 
-def _check_kind(checkpoint: Mapping[str, Tensor], want: str) -> None:
+def _check_kind(checkpoint: object, want: str) -> None:
     kind = checkpoint_text_kind(checkpoint)
     if kind is not None and kind != want:
         names = {"music": "Lumina-T2Music (FLAN-T5 captions)", "audio": "Lumina-T2Audio (CLAP + T5 captions)"}
@@ -237,7 +253,7 @@ def _load_stack(folder: str | os.PathLike, kind: str, name: str, dtype: torch.dt
 
 
 def load_music_text_encoder(
-    t5_folder: str | os.PathLike, checkpoint: Mapping[str, Tensor] | None = None, dtype: torch.dtype | None = None,
+    t5_folder: str | os.PathLike, checkpoint: Mapping[str, Tensor] | object | None = None, dtype: torch.dtype | None = None,
 ) -> MusicTextEncoder:
     """FLAN-T5-large from its folder (google/flan-t5-large); `checkpoint` = the Lumina-T2Music state
     dict, whose `cond_stage_model.transformer.*` weights then replace the folder's, as officially."""
@@ -251,7 +267,7 @@ def load_music_text_encoder(
 
 def load_audio_text_encoder(
     bert_folder: str | os.PathLike, t5_folder: str | os.PathLike, clap_weights: str | os.PathLike | None = None,
-    checkpoint: Mapping[str, Tensor] | None = None, dtype: torch.dtype | None = None,
+    checkpoint: Mapping[str, Tensor] | object | None = None, dtype: torch.dtype | None = None,
 ) -> AudioTextEncoder:
     """The Lumina-T2Audio caption encoders: bert-base-uncased folder (tokenizer, config, weights),
     T5-v1.1-large folder, CLAP_weights_2022.pth (BERT + projection), and the audio checkpoint's

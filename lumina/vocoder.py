@@ -397,15 +397,21 @@ def latent_to_waveform(vae: "AudioVAE", vocoder: BigVGAN, latent: Tensor) -> tup
 
 
 def load_audio_decoder(
-    checkpoint: Mapping[str, Tensor], vocoder_folder: str | os.PathLike, vae_file: str | os.PathLike | None = None,
+    checkpoint: Mapping[str, Tensor] | object, vocoder_folder: str | os.PathLike, vae_file: str | os.PathLike | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> AudioDecoder:
     """The decoder of a released model: the autoencoder from the CFM checkpoint's state dict
     (`first_stage_model.*`, `scale_factor`), or — when the checkpoint has no autoencoder — from
-    `vae_file` (`maa2/maa2.ckpt`) with the checkpoint's scale_factor; the vocoder from its folder."""
+    `vae_file` (`maa2/maa2.ckpt`) with the checkpoint's scale_factor; the vocoder from its folder.
+    `checkpoint` may also be a split checkpoint (`lumina.audio_checkpoints.AudioCheckpoint`:
+    `first_stage` weights and `scale_factor`)."""
     from .audio_vae import audio_vae_from_state_dict, load_audio_vae, split_audio_vae_state_dict
 
-    weights, scale = split_audio_vae_state_dict(checkpoint)
+    if hasattr(checkpoint, "first_stage") and hasattr(checkpoint, "scale_factor"):
+        weights, scale = dict(getattr(checkpoint, "first_stage")), getattr(checkpoint, "scale_factor")
+        checkpoint = dict(weights, **({"scale_factor": torch.tensor(scale)} if scale is not None else {}))
+    else:
+        weights, scale = split_audio_vae_state_dict(checkpoint)
     if weights:
         vae = audio_vae_from_state_dict(checkpoint, dtype=dtype, source="the diffusion checkpoint")
     elif vae_file is not None:

@@ -299,3 +299,22 @@ def test_a_t5_folder_with_only_spiece_model_and_no_sentencepiece_says_what_to_do
     (folder / "tokenizer_config.json").write_text('{"tokenizer_class": "T5Tokenizer", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>", "extra_ids": 0}')
     with pytest.raises(LuminaAudioTextError, match="tokenizer.json .* sentencepiece"):
         load_music_text_encoder(folder)
+
+
+def test_checkpoint_may_be_split_already():
+    """The text weights as a whole CFM state dict, without `cond_stage_model.`, or as the
+    `cond_stage` of a split checkpoint (lumina.audio_checkpoints.AudioCheckpoint) give one result."""
+    import types
+
+    from safetensors.torch import load_file
+
+    info, expected = _golden_case("audio.pair")
+    whole = load_file(str(GOLDEN / "audio_checkpoint.safetensors"))
+    stripped = {k[len("cond_stage_model."):]: v for k, v in whole.items()}
+    for checkpoint in (stripped, types.SimpleNamespace(cond_stage=stripped, first_stage={}, scale_factor=None)):
+        assert checkpoint_text_kind(checkpoint) == "audio"
+        enc = load_audio_text_encoder(GOLDEN / "bert-base-uncased", GOLDEN / "t5-v1_1-large", checkpoint=checkpoint)
+        assert (enc.encode(info["ori_caption"], info["struct_caption"]).cap_feats - expected).abs().max().item() <= 1e-5
+    music = {k[len("cond_stage_model."):]: v for k, v in load_file(str(GOLDEN / "music_checkpoint.safetensors")).items()}
+    with pytest.raises(LuminaCheckpointError, match="Lumina-T2Music"):
+        load_audio_text_encoder(GOLDEN / "bert-base-uncased", GOLDEN / "t5-v1_1-large", checkpoint=music)

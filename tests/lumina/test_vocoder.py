@@ -190,3 +190,13 @@ def test_load_audio_decoder_from_the_released_layout(tmp_path: Path):
     with pytest.raises(LuminaCheckpointError, match="no best_netG.pt"):
         (voc_dir / "best_netG.pt").unlink()
         load_audio_decoder(cfm, voc_dir)
+
+
+def test_load_audio_decoder_takes_the_split_checkpoint_of_the_dit_loader(tmp_path: Path):
+    from lumina.audio_checkpoints import split_cfm_state_dict
+    from lumina.vocoder import load_audio_decoder
+
+    _, args, sd, t = _golden()
+    split = split_cfm_state_dict(load_file(str(GOLDEN / "cfm.safetensors")))
+    decoder = load_audio_decoder(split, _release_folder(tmp_path / "bigvnat", args, dict(sd)))
+    assert _maxdiff(decoder(t["sample.final"])[0, 0], t["sample.wav"]) <= TOL
