@@ -216,7 +216,9 @@ def build_audio_dit(
         model = AudioDiT(config)
     _check_dit_state_dict(model, sd, source)
     model.load_state_dict(sd, strict=True, assign=True)
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    model.pack_weights()  # assign=True put the file's tensors in place: lay the SwiGLU's [w1; w3] out (one copy of those two)
+    return model
 
 
 def load_audio_model(

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, ClassVar, Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import LuminaCheckpointError, LuminaInputError
@@ -34,7 +35,7 @@ from ..widths import ffn_hidden_dim
 from .attention import LayerContext
 from .flag_dit import FlagDiTBlock
 from .hooks import ForwardInfo, single_rows
-from .layers import FinalLayer, TimestepEmbedder, caption_embedder
+from .layers import FeedForward, FinalLayer, TimestepEmbedder, caption_embedder
 from .options import DEFAULT_OPTIONS, ForwardOptions
 from .rope import rope_angles, rope_table
 
@@ -164,6 +165,39 @@ def infer_audio_dit_config(state_dict: Mapping[str, Any], source: str = "state d
         raise LuminaCheckpointError(str(err), source=source) from None
 
 
+def _adjacent(a: Tensor, b: Tensor) -> bool:
+    """Whether b's rows directly follow a's in one buffer (so [a; b] is one matrix, no copy)."""
+    return (
+        a.device.type != "meta" and a.dtype == b.dtype and a.device == b.device and a.is_contiguous() and b.is_contiguous()
+        and a.shape[1:] == b.shape[1:] and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+        and b.storage_offset() == a.storage_offset() + a.numel()
+    )
+
+
+class PackedSwiGLU(FeedForward):
+    """The shared SwiGLU (keys w1, w2, w3) with w1 and w3 kept in one buffer, [w1; w3], so a single
+    GEMM computes both halves: at these widths (768 → 2·2048) one wide GEMM is measurably faster on
+    CPU than two. `pack_` lays the buffer out (the model does it after loading and after every
+    `.to()`); weights that are not laid out so (replaced by a patcher, say) take the two-GEMM path,
+    and so does a forward that needs gradients (a gradient through the shared view would not reach w3)."""
+
+    def pack_(self) -> None:
+        w1, w3 = self.w1.weight, self.w3.weight
+        if w1.device.type == "meta" or _adjacent(w1, w3):
+            return
+        both = torch.cat([w1.detach(), w3.detach()])
+        self.w1.weight = nn.Parameter(both[: w1.shape[0]], requires_grad=w1.requires_grad)
+        self.w3.weight = nn.Parameter(both[w1.shape[0]:], requires_grad=w3.requires_grad)
+
+    def forward(self, x: Tensor) -> Tensor:
+        w1, w3 = self.w1.weight, self.w3.weight
+        if not _adjacent(w1, w3) or (torch.is_grad_enabled() and (w1.requires_grad or w3.requires_grad)):
+            return super().forward(x)
+        both = w1.as_strided((w1.shape[0] + w3.shape[0], w1.shape[1]), w1.stride())
+        gate, up = F.linear(x, both).split((w1.shape[0], w3.shape[0]), dim=-1)
+        return self.w2(F.silu(gate) * up)
+
+
 def flow_steps(t: Tensor, steps: int = 1000) -> Tensor:
     """Flow time → the integer diffusion step the official wrapper feeds the DiT:
     `long(t · steps)` with the product in float32 and truncation toward zero."""
@@ -185,11 +219,14 @@ class AudioDiT(nn.Module):
         self.t_embedder = TimestepEmbedder(c.dim)
         self.proj_in = nn.Linear(c.in_channels, c.dim)
         self.blocks = nn.ModuleList([FlagDiTBlock(c) for _ in range(c.n_layers)])  # type: ignore[arg-type]
+        for block in self.blocks:  # same keys, one GEMM for w1 and w3 (see PackedSwiGLU)
+            block.feed_forward = PackedSwiGLU(c.dim, c.hidden_dim)
         self.final_layer = FinalLayer(c.dim, c.dim, c.out_channels, with_shift=True)
         self.cap_embedder = caption_embedder(c.cap_feat_dim, c.dim)
         # device → (max_len, head_dim/2) complex64 rotations; a plain dict, not a buffer (the
         # official table is a plain attribute too, never in the state dict)
         self._rope_cache: dict[tuple, Tensor] = {}
+        self.pack_weights()
 
     @property
     def dtype(self) -> torch.dtype:
@@ -197,7 +234,15 @@ class AudioDiT(nn.Module):
 
     def _apply(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
         self._rope_cache.clear()  # .to() / .float(): never hand out tables on the old device
-        return super()._apply(fn, *args, **kwargs)
+        out = super()._apply(fn, *args, **kwargs)
+        self.pack_weights()  # each parameter was converted on its own: lay [w1; w3] out again
+        return out
+
+    def pack_weights(self) -> None:
+        """Lay every SwiGLU's w1 and w3 out as one buffer (`PackedSwiGLU`); a no-op when they are."""
+        for module in self.modules():
+            if isinstance(module, PackedSwiGLU):
+                module.pack_()
 
     def rope(self, length: int, device: torch.device, options: ForwardOptions = DEFAULT_OPTIONS, t: float = 0.0) -> Tensor:
         """(length, head_dim/2) complex64 rotations of frames 0..length-1 (the official
@@ -318,5 +363,5 @@ def check_audio_frames(frames: int, max_len: int, where: str = "the latent") -> 
 
 __all__ = [
     "AudioDiT", "AudioDiTConfig", "AUDIO_DIT_FAMILY", "AUDIO_DIT_PRESETS", "infer_audio_dit_config",
-    "is_audio_dit_state_dict", "flow_steps", "check_audio_frames",
+    "is_audio_dit_state_dict", "flow_steps", "check_audio_frames", "PackedSwiGLU",
 ]

@@ -17,7 +17,7 @@ from lumina.audio_sampling import (
     sample_audio,
 )
 from lumina.errors import LuminaCheckpointError, LuminaInputError
-from lumina.model.audio_dit import AudioDiT, AudioDiTConfig, flow_steps, infer_audio_dit_config
+from lumina.model.audio_dit import AudioDiT, AudioDiTConfig, PackedSwiGLU, _adjacent, flow_steps, infer_audio_dit_config
 from lumina.model.hooks import ForwardFeature, ForwardHook
 from lumina.model.options import ForwardOptions
 from lumina.model.rope import apply_rope
@@ -269,3 +269,27 @@ def test_bad_lengths_and_inputs_are_named(adit):
         sample_audio(adit, cond, None, frames=8, steps=2, solver="rk45")
     with pytest.raises(LuminaInputError, match="NaN"):
         sample_audio(adit, cond, None, noise=torch.full((1, 20, 8), float("nan")), steps=2)
+
+
+def test_packed_swiglu_equals_two_gemms_and_keeps_gradients(adit):
+    ff = adit.blocks[0].feed_forward
+    assert isinstance(ff, PackedSwiGLU) and _adjacent(ff.w1.weight, ff.w3.weight)
+    x = torch.randn(2, 5, adit.config.dim)
+    with torch.no_grad():
+        packed = ff(x)
+        plain = ff.w2(torch.nn.functional.silu(ff.w1(x)) * ff.w3(x))
+    assert _diff(packed, plain) <= 1e-5
+    # a copy converted to another dtype is laid out again; a state dict round trip keeps the keys
+    other = AudioDiT(adit.config).double()
+    other.load_state_dict(adit.state_dict())
+    assert all(_adjacent(b.feed_forward.w1.weight, b.feed_forward.w3.weight) for b in other.blocks)
+    assert set(other.state_dict()) == set(adit.state_dict())
+    # training: the two-GEMM path runs, so both w1 and w3 get gradients
+    train = AudioDiT(adit.config)
+    train.load_state_dict(adit.state_dict())
+    out = train(_t("in.x"), _t("in.t"), _t("in.context"))
+    out.square().mean().backward()
+    for b in train.blocks:
+        assert b.feed_forward.w1.weight.grad is not None and b.feed_forward.w3.weight.grad is not None
+        assert float(b.feed_forward.w3.weight.grad.abs().sum()) > 0
+    assert _diff(out.detach(), _t("dit.out")) <= FWD_TOL
