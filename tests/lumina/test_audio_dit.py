@@ -271,7 +271,7 @@ def test_bad_lengths_and_inputs_are_named(adit):
         sample_audio(adit, cond, None, noise=torch.full((1, 20, 8), float("nan")), steps=2)
 
 
-def test_packed_swiglu_equals_two_gemms_and_keeps_gradients(adit):
+def test_packed_projections_equal_separate_gemms_and_keep_gradients(adit):
     ff = adit.blocks[0].feed_forward
     assert isinstance(ff, PackedSwiGLU) and _adjacent(ff.w1.weight, ff.w3.weight)
     x = torch.randn(2, 5, adit.config.dim)
@@ -283,6 +283,7 @@ def test_packed_swiglu_equals_two_gemms_and_keeps_gradients(adit):
     other = AudioDiT(adit.config).double()
     other.load_state_dict(adit.state_dict())
     assert all(_adjacent(b.feed_forward.w1.weight, b.feed_forward.w3.weight) for b in other.blocks)
+    assert all(_adjacent(b.attention.wk_y.weight, b.attention.wv_y.weight) for b in other.blocks)
     assert set(other.state_dict()) == set(adit.state_dict())
     # training: the two-GEMM path runs, so both w1 and w3 get gradients
     train = AudioDiT(adit.config)
@@ -292,4 +293,5 @@ def test_packed_swiglu_equals_two_gemms_and_keeps_gradients(adit):
     for b in train.blocks:
         assert b.feed_forward.w1.weight.grad is not None and b.feed_forward.w3.weight.grad is not None
         assert float(b.feed_forward.w3.weight.grad.abs().sum()) > 0
+        assert float(b.attention.wv_y.weight.grad.abs().sum()) > 0
     assert _diff(out.detach(), _t("dit.out")) <= FWD_TOL
