@@ -1,5 +1,7 @@
 """ComfyUI nodes: thin adapters over `lumina`; `bridge` is the only module touching ComfyUI internals."""
 
+from .audio import LuminaAudioDecode, LuminaAudioModelLoader, LuminaAudioTextEncode, LuminaEmptyAudioLatent
+from .audio_save import LuminaSaveAudio
 from .conditioning import LuminaBatchTextEncode, LuminaTextEncode
 from .features import LuminaContextDrop, LuminaExtrapolation, LuminaGateSparsity, LuminaRegionAdaptive, LuminaRegionalPrompts, LuminaStyleShared
 from .latents import LuminaEmptyLatent, LuminaEmptyVideoLatent
@@ -34,6 +36,11 @@ NODE_CLASS_MAPPINGS = {
     "LuminaVideoSettings": LuminaVideoSettings,
     "LuminaContextDrop": LuminaContextDrop,
     "LuminaGateSparsity": LuminaGateSparsity,
+    "LuminaAudioModelLoader": LuminaAudioModelLoader,
+    "LuminaAudioTextEncode": LuminaAudioTextEncode,
+    "LuminaEmptyAudioLatent": LuminaEmptyAudioLatent,
+    "LuminaAudioDecode": LuminaAudioDecode,
+    "LuminaSaveAudio": LuminaSaveAudio,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "LuminaModelLoader": "Lumina Model Loader",
@@ -57,4 +64,9 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LuminaVideoSettings": "Lumina-Video Settings",
     "LuminaContextDrop": "Lumina Context Drop",
     "LuminaGateSparsity": "Lumina Gate Sparsity",
+    "LuminaAudioModelLoader": "Lumina Audio Model Loader",
+    "LuminaAudioTextEncode": "Lumina Audio Text Encode",
+    "LuminaEmptyAudioLatent": "Lumina Empty Audio Latent",
+    "LuminaAudioDecode": "Lumina Audio Decode",
+    "LuminaSaveAudio": "Lumina Save Audio",
 }

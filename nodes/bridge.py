@@ -28,6 +28,7 @@ from ..lumina.features.interrupt import InterruptCheck
 from ..lumina.guidance import official_cfg
 from ..lumina.memory import check_sampling_fits, estimate_sampling_memory
 from ..lumina.model import ForwardOptions, LuminaDiT, LuminaVideo
+from ..lumina.model.audio_dit import AudioDiT
 from ..lumina.precision import auto_dtype
 from ..lumina.model.hooks import BatchRows, ForwardFeature, batch_rows
 from ..lumina.sampling import VelocityWrapper
@@ -132,7 +133,23 @@ class LuminaVideoLatentFormat(comfy.latent_formats.LatentFormat):
         self.taesd_decoder_name = None
 
 
-def latent_format_of(lumina_model: LuminaDiT | LuminaVideo) -> comfy.latent_formats.LatentFormat:
+class LuminaAudioLatentFormat(comfy.latent_formats.LatentFormat):
+    """Lumina-T2Music / T2Audio: a LATENT (batch, 20, frames) holds the DiT's own (scaled) space,
+    what `lumina.sample_audio` returns and the Lumina Audio Decode node takes (the decoder divides by
+    the checkpoint's scale_factor itself), so no scaling here."""
+
+    latent_dimensions = 1
+
+    def __init__(self, channels: int = 20) -> None:
+        self.scale_factor = 1.0
+        self.latent_channels = channels
+        self.latent_rgb_factors = None  # no preview image of a mel latent: the progress bar still runs
+        self.taesd_decoder_name = None
+
+
+def latent_format_of(lumina_model: LuminaDiT | LuminaVideo | AudioDiT) -> comfy.latent_formats.LatentFormat:
+    if isinstance(lumina_model, AudioDiT):
+        return LuminaAudioLatentFormat(lumina_model.config.in_channels)
     if isinstance(lumina_model, LuminaVideo):
         return LuminaVideoLatentFormat()
     if lumina_model.config.vae_downsample == 1:
@@ -245,6 +262,31 @@ class LuminaVideoBaseModel(LuminaBaseModel):
         )
 
 
+class LuminaAudioBaseModel(LuminaBaseModel):
+    """A Lumina-T2Music / T2Audio 1-D Flag-DiT as a MODEL: ComfyUI loads and offloads it; the Lumina
+    Flow Sampler runs its official CFM sampling. `audio_kind` ('music' / 'audio'), `sample_rate` and
+    `samples_per_latent_frame` are set by the Lumina Audio Model Loader (they come with the decoder)."""
+
+    audio_kind: str | None = None
+    sample_rate: int = 16000
+    samples_per_latent_frame: int = 512  # the released autoencoder (÷ 2) × vocoder hop 256
+
+    def get_dtype(self) -> torch.dtype:
+        return self.diffusion_model.dtype
+
+    def memory_required(self, input_shape, cond_shapes=None, **kwargs) -> float:
+        from ..lumina.audio_sampling import estimate_audio_sampling_bytes
+
+        batch, frames = int(input_shape[0]), int(input_shape[-1])
+        return float(estimate_audio_sampling_bytes(self.diffusion_model, batch, frames, 154, cfg_batch=True))
+
+    def apply_model(self, *args, **kwargs):
+        raise ValueError(
+            "a Lumina-T2Music / Lumina-T2Audio MODEL samples with the Lumina Flow Sampler (its official CFM sampler "
+            "and guidance), which core KSampler / SamplerCustom cannot drive"
+        )
+
+
 INTERRUPT_CHECK = InterruptCheck(comfy.model_management.throw_exception_if_processing_interrupted)
 """Cancel takes effect between transformer blocks, not only between steps."""
 
@@ -295,11 +337,12 @@ class LuminaPatch:
         return tuple(f for f in self.features if not isinstance(f, kind)) + (item,)
 
 
-def make_model_patcher(lumina_model: LuminaDiT | LuminaVideo, shift: float = DEFAULT_SHIFT) -> comfy.model_patcher.ModelPatcher:
+def make_model_patcher(lumina_model: LuminaDiT | LuminaVideo | AudioDiT, shift: float = DEFAULT_SHIFT) -> comfy.model_patcher.ModelPatcher:
     """ComfyUI's standard MODEL around a lumina model (weights stay on the offload device until used)."""
     load_device = comfy.model_management.get_torch_device()
     offload_device = comfy.model_management.unet_offload_device()
-    kind = LuminaVideoBaseModel if isinstance(lumina_model, LuminaVideo) else LuminaBaseModel
+    kind = (LuminaAudioBaseModel if isinstance(lumina_model, AudioDiT)
+            else LuminaVideoBaseModel if isinstance(lumina_model, LuminaVideo) else LuminaBaseModel)
     base = kind(lumina_model.to(offload_device), shift)
     patcher = comfy.model_patcher.ModelPatcher(base, load_device=load_device, offload_device=offload_device)
     patcher.set_model_sampler_post_cfg_function(check_finite_denoised)
@@ -309,9 +352,20 @@ def make_model_patcher(lumina_model: LuminaDiT | LuminaVideo, shift: float = DEF
 def any_lumina_model_of(model: comfy.model_patcher.ModelPatcher) -> LuminaDiT | LuminaVideo:
     """The Lumina model inside a MODEL of the Lumina Model Loader: an image family or Lumina-Video."""
     inner = getattr(getattr(model, "model", None), "diffusion_model", None)
+    if isinstance(inner, AudioDiT):
+        raise ValueError(
+            "this node works with image and video models; a Lumina-T2Music / T2Audio MODEL (Lumina Audio Model Loader) "
+            "goes to the Lumina Flow Sampler with a Lumina Empty Audio Latent"
+        )
     if not isinstance(inner, (LuminaDiT, LuminaVideo)):
         raise ValueError("this node needs a model from the Lumina Model Loader (got a different model type)")
     return inner
+
+
+def audio_model_of(model: comfy.model_patcher.ModelPatcher) -> AudioDiT | None:
+    """The 1-D Flag-DiT inside a MODEL of the Lumina Audio Model Loader, None for any other MODEL."""
+    inner = getattr(getattr(model, "model", None), "diffusion_model", None)
+    return inner if isinstance(inner, AudioDiT) else None
 
 
 def lumina_model_of(model: comfy.model_patcher.ModelPatcher) -> LuminaDiT:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import folder_paths
@@ -34,8 +35,17 @@ def checkpoint_names() -> list[str]:
     for name in CHECKPOINT_FOLDERS:
         if name in folder_paths.folder_names_and_paths:
             names.update(f for f in folder_paths.get_filename_list(name)
-                         if os.path.splitext(f)[1].lower() in WEIGHT_EXTENSIONS and os.path.basename(f) not in NOT_WEIGHTS)
+                         if os.path.splitext(f)[1].lower() in WEIGHT_EXTENSIONS and os.path.basename(f) not in NOT_WEIGHTS
+                         and not _in_audio_release(name, f))
     return sorted(names)
+
+
+def _in_audio_release(folder: str, name: str) -> bool:
+    """A file of a Lumina-T2Music / T2Audio folder (listed by the Lumina Audio Model Loader instead)."""
+    parts = name.replace("\\", "/").split("/")
+    if len(parts) < 3 or parts[-2] not in ("music_generation", "audio_generation", "maa2", "bigvnat", "bigvgan", "CLAP"):
+        return False
+    return any(audio_release_kind(os.path.join(root, *parts[:-2])) for root in folders(folder))
 
 
 def checkpoint_path(name: str) -> str:
@@ -73,3 +83,62 @@ def text_encoder_path(name: str) -> str:
     raise FileNotFoundError(
         f"text encoder folder {name!r} not found in {searched}; put the Gemma-2B / LLaMA-2-7B folder in models/text_encoders"
     )
+
+
+# -- Lumina-T2Music / Lumina-T2Audio: the released folders as they are ------------------------------------
+AUDIO_RELEASE_DIRS = {"music_generation": "music", "audio_generation": "audio"}  # lumina.audio_checkpoints' layout
+
+
+def audio_release_kind(path: str) -> str | None:
+    """'music' / 'audio' when `path` is a released model folder (music_generation/ or audio_generation/
+    holding a .ckpt or .safetensors), else None."""
+    if not os.path.isdir(path):
+        return None
+    for sub, kind in AUDIO_RELEASE_DIRS.items():
+        folder = os.path.join(path, sub)
+        if os.path.isdir(folder) and any(f.endswith((".ckpt", ".safetensors")) for f in os.listdir(folder)):
+            return kind
+    return None
+
+
+def audio_model_names() -> list[str]:
+    """Released Lumina-T2Music / T2Audio folders (one or two levels deep) in the checkpoint folders."""
+    found: set[str] = set()
+    for name in CHECKPOINT_FOLDERS:
+        for root in folders(name):
+            if not os.path.isdir(root):
+                continue
+            for entry in sorted(os.listdir(root)):
+                path = os.path.join(root, entry)
+                if audio_release_kind(path):
+                    found.add(entry)
+                elif os.path.isdir(path):
+                    found.update(f"{entry}/{sub}" for sub in os.listdir(path) if audio_release_kind(os.path.join(path, sub)))
+    return sorted(found)
+
+
+def audio_model_path(name: str) -> str:
+    for folder in CHECKPOINT_FOLDERS:
+        for root in folders(folder):
+            path = os.path.join(root, name)
+            if audio_release_kind(path):
+                return path
+    searched = [p for f in CHECKPOINT_FOLDERS for p in folders(f)]
+    raise FileNotFoundError(
+        f"Lumina audio model folder {name!r} not found in {searched}; put the whole Lumina-T2Music or Lumina-T2Audio "
+        "folder (music_generation/ or audio_generation/, maa2/, the vocoder folder) in models/lumina"
+    )
+
+
+def text_encoder_names_of(model_types: tuple[str, ...]) -> list[str]:
+    """Text-encoder folders whose config.json has one of these model_type values (t5, bert, ...)."""
+    out = []
+    for name in text_encoder_names():
+        try:
+            with open(os.path.join(text_encoder_path(name), "config.json"), encoding="utf-8") as f:
+                model_type = json.load(f).get("model_type")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if model_type in model_types:
+            out.append(name)
+    return out

@@ -15,6 +15,7 @@ from ..lumina.model import LuminaVideo
 from ..lumina.solvers import SOLVERS
 from . import bridge
 from .video_sampling import SETTINGS_TYPE, sample_lumina_video
+from .audio_sampling import sample_lumina_audio
 from .loaders import CATEGORY
 from .regions import caption_of, split_regions
 
@@ -35,12 +36,16 @@ class LuminaFlowSampler:
                 "negative": ("CONDITIONING",),
                 "latent_image": ("LATENT",),
                 "seed": ("INT", {"default": 1, "min": 0, "max": 0xFFFFFFFFFFFFFFFF}),
-                "steps": ("INT", {"default": 30, "min": 1, "max": 1000}),
+                "steps": ("INT", {"default": 30, "min": 1, "max": 1000,
+                          "tooltip": "official: 30 (Lumina-T2I / Next); Lumina-T2Music 40 and Lumina-T2Audio 100 "
+                                     "(euler, uniform schedule)"}),
                 "step_convention": (list(CONVENTIONS), {"default": "grid points (official)"}),
                 "solver": (list(SOLVERS), {"default": "midpoint"}),
                 "schedule": (list(SCHEDULES), {"default": "shift"}),
                 "shift": ("FLOAT", {"default": 4.0, "min": 0.1, "max": 100.0, "step": 0.1}),
-                "cfg": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 100.0, "step": 0.1}),
+                "cfg": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 100.0, "step": 0.1,
+                        "tooltip": "official: 4 (Lumina-T2I / Next); Lumina-T2Music 5, Lumina-T2Audio 3 (real CFG "
+                                   "against the empty caption; the official audio demos' CFG is a no-op)"}),
                 "cfg_mode": (list(CFG_MODES), {"default": "official"}),
                 "extrapolation": (list(EXTRAPOLATION_MODES), {"default": "auto",
                                   "tooltip": "auto: the official demo's RoPE scaling and proportional attention for the image size; "
@@ -73,6 +78,16 @@ class LuminaFlowSampler:
         )
         if not negative:
             raise ValueError("negative conditioning is empty; connect a Lumina Text Encode output")
+        audio_model = bridge.audio_model_of(model)
+        if audio_model is not None:
+            return (sample_lumina_audio(model, audio_model, positive, negative, latent_image, seed, settings,
+                                        denoise=denoise, start_time=start_time, video_settings=video_settings),)
+        if latent_image["samples"].ndim == 3:
+            raise ValueError(
+                f"latent of shape {tuple(latent_image['samples'].shape)} is not an image latent (batch, 4, h, w) or a "
+                "video latent: it is an audio latent; sample it with a Lumina Audio Model Loader MODEL (Lumina-T2Music / "
+                "Lumina-T2Audio), or connect an image / video latent"
+            )
         inner = bridge.any_lumina_model_of(model)
         if isinstance(inner, LuminaVideo):
             return (sample_lumina_video(

@@ -369,11 +369,14 @@ def build_all(models_dir: Path) -> TinyAssets:
         (models_dir / "LLM" / folder.name).symlink_to(folder, target_is_directory=True)
 
     enc, dec = write_taesdxl(models_dir / "vae_approx")
+    from .audio_assets import build_audio_assets  # Lumina-T2Music / T2Audio releases (audio_assets.py)
+
+    audio = build_audio_assets(models_dir)
     return TinyAssets(
         models_dir=models_dir, next_dit=Path(next_path), next_dit_diffusers=Path(diffusers_path),
         flag_dit=Path(flag_path), not_lumina=not_lumina, gemma=gemma, llama=llama,
         taesdxl_encoder=enc, taesdxl_decoder=dec, lumina_video=video_path, gemma2=gemma2, cogvideox=cogvideox,
-        build_seconds=time.perf_counter() - start,
+        build_seconds=time.perf_counter() - start, extra={"audio": audio},
     )
 
 
@@ -389,9 +392,14 @@ def substitute_tiny(graph: dict, assets: "TinyAssets", prefix: str, side_divisor
         "Lumina-Video-f24R960/consolidated.00-of-01.pth": assets.name(assets.lumina_video),
         "gemma-2-2b": assets.name(assets.gemma2), "CogVideoX-2b-vae": COGVIDEOX_VAE_NAME,
     }
+    audio = assets.extra.get("audio")
+    if audio:  # the released Lumina-T2Music / T2Audio folders and their text encoders
+        names.update({"Lumina-T2Music": assets.name(audio["music"]), "Lumina-T2Audio": assets.name(audio["audio"]),
+                      "flan-t5-large": assets.name(audio["flan_t5"]), "t5-v1_1-large": assets.name(audio["t5_v1_1"]),
+                      "bert-base-uncased": assets.name(audio["bert"])})
     for node in g.values():
         inputs = node["inputs"]
-        for key in ("ckpt_name", "text_encoder", "vae_name"):
+        for key in ("ckpt_name", "text_encoder", "vae_name", "model_folder", "t5_encoder", "bert_encoder"):
             if isinstance(inputs.get(key), str):
                 inputs[key] = names.get(inputs[key], inputs[key])
         if node["class_type"] in ("LuminaEmptyLatent", "LuminaExtrapolation", "ConditioningSetArea"):
@@ -402,7 +410,7 @@ def substitute_tiny(graph: dict, assets: "TinyAssets", prefix: str, side_divisor
             inputs.update(preset="custom", width=64, height=32, frames=8)
         if node["class_type"] == "LuminaFlowSampler":
             inputs["steps"] = steps
-        if node["class_type"] in ("SaveImage", "SaveAnimatedWEBP", "SaveAnimatedPNG"):
+        if node["class_type"] in ("SaveImage", "SaveAnimatedWEBP", "SaveAnimatedPNG", "LuminaSaveAudio", "SaveAudio"):
             inputs["filename_prefix"] = prefix
     return g
 
