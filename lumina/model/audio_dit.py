@@ -8,10 +8,12 @@ patches, no [nextline] token), 1-D RoPE over the frame index 0..T-1 (the whole h
 Flag-DiT block (`lumina.model.flag_dit.FlagDiTBlock`): RMSNorm, adaLN shift/scale/gate with raw
 (untanh'd) gates, self-attention plus cross-attention to the caption whose per-head gate IS
 tanh'd, SwiGLU. The adaLN input is t_embedder(step) + cap_embedder(mean of the caption tokens).
+`AudioDiTBlock` is that block with two pairs of projections packed into one GEMM each (SwiGLU
+w1/w3, caption wk_y/wv_y) and fused adaLN arithmetic; keys and results are the official ones.
 
 Quirks of the official forward, reproduced:
 - the model is conditioned on the INTEGER diffusion step `long(t·1000)` (the official ODE wrapper
-  truncates the float32 product, so t = 0.7 gives 700 but 26 of 40 steps give 199, not 200); a float
+  truncates the float32 product: t = 0.2 of a 26-point grid is 0.19999999 and gives 199); a float
   `t` in [0, 1] (flow time, t = 0 noise) is converted here exactly that way, an integer tensor is
   taken as the step itself;
 - it takes no caption mask: every caption token (padding included) enters the mean pool and the
