@@ -12,6 +12,7 @@ from .audio_sampling import AUDIO_SAMPLE_DEFAULTS, audio_velocity, latent_frames
 from .model.audio_dit import AudioDiT, AudioDiTConfig
 from .safe_pickle import UnsafeCheckpointError, load_tensors
 from .checkpoints import load_model, read_state_dict, save_diffusers, save_official, to_official
+from .compile import compile_model, compile_stats
 from .conditioning import Conditioning
 from .editing import ImageStart
 from .config import PRESETS, LuminaConfig, infer_config
@@ -29,7 +30,7 @@ from .model.lumina_video import LuminaVideo
 from .video_sampling import SAMPLE_CONFIGS, VideoSampleSettings, sample_video, video_sample_settings
 
 __all__ = [
-    "load_model", "save_official", "save_diffusers", "read_state_dict", "to_official",
+    "load_model", "compile_model", "compile_stats", "save_official", "save_diffusers", "read_state_dict", "to_official",
     "LuminaConfig", "PRESETS", "infer_config", "build_model", "LuminaDiT", "FlagDiT", "NextDiT",
     "ForwardOptions", "BatchRows", "batch_rows", "Conditioning", "ImageStart", "SamplingSettings", "sample", "seeded_noise",
     "MemoryEstimate", "estimate_sampling_memory", "check_sampling_fits", "extrapolation_options", "StepInfo",

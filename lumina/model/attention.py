@@ -99,6 +99,7 @@ def _flash(
 _SUFFIX_LENGTHS: dict[int, tuple[weakref.ref, list[int] | None]] = {}  # id(mask) → (the mask, its lengths)
 
 
+@torch.compiler.disable  # compiled blocks (lumina.compile) call it eager: traced, its id() lookup would recompile per mask
 def _suffix_lengths(mask: Tensor) -> list[int] | None:
     """Per-row counts of a bool mask whose padding is a suffix (True then False), else None. A
     forward hands every layer the same mask tensors, so each is read (and synced) once; an entry

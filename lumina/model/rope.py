@@ -60,7 +60,20 @@ def rope_table(angles: Tensor) -> Tensor:
     return torch.polar(torch.ones_like(angles), angles)
 
 
+def real_rotations(rotations: Tensor) -> Tensor:
+    """Complex rotations (..., head_dim/2) → their (..., head_dim/2, 2) [cos, sin] pairs, a view
+    (no copy). `apply_rope` takes either form; the real one keeps complex tensors out of code that
+    torch.compile's inductor generates (it has no complex kernels and falls back to eager ops)."""
+    return torch.view_as_real(rotations) if rotations.is_complex() else rotations
+
+
 def apply_rope(x: Tensor, rotations: Tensor) -> Tensor:
-    """Rotate (B, L, H, head_dim) by (B or 1, L, head_dim/2) complex rotations; math in fp32."""
-    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
-    return torch.view_as_real(pairs * rotations.unsqueeze(2)).flatten(3).type_as(x)
+    """Rotate (B, L, H, head_dim) by (B or 1, L, head_dim/2) complex rotations, or by their
+    (B or 1, L, head_dim/2, 2) [cos, sin] pairs (`real_rotations`); math in fp32."""
+    if rotations.is_complex():
+        pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+        return torch.view_as_real(pairs * rotations.unsqueeze(2)).flatten(3).type_as(x)
+    # the complex product written out: (a + ib)(c + is) = (ac − bs) + i(as + bc)
+    a, b = x.float().reshape(*x.shape[:-1], -1, 2).unbind(-1)
+    cos, sin = rotations.unsqueeze(2).unbind(-1)
+    return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(3).type_as(x)

@@ -1,0 +1,221 @@
+"""`lumina.compile_model`: the transformer blocks run through torch.compile (inductor), the rest eager.
+
+Regional compilation: every block of a model is an instance of one class (Next-DiT's, Flag-DiT's;
+Lumina-Video uses Next-DiT's), so the class's `forward` is compiled once and the compiled code
+serves every block (torch.compile lifts a block's weights to graph inputs, so the guards check
+their shapes and dtypes, not which block they belong to). Compiling one block costs about what the
+whole model would, divided by the number of layers; the embedders, the RoPE table and the
+final layer stay eager (they run once per forward).
+
+What is left eager, and why:
+- a call whose features act inside attention (a `ForwardHook` overriding any attention method:
+  regional prompts, style-shared attention, Context Drop, gate sparsity, …) runs the eager block
+  for that call: the hooks are arbitrary Python, so compiling them would compile a new graph per
+  feature and configuration. Hooks that only act between blocks (`before_block`, e.g. the ComfyUI
+  interrupt check) are called by the eager forward loop and keep the compiled path;
+- the compiled block gets the RoPE rotations as real [cos, sin] pairs (`rope.real_rotations`, a
+  view) instead of complex numbers, which inductor cannot generate code for; the result is the
+  same to the bit (tests/lumina/test_compile.py).
+
+Recompilation: t reaches the blocks only as the adaLN input tensor, so the sampling steps reuse
+one graph. With `dynamic=None` (torch's default) the first size compiles a static graph and the
+first different size a dynamic one that every later size reuses; `dynamic=False` compiles each
+size once (torch keeps up to `torch._dynamo.config.recompile_limit` of them, 8 by default, then
+runs new sizes eager). Padded batches (a padded caption under CFG, a list of latent sizes) run
+attention row by row over each row's real tokens: the row lengths are read eager
+(`attention._suffix_lengths` is excluded from tracing), which splits the block's graph there and
+specialises it on the lengths: one compile per caption-length set, reused by every step that
+repeats it. Grad mode and inference tensors are part of torch's guards too: calls under
+`torch.inference_mode` (lumina.sample, ComfyUI) and under `torch.no_grad` compile separately.
+
+Nothing is set on the model passed in: `compile_model` returns a shallow clone whose blocks are
+copies (their own class, `Compiled<Block>`) sharing every parameter and submodule with the
+original, so the original keeps running eager, weights changed on either (a LoRA patch, `.to()`)
+are seen by both, and state-dict keys are unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+import weakref
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Callable
+
+import torch
+from torch import Tensor, nn
+
+from .errors import LuminaInputError
+from .model.attention import LayerContext
+from .model.hooks import ForwardHook
+from .model.rope import real_rotations
+
+if TYPE_CHECKING:
+    from .model.dit import LuminaDiT
+    from .model.lumina_video import LuminaVideo
+
+log = logging.getLogger("lumina.compile")
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+_ATTENTION_METHODS = ("self_attention_keys", "after_self_attention", "cross_attention_heads", "after_cross_attention")
+
+
+@dataclass
+class CompileStats:
+    """What the compiled blocks of one `compile_model` result did, counted per block call.
+
+    compiles: block calls during which torch compiled new graphs (the first call at a new size,
+      dtype or mask layout); compile_seconds: their wall time, compilation plus that one block run.
+    compiled_calls: block calls that ran compiled code (compiles included).
+    eager_calls: block calls run eager because a feature acts inside attention."""
+
+    mode: str
+    dynamic: bool | None
+    backend: str = "inductor"
+    compiles: int = 0
+    compile_seconds: float = 0.0
+    compiled_calls: int = 0
+    eager_calls: int = 0
+
+
+@dataclass
+class _Settings:
+    mode: str
+    dynamic: bool | None
+    backend: str
+    stats: CompileStats
+    contexts: dict = field(default_factory=dict)  # id(ctx) → (weakref to ctx, ctx for the compiled block)
+
+    def plain_context(self, ctx: LayerContext) -> LayerContext:
+        """ctx with real RoPE rotations and no hooks, built once per forward (every block gets the
+        same ctx), so padded-mask lengths cached per mask tensor stay cached."""
+        entry = self.contexts.get(id(ctx))
+        if entry is not None and entry[0]() is ctx:
+            return entry[1]
+        plain = replace(ctx, rotations=real_rotations(ctx.rotations), hooks=())
+        self.contexts.clear()  # one forward at a time is the common case; a miss only rebuilds
+        self.contexts[id(ctx)] = (weakref.ref(ctx), plain)
+        return plain
+
+
+def acts_in_attention(hook: ForwardHook) -> bool:
+    """Whether a hook overrides any of the attention-level methods (those run inside a block)."""
+    return any(getattr(type(hook), name) is not getattr(ForwardHook, name) for name in _ATTENTION_METHODS)
+
+
+_COMPILED_FORWARDS: dict[tuple, Callable] = {}  # (block class, mode, dynamic, backend) → compiled forward
+_COMPILED_CLASSES: dict[type, type] = {}  # block class → its Compiled<Block> subclass
+
+
+def _compiled_forward(block_class: type, mode: str, dynamic: bool | None, backend: str) -> Callable:
+    key = (block_class, mode, dynamic, backend)
+    if key not in _COMPILED_FORWARDS:
+        # modes are inductor's; other backends take none
+        kwargs = {"mode": mode} if backend == "inductor" else {}
+        _COMPILED_FORWARDS[key] = torch.compile(block_class.forward, backend=backend, dynamic=dynamic, **kwargs)
+    return _COMPILED_FORWARDS[key]
+
+
+def _graph_count() -> int:
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+def _compiled_block_class(block_class: type) -> type:
+    """`Compiled<Block>`: the block's class with a forward that runs the compiled code."""
+    if block_class not in _COMPILED_CLASSES:
+        eager_forward = block_class.forward
+
+        def forward(self: nn.Module, x: Tensor, ctx: LayerContext, layer: int = 0) -> Tensor:
+            settings: _Settings = self._lumina_compile
+            stats = settings.stats
+            if torch.compiler.is_compiling() or any(acts_in_attention(h) for h in ctx.hooks):
+                if not torch.compiler.is_compiling():
+                    stats.eager_calls += 1
+                return eager_forward(self, x, ctx, layer)
+            compiled = _compiled_forward(block_class, settings.mode, settings.dynamic, settings.backend)
+            if x._base is not None:
+                # the first block's input is a view (of the packed sequence), the others' are not:
+                # a dynamic graph guards on the view's base, so give every block the same kind of input
+                x = x.clone() if x.requires_grad else x.detach()
+            graphs, start = _graph_count(), time.perf_counter()
+            # `layer` only tells hooks where they are, and the compiled call has none: a constant
+            # keeps torch from specialising (and recompiling) on it where a padded mask splits the graph
+            out = compiled(self, x, settings.plain_context(ctx), 0)
+            stats.compiled_calls += 1
+            if _graph_count() != graphs:
+                seconds = time.perf_counter() - start
+                stats.compiles += 1
+                stats.compile_seconds += seconds
+                log.info("compiled %s for x %s %s in %.1f s", block_class.__name__, tuple(x.shape), x.dtype, seconds)
+            return out
+
+        forward.__doc__ = f"{block_class.__name__}.forward through torch.compile (lumina.compile)."
+        _COMPILED_CLASSES[block_class] = type(f"Compiled{block_class.__name__}", (block_class,), {"forward": forward})
+    return _COMPILED_CLASSES[block_class]
+
+
+def _eager_class(block_class: type) -> type:
+    for base, compiled in _COMPILED_CLASSES.items():
+        if compiled is block_class:
+            return base
+    return block_class
+
+
+def compile_model(
+    model: "LuminaDiT | LuminaVideo", *, mode: str = "default", dynamic: bool | None = None, backend: str = "inductor",
+) -> "LuminaDiT | LuminaVideo":
+    """A clone of `model` whose transformer blocks run through torch.compile (inductor); the model
+    passed in is left as it was. The weights are shared, not copied.
+
+    mode: torch.compile's mode (one of COMPILE_MODES; "default" is the quickest to compile).
+    dynamic: torch.compile's dynamic-shape setting (None: static for the first size, dynamic from
+    the first different one; False: one graph per size; True: dynamic from the start).
+    backend: torch.compile's backend; "inductor" generates the fused code, "eager" / "aot_eager"
+    only trace (for debugging, and for tests of what recompiles: the guards are the same).
+    Compilation happens at the first call of each new size/dtype; `compile_stats(clone)` reports
+    how many block calls compiled and how long they took (also logged on "lumina.compile").
+    Outputs equal eager ones within float rounding (tests/lumina/test_compile.py states the bound).
+    """
+    if mode not in COMPILE_MODES:
+        raise LuminaInputError(f"compile mode {mode!r} is not one of {', '.join(COMPILE_MODES)}")
+    if dynamic not in (None, True, False):
+        raise LuminaInputError(f"dynamic={dynamic!r} must be None, True or False")
+    backends = torch._dynamo.list_backends(exclude_tags=())
+    if backend not in backends:
+        raise LuminaInputError(f"torch.compile backend {backend!r} is not one of {', '.join(backends)}")
+    layers = getattr(model, "layers", None)
+    if not isinstance(model, nn.Module) or not isinstance(layers, nn.ModuleList) or len(layers) == 0:
+        raise LuminaInputError(
+            f"compile_model needs a Lumina model (lumina.load_model / load_video_model), got {type(model).__name__}"
+        )
+    settings = _Settings(mode, dynamic, backend, CompileStats(mode, dynamic, backend))
+    blocks = []
+    for block in layers:
+        copied = copy.copy(block)  # shares _parameters / _modules / _buffers with the original block
+        copied.__class__ = _compiled_block_class(_eager_class(type(block)))
+        copied._lumina_compile = settings
+        blocks.append(copied)
+    clone = copy.copy(model)
+    clone._modules = dict(model._modules)  # own module table, so `layers` can differ; same submodules
+    clone.layers = nn.ModuleList(blocks)
+    clone._lumina_compile = settings
+    return clone
+
+
+def is_compiled(model: nn.Module) -> bool:
+    """Whether `model` came from `compile_model`."""
+    return isinstance(getattr(model, "_lumina_compile", None), _Settings)
+
+
+def compile_stats(model: nn.Module) -> CompileStats:
+    """The counters of a `compile_model` result (see CompileStats)."""
+    if not is_compiled(model):
+        raise LuminaInputError("this model was not made by lumina.compile_model; compile it first")
+    return model._lumina_compile.stats
+
+
+__all__ = ["compile_model", "compile_stats", "is_compiled", "CompileStats", "COMPILE_MODES", "acts_in_attention"]
