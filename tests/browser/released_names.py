@@ -24,6 +24,11 @@ def link_released_names(assets, models_dir: Path) -> list[Path]:
         "vae/sdxl_vae.safetensors": assets.taesdxl_decoder,  # listed, never loaded here
         "vae/CogVideoX-2b-vae": assets.cogvideox,
     }
+    audio = assets.extra.get("audio")
+    if audio:  # Lumina-T2Music / T2Audio: the released folders and their text encoders
+        links.update({"lumina/Lumina-T2Music": audio["music"], "lumina/Lumina-T2Audio": audio["audio"],
+                      "text_encoders/flan-t5-large": audio["flan_t5"], "text_encoders/t5-v1_1-large": audio["t5_v1_1"],
+                      "text_encoders/bert-base-uncased": audio["bert"]})
     made = []
     for name, target in links.items():
         link = models_dir / name

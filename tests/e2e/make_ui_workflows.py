@@ -50,13 +50,42 @@ DEMO_NOTE = (
     "<circle|square|triangle> at the <top left|top|top right|left|center|right|bottom left|bottom|bottom right> "
     "on a <white|black|gray> background'. Its 'VAE' is the identity (Lumina Pixel Space VAE)."
 )
+AUDIO_FILES_NOTE = (
+    "Where the files go (ComfyUI/models/…), as downloaded — nothing is renamed or converted:\n"
+    "• lumina/Lumina-T2Music/ ← huggingface.co/Alpha-VLLM/Lumina-T2Music (music_generation/119.ckpt, "
+    "maa2/maa2.ckpt, bigvnat/args.yml + best_netG.pt).\n"
+    "• lumina/Lumina-T2Audio/ ← huggingface.co/Alpha-VLLM/Lumina-T2Audio (audio_generation/324.ckpt, maa2/, "
+    "bigvgan/, CLAP/CLAP_weights_2022.pth).\n"
+    "• text_encoders/flan-t5-large/ ← google/flan-t5-large (music); text_encoders/t5-v1_1-large/ ← "
+    "google/t5-v1_1-large and text_encoders/bert-base-uncased/ ← bert-base-uncased (audio).\n"
+    "The checkpoints are pickles: read tensors-only, no pickled code runs. Nothing is downloaded by the nodes. "
+    "Lumina Save Audio writes WAV (no torchaudio needed); core Save Audio / Preview Audio take the same AUDIO "
+    "where torchaudio is installed."
+)
 NOTES = {
+    "lumina_t2music": [
+        "Lumina-T2Music text-to-music with the official demo's settings: 10 s (312 latent frames), Euler over 40 "
+        "uniform grid points, cfg 5, seed 100. The negative is the empty caption, so the guidance is real (the "
+        "official demo's CFG is a no-op: its unconditional becomes the prompt). 16 kHz mono WAV.",
+        AUDIO_FILES_NOTE,
+    ],
+    "lumina_t2audio": [
+        "Lumina-T2Audio text-to-audio with the official demo's settings: 10 s, Euler over 100 uniform grid points, "
+        "cfg 3, seed 42. The caption goes through CLAP; the structured caption (what the official demo asks "
+        "gpt-3.5 for: '<event& all|start|mid|end>' pairs joined by '@') through T5. Real CFG against the empty "
+        "captions. 16 kHz mono WAV.",
+        AUDIO_FILES_NOTE,
+    ],
     "demo_shapes_t2i": ["Text-to-image with the embedded demo model, 32×32 px shown at 256×256.", DEMO_NOTE],
     "demo_shapes_regional": ["Two regions, two prompts: the left half gets a red circle, the right half a blue "
                              "square (Lumina Regional Prompts, 1×2 grid).", DEMO_NOTE],
     "demo_shapes_style_aligned": ["A style-aligned batch of four prompts sharing item 0's attention.", DEMO_NOTE],
     "demo_shapes_edit": ["Editing: the input image's flow restarts at λ = 0.4 with a new prompt "
                          "(put assets/demo/demo_shapes_input.png in ComfyUI's input folder).", DEMO_NOTE],
+    "demo_shapes_lora": ["A LoRA on the demo model: core Load LoRA (model only) applies "
+                         "blue_background.safetensors (assets/demo/loras: put it in models/loras/), trained by "
+                         "`python -m train fit --config train/configs/demo_lora.yaml` to draw a blue background "
+                         "(README: Fine-tune). Strength 0 gives the base model's picture.", DEMO_NOTE],
     "lumina_next_sft_t2i": [
         "Lumina-Next-SFT text-to-image with the official demo's settings: midpoint solver, 30 grid points "
         "(29 steps), time shift 4, CFG 4 (official: channels 0–2 guided), seed 1. Same seed and settings → "

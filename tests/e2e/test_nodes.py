@@ -22,7 +22,7 @@ WORKFLOWS = REPO / "workflows"
 API_WORKFLOWS = sorted((WORKFLOWS / "api").glob("*.json"))
 SDXL_SCALE = 0.13025
 OUR_NODES = {
-    "LuminaModelLoader": {"ckpt_name", "weight_dtype", "ema", "sampling_shift"},
+    "LuminaModelLoader": {"ckpt_name", "weight_dtype", "ema", "sampling_shift", "compile"},
     "LuminaTextEncoderLoader": {"text_encoder", "dtype", "convention", "device"},
     "LuminaTextEncode": {"text_encoder", "prompt", "negative_prompt"},
     "LuminaEmptyLatent": {"preset", "width", "height", "batch_size", "model"},
@@ -102,6 +102,11 @@ def test_every_workflow_runs(comfy_server, tiny_assets, example_image, demo_file
     areas = any(n["class_type"] == "ConditioningSetArea" for n in original.values())
     graph = tiny(original, tiny_assets, unique_prefix, side_divisor=8 if areas else 16)  # core areas: ≥ 64 px
     entry = comfy_server.run(graph, timeout=300)
+    if any(n["class_type"] == "LuminaEmptyAudioLatent" for n in graph.values()):  # audio: tests/e2e/test_audio.py
+        from test_audio import check_saved_audio
+
+        check_saved_audio(comfy_server, entry, graph)
+        return
     video = [n["inputs"] for n in graph.values() if n["class_type"] == "LuminaEmptyVideoLatent"]
     if video:  # an animation: the asked size, and the frames the CogVideoX VAE decodes (4·(latent frames − 1) + 1)
         [webp] = comfy_server.output_files(entry)

@@ -21,11 +21,13 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from . import ComfyServer, Workspace, find_comfyui
+from .demo_files import link_demo_loras
 from .workspace import REPO_ROOT
 
 WORKFLOWS = REPO_ROOT / "workflows"
 SIDE = 256
-FILE_INPUTS = ("ckpt_name", "text_encoder", "vae_name", "image")
+FILE_INPUTS = ("ckpt_name", "text_encoder", "vae_name", "image", "model_folder", "t5_encoder", "bert_encoder")
+NOT_FILES = {"none"}  # a loader input left empty (Lumina Audio Model Loader's bert_encoder for music)
 
 
 def needed_files(api: dict) -> list[str]:
@@ -34,7 +36,7 @@ def needed_files(api: dict) -> list[str]:
     for node in api.values():
         for key in FILE_INPUTS:
             value = node["inputs"].get(key)
-            if isinstance(value, str) and value not in seen:
+            if isinstance(value, str) and value not in seen and value not in NOT_FILES:
                 seen.append(value)
     return seen
 
@@ -82,6 +84,7 @@ def run_demos(names: list[str]) -> dict[str, Image.Image]:
         (ws.models_dir / "lumina" / "lumina_shapes").symlink_to(demo / "lumina_shapes", target_is_directory=True)
         (ws.models_dir / "text_encoders" / "shapes_text_encoder").symlink_to(demo / "shapes_text_encoder", target_is_directory=True)
         (ws.input_dir / "demo_shapes_input.png").write_bytes((demo / "demo_shapes_input.png").read_bytes())
+        link_demo_loras(ws.models_dir)
         server = ComfyServer(ws, comfyui, name="thumbnails").start()
         try:
             for name in names:
