@@ -207,8 +207,10 @@ def compile_model(
 
 
 def is_compiled(model: nn.Module) -> bool:
-    """Whether `model` came from `compile_model`."""
-    return isinstance(getattr(model, "_lumina_compile", None), _Settings)
+    """Whether `model` came from `compile_model` (by attribute, not class: ComfyUI imports this
+    package a second time under the node pack's name)."""
+    settings = getattr(model, "_lumina_compile", None)
+    return type(getattr(settings, "stats", None)).__name__ == CompileStats.__name__
 
 
 def compile_stats(model: nn.Module) -> CompileStats:

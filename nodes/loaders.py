@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ..lumina.checkpoints import load_model
+from ..lumina.compile import compile_model
 from ..lumina.config import FAMILY_NAMES
 from ..lumina.fp8 import FP8_DTYPES, store_fp8
 from ..lumina.precision import auto_dtype
@@ -16,6 +17,8 @@ from . import bridge, paths
 CATEGORY = "Lumina"
 DTYPES = ["auto", "bf16", "fp32", "fp16", "fp8_e4m3fn"]
 FP8_TOOLTIP = "fp8_e4m3fn: the blocks' linear weights stored in fp8 (half of bf16), computed in auto's dtype"
+COMPILE_TOOLTIP = ("blocks: the transformer blocks run through torch.compile (inductor), compiled once at the first step "
+                   "of each image size, then faster; needs a C++ compiler on CPU (Triton on GPU)")
 
 
 class LuminaModelLoader:
@@ -33,6 +36,7 @@ class LuminaModelLoader:
                 "ema": ("BOOLEAN", {"default": True, "tooltip": "prefer consolidated_ema.* when the folder has both"}),
                 "sampling_shift": ("FLOAT", {"default": bridge.DEFAULT_SHIFT, "min": 0.1, "max": 100.0, "step": 0.1,
                                              "tooltip": "time shift seen by core KSampler schedulers"}),
+                "compile": (["off", "blocks"], {"default": "off", "tooltip": COMPILE_TOOLTIP}),
             },
         }
 
@@ -40,7 +44,8 @@ class LuminaModelLoader:
     FUNCTION = "load"
     CATEGORY = CATEGORY
 
-    def load(self, ckpt_name: str, weight_dtype: str, ema: bool = True, sampling_shift: float = bridge.DEFAULT_SHIFT):
+    def load(self, ckpt_name: str, weight_dtype: str, ema: bool = True, sampling_shift: float = bridge.DEFAULT_SHIFT,
+             compile: str = "off"):
         path = paths.checkpoint_path(ckpt_name)
         fp8 = weight_dtype in FP8_DTYPES
         dtype = bridge.unet_dtype_for("auto" if fp8 else weight_dtype)
@@ -48,6 +53,9 @@ class LuminaModelLoader:
         model = load_model(path, dtype=dtype, ema=ema, fp8=weight_dtype if fp8 else None)
         stored = f"{weight_dtype} blocks, compute {dtype}" if fp8 else str(dtype)
         print(f"[Lumina] loaded {FAMILY_NAMES[model.family]} from {path} ({model.config.n_layers} layers, dim {model.config.dim}, {stored})")
+        if compile == "blocks":  # the MODEL holds lumina.compile_model's clone (same weights); compiles at the first step
+            model = compile_model(model)
+            print("[Lumina] blocks compiled with torch.compile at the first sampling step of each size (seconds to minutes)")
         return (bridge.make_model_patcher(model, sampling_shift),)
 
 

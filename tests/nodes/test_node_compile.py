@@ -1,0 +1,60 @@
+"""Lumina Model Loader's `compile` option: "blocks" gives a MODEL around lumina.compile_model's clone.
+
+The node is wiring only: these tests trace with torch.compile's "eager" backend (dynamo decides
+what compiles and when, no code is generated), so they take seconds; inductor's numbers against
+eager are tested in tests/lumina/test_compile.py.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import pytest
+import torch
+
+from lumina.compile import compile_stats, is_compiled
+from nodes_support import empty_latent, encode, flow_sample
+
+
+@pytest.fixture
+def traced_compile(comfyui, monkeypatch):
+    loader_module = sys.modules[comfyui.nodes.NODE_CLASS_MAPPINGS["LuminaModelLoader"].__module__]
+    monkeypatch.setattr(loader_module, "compile_model", functools.partial(loader_module.compile_model, backend="eager"))
+
+
+def load(comfyui, tiny, **optional):
+    (model,) = comfyui.run_node("LuminaModelLoader", ckpt_name=tiny.name(tiny.next_dit), weight_dtype="fp32", **optional)
+    return model
+
+
+def test_compile_is_off_by_default(comfyui, tiny):
+    optional = comfyui.nodes.NODE_CLASS_MAPPINGS["LuminaModelLoader"].INPUT_TYPES()["optional"]
+    assert optional["compile"][0] == ["off", "blocks"] and optional["compile"][1]["default"] == "off"
+    assert not is_compiled(load(comfyui, tiny).model.diffusion_model)
+    assert not is_compiled(load(comfyui, tiny, compile="off").model.diffusion_model)
+
+
+def test_blocks_sample_like_eager_and_compile_once(comfyui, tiny, gemma, traced_compile):
+    eager = load(comfyui, tiny)
+    compiled = load(comfyui, tiny, compile="blocks")
+    inner = compiled.model.diffusion_model
+    assert is_compiled(inner) and type(inner) is type(eager.model.diffusion_model)  # every node still sees a Next-DiT
+    assert list(inner.state_dict()) == list(eager.model.diffusion_model.state_dict())  # LoRA keys unchanged
+
+    captions = encode(comfyui, gemma, "a red circle", "")  # different lengths: a padded caption under CFG
+    latent = empty_latent(comfyui, 32, 32)
+    expected = flow_sample(comfyui, eager, *captions, latent, seed=2)
+    out = flow_sample(comfyui, compiled, *captions, latent, seed=2)
+    assert (out - expected).abs().max() <= 1e-5 * expected.abs().max()
+    stats = compile_stats(inner)
+    assert stats.compiled_calls > 0 and stats.eager_calls == 0
+    compiles = stats.compiles
+    again = flow_sample(comfyui, compiled, *captions, latent, seed=2)
+    assert stats.compiles == compiles and torch.equal(again, out)
+    assert not is_compiled(eager.model.diffusion_model)
+
+
+def test_the_node_compiles_with_inductor(comfyui, tiny):
+    stats = compile_stats(load(comfyui, tiny, compile="blocks").model.diffusion_model)  # nothing compiles before a call
+    assert (stats.backend, stats.mode, stats.dynamic, stats.compiles) == ("inductor", "default", None, 0)
