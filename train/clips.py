@@ -56,6 +56,28 @@ def jsonl_clips(manifest: Path) -> list[tuple[Path, str]]:
     return jsonl_items(manifest, key="video")
 
 
+MOTION_KEYS = ("motion_score", "unimatch_flow")  # ours, the official metadata's
+
+
+def jsonl_motion_scores(manifest: Path) -> dict[Path, float]:
+    """Lumina-Video motion scores of a JSONL manifest's rows that give one ("motion_score", or the
+    official "unimatch_flow"), by clip path (resolved as jsonl_items resolves them)."""
+    import json
+
+    scores: dict[Path, float] = {}
+    for line in manifest.read_text().splitlines():
+        try:
+            row = json.loads(line)
+            key = next((k for k in MOTION_KEYS if k in row), None)
+            if key is None:
+                continue
+            path = Path(row["video"])
+            scores[path if path.is_absolute() else manifest.parent / path] = float(row[key])
+        except (ValueError, KeyError, TypeError):
+            continue  # jsonl_items reports malformed lines
+    return scores
+
+
 class CaptionedClips(Dataset):
     """(video or frame folder, caption) pairs → ((3, F, H, W) tensor in [-1, 1], caption).
 
@@ -66,6 +88,7 @@ class CaptionedClips(Dataset):
                  top_k: int = 1, stride: int = 1, fps: float = 0.0, seed: int = 0, source: str | None = None) -> None:
         self.frames, self.side, self.buckets, self.top_k, self.seed = frames, side, buckets, top_k, seed
         self.source = source
+        self.motion: dict[Path, float] = {}  # Lumina-Video motion scores by clip path (JSONL metadata)
         needed = min(f for f, _, _ in buckets) if buckets else frames
         self.clips: list[tuple[ClipInfo, list[int], str]] = []
         self.problems: dict[Path, str] = {}  # clips left out when probed
@@ -148,6 +171,10 @@ class CaptionedClips(Dataset):
     def __getitem__(self, index: int):
         return self.item(index, 0)
 
+    def motion_score(self, index: int) -> float | None:
+        """The clip's Lumina-Video motion score from its metadata, None when it has none."""
+        return self.motion.get(self.clips[index][0].path)
+
 
 def clip_items(config: TrainConfig) -> list[tuple[Path, str]]:
     """The (video or frame folder, caption) pairs of a folder or JSONL clip data set."""
@@ -174,5 +201,8 @@ def dataset_buckets(config: TrainConfig) -> list[Bucket] | None:
 
 def captioned_clips(config: TrainConfig) -> CaptionedClips:
     d = config.data
-    return CaptionedClips(clip_items(config), frames=d.frames, side=d.image_size, buckets=dataset_buckets(config),
-                          top_k=d.bucket_top_k, stride=d.frame_stride, fps=d.fps, seed=config.run.seed, source=d.path)
+    clips = CaptionedClips(clip_items(config), frames=d.frames, side=d.image_size, buckets=dataset_buckets(config),
+                           top_k=d.bucket_top_k, stride=d.frame_stride, fps=d.fps, seed=config.run.seed, source=d.path)
+    if d.kind == "jsonl":
+        clips.motion = jsonl_motion_scores(Path(d.path))
+    return clips

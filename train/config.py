@@ -16,6 +16,7 @@ from typing import Any, get_type_hints
 import yaml
 
 from lumina.config import LuminaConfig
+from lumina.video_config import VIDEO_FAMILY, LuminaVideoConfig
 
 SDXL_SCALE, SDXL_SHIFT = 0.13025, 0.0  # the official latent scaling (lumina_facts §3)
 
@@ -29,7 +30,7 @@ FROM_TEXT_ENCODER = ("cap_feat_dim",)  # the text encoder's hidden size, known o
 # Training defaults where they differ from LuminaConfig's (the released 2B shapes): the small
 # pixel-space Next-DiT of the demo (train/configs/shapes_demo.yaml), which trains on a CPU.
 MODEL_DEFAULTS: dict[str, Any] = {
-    "family": "next_dit",  # next_dit | flag_dit
+    "family": "next_dit",  # next_dit | flag_dit | lumina_video (a model.init_from Lumina-Video checkpoint sets it)
     "dim": 192,
     "n_layers": 6,
     "n_heads": 4,
@@ -77,14 +78,35 @@ class ModelSection:
     init_from: str | None = None  # a checkpoint to fine-tune (any lumina.load_model form)
     lora_rank: int = 0  # > 0: train only LoRA adapters of this rank (peft) on attention and FFN projections
     lora_alpha: float | None = None  # LoRA scale alpha/rank; None = rank (scale 1)
+    # family lumina_video (lumina.LuminaVideoConfig; a model.init_from checkpoint brings its own):
+    # the multi-scale patch entries as [patch_size, f_patch_size] pairs (the released 2B: [2, 1],
+    # [2, 2], [4, 2], named 1x2, 2x2, 2x4). patch_size is then the largest spatial patch (set from
+    # these), learn_sigma/base_image_size/nextframe_token do not apply, and rope_theta takes the
+    # released 256 unless set to another value than the image families' 10000.
+    patches: list[list[int]] = field(default_factory=lambda: [[2, 1], [2, 2], [4, 2]])
+    t_scale: float = 1000.0  # lumina_video: time embedder input scale (released 1000)
+    motion_scale: float = 20.0  # lumina_video: motion embedder input scale (released 20)
 
-    def lumina_config(self, cap_feat_dim: int) -> LuminaConfig:
-        """The LuminaConfig of a model trained from scratch with this section and that text encoder."""
+    def lumina_config(self, cap_feat_dim: int) -> LuminaConfig | LuminaVideoConfig:
+        """The LuminaConfig (LuminaVideoConfig for lumina_video) of a model trained from scratch with
+        this section and that text encoder."""
+        if self.family == VIDEO_FAMILY:
+            return self.video_config(cap_feat_dim)
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(LuminaConfig) if f.name not in FROM_TEXT_ENCODER}
         if self.family != "next_dit":
             # the official Flag-DiT is multi-head; the n_kv_heads default is meant for Next-DiT
             values["n_kv_heads"] = None
         return LuminaConfig(**values, cap_feat_dim=cap_feat_dim)
+
+    def video_config(self, cap_feat_dim: int) -> LuminaVideoConfig:
+        image_theta = next(f.default for f in dataclasses.fields(LuminaConfig) if f.name == "rope_theta")
+        return LuminaVideoConfig(
+            dim=self.dim, n_layers=self.n_layers, n_heads=self.n_heads, cap_feat_dim=cap_feat_dim, n_kv_heads=self.n_kv_heads,
+            ffn_hidden=self.ffn_hidden, multiple_of=self.multiple_of, patches=tuple(tuple(p) for p in self.patches),
+            in_channels=self.in_channels, qk_norm=self.qk_norm, norm_eps=self.norm_eps,
+            rope_theta=LuminaVideoConfig.rope_theta if self.rope_theta == image_theta else self.rope_theta,
+            t_scale=self.t_scale, motion_scale=self.motion_scale,
+        )
 
 
 @dataclass
@@ -118,6 +140,14 @@ class DataSection:
     # the shapes the model knew, [{kind: folder, path: my_concept, weight: 1}, {kind: shapes, weight: 1}];
     # kinds folder, jsonl, shapes, cache (a `python -m train cache` folder)
     sources: list[dict[str, Any]] = field(default_factory=list)
+    # Lumina-Video's motion conditioning (train/video_objective.py). The official training reads a
+    # per-clip score, the mean absolute UniMatch optical flow (px, between frames 0.5 s apart at
+    # 320×576), from its metadata; that flow model is not shipped here, so a JSONL row gives it as
+    # "motion_score" (or the official "unimatch_flow"), the moving shapes compute the same measure
+    # exactly, and every other clip takes motion_score (default −1: no motion conditioning, the
+    # model's unconditional motion path, which the official dropout trains too).
+    motion_score: float = -1.0
+    motion_dropout: float = 0.3  # the official chance that a clip's score is replaced by −1
 
 
 @dataclass
@@ -161,6 +191,15 @@ class RunSection:
     tensorboard: bool = False  # also log to out_dir/tensorboard
     progress: bool = True  # a progress bar (steps, speed, loss) on the main process's stderr
     resume: bool = True  # continue from out_dir/state if present
+    # Lumina-Video (model.family lumina_video), as the official train.py: every step trains each
+    # entry named here (f_patch x patch, e.g. [1x2, 2x2, 2x4]; empty = all of the model's entries)
+    # on a global batch of its own, the gradients summed; each entry's times are run.t_sampler's
+    # shifted by t / (t + s − s·t) with its own s (video_time_shifts, in order; empty = the
+    # official pF·p: 1x2 → 2, 2x2 → 4, 2x4 → 8)
+    video_entries: list[str] = field(default_factory=list)
+    video_time_shifts: list[float] = field(default_factory=list)
+    video_vd_weight: float = 1.0  # the official velocity-direction term: loss = MSE + w·(1 − cos(pred, target)) per clip
+    video_sample_config: str = "f16F64R512"  # validation clips: this official sample config (20 steps, the finest trained entry)
 
 
 @dataclass
@@ -274,8 +313,9 @@ def ema_decay(config: TrainConfig) -> float:
 def validate(config: TrainConfig, world_size: int = 1) -> None:
     """Refuse impossible settings before any work starts."""
     m, d, o, r, t = config.model, config.data, config.optim, config.run, config.text
-    if m.family not in ("next_dit", "flag_dit"):
-        raise ConfigError(f"model.family={m.family!r}: choose next_dit or flag_dit")
+    resolve_family(config)
+    if m.family not in ("next_dit", "flag_dit", VIDEO_FAMILY):
+        raise ConfigError(f"model.family={m.family!r}: choose next_dit, flag_dit or lumina_video")
     if d.kind not in ("shapes", "moving_shapes", "folder", "jsonl"):
         raise ConfigError(f"data.kind={d.kind!r}: choose shapes, moving_shapes, folder or jsonl")
     if d.kind in ("folder", "jsonl") and (not d.path or not Path(d.path).exists()):
@@ -286,9 +326,11 @@ def validate(config: TrainConfig, world_size: int = 1) -> None:
     if not m.init_from:  # LuminaConfig's own checks (head widths, RoPE axes); a fine-tune takes the checkpoint's
         try:
             lumina_config = m.lumina_config(cap_feat_dim=1)  # the encoder width is not known yet and nothing checks it
-        except ValueError as err:
+        except (ValueError, TypeError) as err:
             raise ConfigError(f"[model]: {err}") from None
         check_model_frames(lumina_config, config)
+    if m.family == VIDEO_FAMILY:
+        _validate_video(config)
     unit = m.patch_size * m.vae_downsample
     if d.image_size % unit:
         raise ConfigError(f"data.image_size={d.image_size} is not a multiple of patch_size × vae_downsample = {unit}")
@@ -315,6 +357,144 @@ def validate(config: TrainConfig, world_size: int = 1) -> None:
         raise ConfigError(f"run.ema_decay={r.ema_decay} must be in [0, 1) (unset: 0.995, or off for LoRA)")
     if not t.encoder or not Path(t.encoder).is_dir():
         raise ConfigError(f"text.encoder={t.encoder!r} is not a folder; give a local transformers text-encoder folder")
+
+
+def checkpoint_video_config(path: str | os.PathLike) -> LuminaVideoConfig | None:
+    """The LuminaVideoConfig of a Lumina-Video checkpoint (any lumina.load_model path: the released
+    folder with consolidated.00-of-01.pth and `_orig_mod.` keys, or our safetensors), read off its
+    keys, shapes and metadata without loading the weights; None for another model's checkpoint."""
+    import torch
+
+    from lumina.checkpoints import CONFIG_METADATA_KEY, resolve_checkpoint_path
+    from lumina.errors import LuminaError
+    from lumina.video_config import infer_video_config, is_video_state_dict, strip_compile_prefix
+
+    try:
+        file = resolve_checkpoint_path(path)
+        metadata: dict[str, str] = {}
+        if file.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(file), framework="pt") as f:
+                shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 - a safe_open
+                metadata = f.metadata() or {}
+        elif file.suffix in (".pth", ".pt", ".bin", ".ckpt"):
+            try:  # mapped, not read: the released 2B file is several GB
+                sd = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError:
+                sd = torch.load(file, map_location="cpu", weights_only=True)
+            if not isinstance(sd, dict):
+                return None
+            shapes = {k: tuple(v.shape) for k, v in sd.items() if isinstance(v, torch.Tensor)}
+        else:
+            return None
+        shapes = strip_compile_prefix(shapes)
+        if not is_video_state_dict(shapes):
+            return None
+        saved = json.loads(metadata[CONFIG_METADATA_KEY]) if CONFIG_METADATA_KEY in metadata else None
+        if isinstance(saved, dict) and saved.get("family") == VIDEO_FAMILY:
+            return LuminaVideoConfig.from_dict(saved)
+        return infer_video_config({k: torch.empty(s, device="meta") for k, s in shapes.items()}, str(file))
+    except Exception as err:  # noqa: BLE001 - unreadable: the library's reader words the problem (truncated, not a checkpoint)
+        why: Exception = err
+        try:
+            from lumina.checkpoints import read_state_dict
+
+            read_state_dict(path)
+        except LuminaError as reader_err:
+            why = reader_err
+        except Exception:  # noqa: BLE001 - keep the first error
+            pass
+        raise ConfigError(f"model.init_from={str(path)!r} cannot be loaded: {why}") from None
+
+
+def resolve_family(config: TrainConfig) -> None:
+    """model.family from a model.init_from checkpoint: a Lumina-Video checkpoint makes the run
+    lumina_video (whatever model.family says); model.family=lumina_video with another model's
+    checkpoint is refused."""
+    m = config.model
+    if not m.init_from or not Path(m.init_from).exists():
+        return
+    video = checkpoint_video_config(m.init_from)
+    if video is not None:
+        m.family = VIDEO_FAMILY
+    elif m.family == VIDEO_FAMILY:
+        raise ConfigError(f"model.family=lumina_video but model.init_from={m.init_from!r} is not a Lumina-Video checkpoint "
+                          "(no all_x_embedder.<patch>-<f_patch> entries); give a Lumina-Video checkpoint, or unset "
+                          "model.family to fine-tune that model as what it is")
+
+
+def video_model_config(config: TrainConfig) -> LuminaVideoConfig:
+    """The Lumina-Video config a run trains: the model.init_from checkpoint's, or model.*'s."""
+    m = config.model
+    if m.init_from:
+        found = checkpoint_video_config(m.init_from)
+        if found is None:
+            raise ConfigError(f"model.init_from={m.init_from!r} is not a Lumina-Video checkpoint")
+        return found
+    try:
+        return m.video_config(cap_feat_dim=1)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"[model]: {err} (model.patches is a list of [patch_size, f_patch_size] pairs)") from None
+
+
+def entry_name(entry: tuple[int, int]) -> str:
+    """The official name of a (patch_size, f_patch_size) entry: (2, 1) → '1x2' (f_patch x patch)."""
+    return f"{entry[1]}x{entry[0]}"
+
+
+def video_entries(config: TrainConfig, video: LuminaVideoConfig) -> list[tuple[tuple[int, int], float]]:
+    """((patch_size, f_patch_size), time shift) of every entry the run trains, in order."""
+    r = config.run
+    have = {entry_name(e): e for e in video.patches}
+    names = list(r.video_entries) or list(have)
+    missing = [n for n in names if n not in have]
+    if missing:
+        raise ConfigError(f"run.video_entries names {', '.join(map(str, missing))}, which this Lumina-Video model lacks: it "
+                          f"has {', '.join(have)} (f_patch x patch); pick among those or leave run.video_entries empty (all)")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"run.video_entries={names} names an entry twice; list each once")
+    shifts = list(r.video_time_shifts) or [float(have[n][0] * have[n][1]) for n in names]
+    if len(shifts) != len(names) or any(not (isinstance(s, (int, float)) and s > 0) for s in shifts):
+        raise ConfigError(f"run.video_time_shifts={list(r.video_time_shifts)} must give one positive shift per trained entry "
+                          f"({', '.join(names)}), or be empty for the official pF·p")
+    return [(have[n], float(s)) for n, s in zip(names, shifts, strict=True)]
+
+
+def _validate_video(config: TrainConfig) -> None:
+    """A Lumina-Video run: its model (new or model.init_from), entries, data and motion keys."""
+    m, d, r = config.model, config.data, config.run
+    video = video_model_config(config)
+    # the size unit of buckets and crops: the largest spatial patch, so every entry cuts every clip
+    m.patch_size = max(p for p, _ in video.patches)
+    m.in_channels = video.in_channels
+    video_entries(config, video)
+    what = f"model.init_from={m.init_from!r} is a Lumina-Video checkpoint" if m.init_from else "model.family=lumina_video"
+    if d.sources:
+        raise ConfigError(f"{what}: data.sources mixes images only; give one clip data set (data.kind) instead")
+    if d.frames == 1 or d.kind == "shapes":
+        raise ConfigError(f"{what}, which trains on clips, but the data are images (data.kind={d.kind}, data.frames="
+                          f"{d.frames}): set data.frames > 1 with clip data (data.kind moving_shapes, or a folder/jsonl of "
+                          "videos; with a CogVideoX data.vae 4k + 1 frames, e.g. 5)")
+    if m.vae_downsample != 1 and vae_temporal(d.vae) == 1 and d.vae:
+        raise ConfigError(f"{what}, a video latent model, but data.vae={d.vae!r} is an image VAE: give the CogVideoX VAE "
+                          "folder (AutoencoderKLCogVideoX, e.g. THUDM/CogVideoX-2b/vae)")
+    if m.init_from:
+        try:
+            video.check_frames(f"data.frames={d.frames}", latent_frame_count(d.frames, vae_temporal(d.vae)))
+        except ValueError as err:
+            raise ConfigError(f"[model]: {err}") from None
+    if r.t_sampler == "shift":
+        raise ConfigError("run.t_sampler=shift: a Lumina-Video run shifts each entry's times by its own "
+                          "run.video_time_shifts; choose uniform (the official) or lognorm")
+    if not 0.0 <= d.motion_dropout <= 1.0:
+        raise ConfigError(f"data.motion_dropout={d.motion_dropout} must be in [0, 1] (official 0.3)")
+    if r.video_vd_weight < 0:
+        raise ConfigError(f"run.video_vd_weight={r.video_vd_weight} must be ≥ 0 (official 1)")
+    from lumina.video_sampling import SAMPLE_CONFIGS
+
+    if r.video_sample_config not in SAMPLE_CONFIGS:
+        raise ConfigError(f"run.video_sample_config={r.video_sample_config!r}: choose {', '.join(SAMPLE_CONFIGS)}")
 
 
 def _validate_data(config: TrainConfig) -> None:

@@ -26,7 +26,16 @@ from lumina.text_encoders import load_text_encoder
 
 from . import checkpointing
 from .caption_check import dataset_report, quiet_tokenizer
-from .config import ConfigError, TrainConfig, check_model_frames, ema_decay, latent_frame_count, validate, vae_temporal
+from .config import (
+    ConfigError,
+    TrainConfig,
+    check_model_frames,
+    ema_decay,
+    entry_name,
+    latent_frame_count,
+    vae_temporal,
+    validate,
+)
 from .data import BatchPlan, build_dataset, dataset_captions, dataset_summary, load_batch
 from .distributed import (
     before_load_state,
@@ -40,17 +49,33 @@ from .distributed import (
 from .latents import build_latent_space, draw_latents
 from .lora import add_lora, merged_state_dict, save_lora
 from .objective import flow_matching_loss
-from .sample import png_arrays, sample_images, save_animation
+from .sample import png_arrays, sample_images, sample_video_clips, save_animation
+from .video_objective import (
+    drop_motion,
+    entry_times,
+    item_motion_scores,
+    lumina_video_loss,
+    new_video_model,
+    training_entries,
+    whole_temporal_patches,
+)
 
 log = logging.getLogger("train")
 
 
-def build_model(config: TrainConfig, cap_feat_dim: int) -> lumina.LuminaDiT:
+def build_model(config: TrainConfig, cap_feat_dim: int) -> lumina.LuminaDiT | lumina.LuminaVideo:
     if config.model.init_from:
         try:
-            return lumina.load_model(config.model.init_from, dtype=torch.float32)
+            model = lumina.load_model(config.model.init_from, dtype=torch.float32)
         except LuminaError as err:  # missing, truncated, not a Lumina model: the message names the file and the fix
             raise ConfigError(f"model.init_from={config.model.init_from!r} cannot be loaded: {err}") from None
+        if model.config.cap_feat_dim != cap_feat_dim:
+            raise ConfigError(f"model.init_from={config.model.init_from!r} reads {model.config.cap_feat_dim}-wide caption "
+                              f"features but text.encoder={config.text.encoder!r} gives {cap_feat_dim}: use the text encoder "
+                              "the model was trained with (Lumina-Video: Gemma-2-2B, 2304; Next-DiT: Gemma-2B, 2048)")
+        return model
+    if config.model.family == "lumina_video":
+        return new_video_model(config, cap_feat_dim)
     lumina_config = config.model.lumina_config(cap_feat_dim)
     torch.manual_seed(config.run.seed)
     model = lumina.build_model(lumina_config)
@@ -203,23 +228,43 @@ def fit(config: TrainConfig, accelerator=None) -> Path:
     model.train()
     bar = tqdm(total=config.optim.steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
                disable=not (config.run.progress and accelerator.is_main_process))
+    mine = slice(rank * local, (rank + 1) * local)
+    entries = training_entries(config, accelerator.unwrap_model(model)) if config.model.family == "lumina_video" else None
+    if entries is not None:
+        log.info("Lumina-Video entries trained each step (time shift): %s",
+                 ", ".join(f"{entry_name(e)} ({s:g})" for e, s in entries))
     while step < config.optim.steps:
-        epoch, batch_ids = plan.at(step)
-        mine = slice(rank * local, (rank + 1) * local)
-        items = load_batch(dataset, batch_ids[mine], epoch)
-        # every random number of the step is drawn for the global batch from (seed, step): all
-        # processes agree, and a resumed or single-process run draws the very same numbers
-        g = torch.Generator().manual_seed(config.run.seed * 1_000_003 + step)
-        dropped = (torch.rand(config.optim.batch_size, generator=g) < config.data.caption_dropout)[mine]
-        # images → latent distributions (VAE, no grad) → this step's draws; mixed sizes as lists
-        latents, noise, t = draw_latents(latent_space.distributions([x for x, _ in items], accelerator.device), g, config, mine)
-        with quiet_tokenizer():  # the dataset's captions were reported once at start-up
-            cond = captions(["" if drop else c for drop, (_, c) in zip(dropped.tolist(), items, strict=True)], accelerator.device)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, config)
-        with accelerator.autocast():
-            loss = flow_matching_loss(model, latents, noise, t, cond.cap_feats, cond.cap_mask)
-        accelerator.backward(loss)
+        entry_losses: dict[str, float] = {}
+        # Lumina-Video: each entry its own global batch (plan batch step·K + k), loss and backward
+        for k, (entry, shift) in enumerate(entries or [(None, 1.0)]):
+            draw = step if entries is None else step * len(entries) + k
+            epoch, batch_ids = plan.at(draw)
+            items = load_batch(dataset, batch_ids[mine], epoch)
+            # every random number of the step is drawn for the global batch from (seed, step): all
+            # processes agree, and a resumed or single-process run draws the very same numbers
+            g = torch.Generator().manual_seed(config.run.seed * 1_000_003 + draw)
+            dropped = (torch.rand(config.optim.batch_size, generator=g) < config.data.caption_dropout)[mine]
+            # images → latent distributions (VAE, no grad) → this step's draws; mixed sizes as lists
+            latents, noise, t = draw_latents(latent_space.distributions([x for x, _ in items], accelerator.device), g, config, mine)
+            with quiet_tokenizer():  # the dataset's captions were reported once at start-up
+                cond = captions(["" if drop else c for drop, (_, c) in zip(dropped.tolist(), items, strict=True)], accelerator.device)
+            if entry is None:
+                with accelerator.autocast():
+                    loss = flow_matching_loss(model, latents, noise, t, cond.cap_feats, cond.cap_mask)
+                accelerator.backward(loss)
+                continue
+            scores = item_motion_scores(dataset, batch_ids, config.data.motion_score)
+            motion = drop_motion(scores, config.data.motion_dropout, g)[mine]
+            latents, noise = whole_temporal_patches(latents, entry[1]), whole_temporal_patches(noise, entry[1])
+            with accelerator.autocast():
+                loss = lumina_video_loss(model, latents, noise, entry_times(t, shift), cond.cap_feats, cond.cap_mask,
+                                         motion, entry, config.run.video_vd_weight)
+            accelerator.backward(loss)  # the official: one backward per entry, the gradients summed
+            entry_losses[f"loss_{entry_name(entry)}"] = loss.item()
+        if entries is not None:  # logged: the entries' mean (each entry's own as loss_<entry>)
+            loss = torch.tensor(sum(entry_losses.values()) / len(entry_losses))
         # all parameters (frozen ones have no grad): under FSDP this is the sharded model's global norm
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
         optimizer.step()
@@ -229,8 +274,8 @@ def fit(config: TrainConfig, accelerator=None) -> Path:
         step += 1
         bar.update(1)
         if accelerator.is_main_process and (step % config.run.log_every == 0 or step == config.optim.steps):
-            record = {"step": step, "loss": loss.item(), "grad_norm": float(grad_norm), "lr": lr_at(step - 1, config),
-                      "seconds": round(time.perf_counter() - started, 2)}
+            record = {"step": step, "loss": loss.item(), **entry_losses, "grad_norm": float(grad_norm),
+                      "lr": lr_at(step - 1, config), "seconds": round(time.perf_counter() - started, 2)}
             with log_file.open("a") as f:
                 f.write(json.dumps(record) + "\n")
             if config.run.tensorboard:
@@ -274,7 +319,12 @@ def validation_images(config: TrainConfig, model: lumina.LuminaDiT, encoder, ste
     side = config.data.image_size // config.model.vae_downsample
     frames = latent_frame_count(config.data.frames, vae_temporal(config.data.vae)) if config.data.kind != "shapes" else 1
     with quiet_tokenizer():  # the prompts were reported once at start-up
-        images = sample_images(model, encoder, prompts, side, side, seed=config.run.seed, frames=frames)
+        if config.model.family == "lumina_video":  # lumina.sample_video: an official sample config, the finest trained entry
+            finest = min((e for e, _ in training_entries(config, model)), key=lambda e: e[0] * e[0] * e[1])
+            images = sample_video_clips(model, encoder, prompts, frames, side, side, seed=config.run.seed,
+                                        config_name=config.run.video_sample_config, steps=20, patch_comb=entry_name(finest))
+        else:
+            images = sample_images(model, encoder, prompts, side, side, seed=config.run.seed, frames=frames)
     stem.parent.mkdir(parents=True, exist_ok=True)
     if config.model.vae_downsample != 1:
         save_file({"latents": images.contiguous().cpu()}, str(stem.with_suffix(".safetensors")))

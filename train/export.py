@@ -68,6 +68,50 @@ def _pick_lora(weights: Path, lora: Path, ema: bool | None) -> Path:
     return averaged if ema is not False and averaged.is_file() else lora
 
 
+# the official MultiScaleNextDiT constructors of the released shapes (models/model.py), by our preset
+OFFICIAL_VIDEO_MODELS = {"lumina-video-2b": "MultiScaleNextDiT_2B", "lumina-video-2b-gqa": "MultiScaleNextDiT_2B_GQA",
+                         "lumina-video-4b-gqa": "MultiScaleNextDiT_4B_GQA"}
+
+
+def save_video_official(model, out: Path) -> Path:
+    """A Lumina-Video model in its released form: a folder with consolidated.00-of-01.pth (plain
+    official-named tensors, read by lumina.load_model with weights_only and by the official code)
+    and model_args.pth (the argparse Namespace the official generate.py reads; lumina.load_model
+    never opens it). A path ending in .safetensors gets one file with our config instead.
+
+    The folder form carries no config of ours, so its shape-free values (rope_theta, t_scale,
+    motion_scale) must be the released ones that lumina.load_model assumes."""
+    import argparse as _argparse
+
+    from lumina.video_config import VIDEO_PRESETS, LuminaVideoConfig
+
+    config = model.config
+    if out.suffix == ".safetensors":
+        return save_official(model, out, config)
+    released = {k: getattr(LuminaVideoConfig, k) for k in ("rope_theta", "t_scale", "motion_scale")}
+    changed = {k: getattr(config, k) for k, v in released.items() if getattr(config, k) != v}
+    if changed:
+        raise CLIError(f"--out {out}: the released folder form cannot carry {changed} (lumina.load_model reads such a folder "
+                       f"with the released {released}); give --out NAME.safetensors, which keeps the model's config")
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out}: the released form is a folder; give a folder, or a .safetensors file name")
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.contiguous() for k, v in model.state_dict().items()}, out / "consolidated.00-of-01.pth")
+    preset = next((name for name, c in VIDEO_PRESETS.items()
+                   if c.with_(cap_feat_dim=config.cap_feat_dim, patches=config.patches) == config.with_(ffn_hidden=None)
+                   and c.hidden_dim == config.hidden_dim), None)
+    args = _argparse.Namespace(
+        model=OFFICIAL_VIDEO_MODELS.get(preset), patch_sizes=[p for p, _ in config.patches],
+        f_patch_sizes=[f for _, f in config.patches], qk_norm=config.qk_norm, rope_theta=config.rope_theta,
+        t_scale=config.t_scale, motion_scale=config.motion_scale,
+        # not official arguments: the shape, for a model no official constructor builds
+        dim=config.dim, n_layers=config.n_layers, n_heads=config.n_heads, n_kv_heads=config.n_kv_heads,
+        in_channels=config.in_channels, cap_feat_dim=config.cap_feat_dim,
+    )
+    torch.save(args, out / "model_args.pth")
+    return out / "consolidated.00-of-01.pth"
+
+
 def run(args) -> int:
     source = find_source(args.source)
     lora, weights = _lora_paths(source.weights)
@@ -96,6 +140,14 @@ def run(args) -> int:
         raise CLIError(f"--merge-lora: {weights} has no merged model (consolidated.00-of-01.safetensors) next to {lora.name}")
     file = pick_weights(weights, args.ema)
     model = load(file, DTYPES[args.dtype], "cpu", args.ema)
+    if model.family == "lumina_video":
+        if args.to == "diffusers":
+            raise CLIError(f"--to diffusers: {file} is a Lumina-Video model, and diffusers has no Lumina-Video model format; "
+                           "use --to official (a folder: the released consolidated.00-of-01.pth form; a .safetensors file: "
+                           "one file with our config)")
+        written = save_video_official(model, out)
+        print(written)
+        return 0
     try:
         if args.to == "official":
             written = save_official(model, out, model.config)

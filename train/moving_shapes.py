@@ -67,6 +67,28 @@ class MovingShapesDataset(torch.utils.data.Dataset):
         clip = render_clip(motion, self.frames, self.size, np.random.default_rng([self.seed, index]))
         return from_uint8(torch.from_numpy(clip)).permute(3, 0, 1, 2).contiguous(), caption(*motion)  # (3, F, H, W)
 
+    def motion_score(self, index: int) -> float:
+        """Item `index`'s Lumina-Video motion score (`motion_score`)."""
+        motion = self.motions[index % len(self.motions)]
+        return motion_score(motion, self.frames, self.size, np.random.default_rng([self.seed, index]))
+
+
+def motion_score(motion: tuple[str, str, str, str, str], frames: int, size: int = 32,
+                 rng: np.random.Generator | None = None) -> float:
+    """The clip's score in the official measure (the mean absolute optical flow over both flow
+    components and every pixel, tools/unimatch/compute.py), computed exactly instead of by a flow
+    model: the shape's pixels move by its per-frame step along one axis, every other pixel stays.
+    At this clip's own size and frame rate (the official measures at 320×576, frames 0.5 s apart);
+    `rng` must be the one `render_clip` draws from (same order of draws)."""
+    _, shape, kind, _, _ = motion
+    travel = 0.5
+    if rng is not None:
+        rng.uniform(-0.08, 0.08)  # the perpendicular offset, drawn first by render_clip
+        travel = rng.uniform(0.4, 0.6)
+    step = travel * size / max(1, frames - 1)  # px per frame
+    coverage = float(shape_coverage(shape, size, size / 2, size / 2, SIDE[kind] * size).mean())
+    return step * coverage / 2  # one of the two flow components moves
+
 
 def all_captions() -> list[str]:
     """Every moving-shapes caption (the vocabulary a tiny text encoder for them needs)."""

@@ -81,6 +81,31 @@ def sample_images(
         model.train(was_training)
 
 
+@torch.inference_mode()
+def sample_video_clips(
+    model: lumina.LuminaVideo, encoder, prompts: Sequence[str], frames: int, height: int, width: int, *, seed: int = 0,
+    config_name: str = "f16F64R512", negative: str = "", **changes: Any,
+) -> torch.Tensor:
+    """(N, C, frames, height, width) fp32 model-space clips of a Lumina-Video model, one per prompt,
+    each its own `lumina.sample_video` call with the official sample config `config_name` (any
+    field changed by `changes`, e.g. steps=20, patch_comb="1x2") from the noise of `seed`; sizes
+    in model units. The model's train/eval mode is restored."""
+    settings = lumina.video_sample_settings(config_name, **changes)
+    was_training = model.training
+    model.eval()
+    try:
+        out = []
+        for prompt in prompts:
+            both = encoder.encode([prompt, negative])
+            cond = lumina.Conditioning(both.cap_feats[:1], both.cap_mask[:1])
+            uncond = lumina.Conditioning(both.cap_feats[1:], both.cap_mask[1:])
+            out.append(lumina.sample_video(model, cond, uncond, (1, model.config.in_channels, frames, height, width),
+                                           settings, seed=seed))
+        return torch.cat(out)
+    finally:
+        model.train(was_training)
+
+
 def png_arrays(images: torch.Tensor) -> np.ndarray:
     """(N, 3, H, W) in [-1, 1] → (N, H, W, 3) uint8 numpy, what PIL saves (lumina.pixels.to_uint8)."""
     return to_uint8(images).permute(0, 2, 3, 1).cpu().numpy()
@@ -252,6 +277,10 @@ def run(args) -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     file = pick_weights(source.weights, args.ema)
     model = load(file, torch.float32, device, args.ema)
+    if model.family == "lumina_video":
+        raise CLIError(f"{file} is a Lumina-Video model: sample it with lumina.sample_video or the Lumina-Video workflows "
+                       "(workflows/lumina_video_t2v); this command samples Next-DiT and Flag-DiT (a Lumina-Video run's "
+                       "validation clips come from run.sample_every)")
     width, height = _size(args.size, model.config)
     try:
         encoder = load_text_encoder(encoder_folder, dtype=torch.float32, device=device, convention=text.get("convention", "auto"))
