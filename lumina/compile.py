@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 from torch import Tensor, nn
 
-from .errors import LuminaInputError
+from .errors import LuminaError, LuminaInputError
 from .model.attention import LayerContext
 from .model.hooks import ForwardHook
 from .model.rope import real_rotations
@@ -144,7 +144,15 @@ def _compiled_block_class(block_class: type) -> type:
             graphs, start = _graph_count(), time.perf_counter()
             # `layer` only tells hooks where they are, and the compiled call has none: a constant
             # keeps torch from specialising (and recompiling) on it where a padded mask splits the graph
-            out = compiled(self, x, settings.plain_context(ctx), 0)
+            try:
+                out = compiled(self, x, settings.plain_context(ctx), 0)
+            except torch._dynamo.exc.BackendCompilerFailed as err:  # e.g. no C++ compiler for inductor's CPU code
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise LuminaError(
+                    f"torch.compile ({settings.backend}) could not compile {block_class.__name__}: {first[:300]}. "
+                    "Inductor needs a working C++ compiler on CPU (g++ or clang; set CXX) and Triton on GPU; "
+                    "run the model uncompiled (the Model Loader's compile off) until it is installed"
+                ) from err
             stats.compiled_calls += 1
             if _graph_count() != graphs:
                 seconds = time.perf_counter() - start

@@ -244,3 +244,18 @@ def test_features_inside_attention_run_eager_and_between_blocks_stay_compiled(tr
         assert counter.layers == [0, 1, 2]
         assert stats.compiled_calls == compiled_calls + 3 and graphs() == before
         assert relative_error(out, model(x, t, cap)) <= TOLERANCE
+
+
+def test_a_backend_that_cannot_compile_is_one_clear_error():
+    from torch._dynamo import list_backends, register_backend
+
+    if "lumina_test_cannot_compile" not in list_backends(exclude_tags=()):
+        def cannot_compile(graph, example_inputs):
+            raise RuntimeError("no C++ compiler here")
+
+        register_backend(cannot_compile, name="lumina_test_cannot_compile")
+    model = tiny_random_model("next_dit", n_layers=1, dim=32)
+    compiled = compile_model(model, backend="lumina_test_cannot_compile")
+    x, cap = inputs()
+    with torch.inference_mode(), pytest.raises(lumina.LuminaError, match="could not compile NextDiTBlock: .*compile off"):
+        compiled(x, torch.full((2,), 0.5), cap)
