@@ -241,3 +241,24 @@ def test_the_sample_command_refuses_a_lumina_video_run_clearly(encoder, tmp_path
     out = fit(config(encoder, tmp_path / "run", 1))
     assert main(["sample", str(out), "--prompt", "a red circle"]) == 2
     assert "is a Lumina-Video model: sample it with lumina.sample_video" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("distributed", ["ddp", "fsdp"])
+def test_two_processes_agree_with_one(encoder, tmp_path, distributed):
+    """torchrun with 2 CPU processes (each entry's modules unused in the other entries' forwards)."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    single = fit(config(encoder, tmp_path / "single", 3))
+    args = [*LV_TINY, f"text.encoder={encoder}", f"run.out_dir={tmp_path / 'two'}", "optim.steps=3", "run.save_every=3",
+            f"run.distributed={distributed}"]
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "train", "fit", *args], cwd=repo, env={**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-4000:]
+    for name in WEIGHTS:
+        a = load_file(single / "checkpoints" / "latest" / name)
+        b = load_file(tmp_path / "two" / "checkpoints" / "latest" / name)
+        assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-5, name
