@@ -111,3 +111,19 @@ def test_bad_input_is_a_node_error_and_the_next_prompt_runs(comfy_server, tiny_a
     _expect_node_error(comfy_server, no_vocoder, "LuminaAudioModelLoader", "bigvnat/args.yml and bigvnat/best_netG.pt",
                        "BigVGAN vocoder")
     check_saved_audio(comfy_server, comfy_server.run(good, timeout=300), good)
+
+
+def test_core_save_audio_takes_the_same_audio_where_it_exists(comfy_server, tiny_assets, unique_prefix):
+    """Core Save Audio writes the same AUDIO as FLAC. Its module imports torchaudio (no wheel beside CPU torch):
+    0.3.64 here imports it through the harness's import-only stand-in (tools/comfyui/stubs/torchaudio), and FLAC
+    at 16 kHz calls nothing of torchaudio; the vendored 2024 ComfyUI has no audio nodes."""
+    if "SaveAudio" not in comfy_server.object_info():
+        pytest.skip("this ComfyUI has no core Save Audio (its audio nodes need torchaudio)")
+    graph = audio_graph(tiny_assets, unique_prefix, seconds=1.0)
+    graph["6"] = {"class_type": "SaveAudio", "inputs": {"audio": ["5", 0], "filename_prefix": unique_prefix}}
+    [flac] = comfy_server.output_files(comfy_server.run(graph, timeout=300), key="audio")
+    av = pytest.importorskip("av")
+    with av.open(str(flac)) as container:
+        stream = container.streams.audio[0]
+        samples = sum(frame.samples for frame in container.decode(stream))
+    assert (stream.rate, samples) == (SAMPLE_RATE, expected_samples(1.0))
