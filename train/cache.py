@@ -12,7 +12,7 @@ Layout of data.cache_dir:
   caption dropout is caption 0.
 - `manifest.json`, written last (a half-built cache is never used): the config values the cache
   depends on (`match`), the latent space, the captions, and per item its source image, caption
-  and the crop size it got (clips: and their frame count).
+  and the crop size it got (clips: their frame count, and a JSONL row's Lumina-Video motion score).
 
 Trade-off: caching freezes one crop per item, the one epoch 0 draws (with run.seed), whereas
 online training picks a bucket among the top data.bucket_top_k and a crop offset anew each epoch.
@@ -146,6 +146,9 @@ def build_cache(config: TrainConfig) -> Path:
             row = {"image": str(path), "caption": captions[caption], "crop": [image.shape[-1], image.shape[-2]], "shard": len(shards)}
             if clips:
                 row["frames"] = image.shape[1]
+            motion = getattr(dataset, "motion_score", None)
+            if motion is not None and motion(index) is not None:  # a JSONL clip's Lumina-Video motion score
+                row["motion"] = float(motion(index))
             items.append(row)
             in_shard += 1
         if in_shard >= SHARD_ITEMS:
@@ -257,6 +260,10 @@ class CachedItems(Dataset):
     def _group_key(self, index: int, epoch: int) -> tuple[int, int, int]:
         row = self.items[index]
         return (row["frames"], *row["crop"])
+
+    def motion_score(self, index: int) -> float | None:
+        """The cached item's Lumina-Video motion score (its JSONL row's), None when it had none."""
+        return self.items[index].get("motion")
 
     def __getitem__(self, index: int) -> tuple[LatentDist, str]:
         row = self.items[index]

@@ -262,3 +262,45 @@ def test_two_processes_agree_with_one(encoder, tmp_path, distributed):
         a = load_file(single / "checkpoints" / "latest" / name)
         b = load_file(tmp_path / "two" / "checkpoints" / "latest" / name)
         assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-5, name
+
+
+def test_jsonl_motion_scores_reach_the_model_online_and_from_the_cache(encoder, tmp_path, monkeypatch):
+    """A JSONL of frame folders, two with scores and two without (data.motion_score), trained
+    online and from `python -m train cache`: every clip's loss call carries its own score."""
+    from builders import moving_frames, write_frame_folder
+
+    from train.cache import build_cache
+
+    rows, expected = [], {}
+    for i in range(4):
+        caption = f"a {('small', 'large')[i % 2]} {('red', 'blue', 'green', 'yellow')[i]} square"
+        write_frame_folder(tmp_path / "clips" / f"clip{i}", moving_frames(2, 8, 8, seed=i))
+        row = {"video": f"clips/clip{i}", "caption": caption}
+        if i < 2:
+            row["motion_score"] = 1.5 + i
+        rows.append(json.dumps(row))
+        expected[caption] = 1.5 + i if i < 2 else 7.0
+    (tmp_path / "clips.jsonl").write_text("\n".join(rows) + "\n")
+    data = [o for o in LV_TINY if not o.startswith("data.kind")] + [
+        "data.kind=jsonl", f"data.path={tmp_path / 'clips.jsonl'}", "data.buckets=false", "data.motion_score=7",
+        "data.motion_dropout=0", "data.caption_dropout=0", "run.video_entries=[1x2]", f"text.encoder={encoder}",
+        "optim.steps=2", "run.save_every=2"]
+    build_cache(load_config(None, [*data, f"data.cache_dir={tmp_path / 'cache'}", f"run.out_dir={tmp_path / 'x'}"]))
+    real_loss, real_caption = train.engine.lumina_video_loss, train.engine.CaptionCache.__call__
+    for name, extra in (("online", []), ("cached", [f"data.cache_dir={tmp_path / 'cache'}"])):
+        motions, texts_seen = [], []
+
+        def recording(model, data, noise, t, feats, mask, motion, entry, vd_weight=0.0):
+            motions.append(motion.clone())
+            return real_loss(model, data, noise, t, feats, mask, motion, entry, vd_weight)
+
+        def caption_call(self, texts, device):
+            texts_seen.append(list(texts))
+            return real_caption(self, texts, device)
+
+        monkeypatch.setattr(train.engine, "lumina_video_loss", recording)
+        monkeypatch.setattr(train.engine.CaptionCache, "__call__", caption_call)
+        fit(load_config(None, [*data, *extra, f"run.out_dir={tmp_path / name}"]))
+        assert len(texts_seen) == len(motions) == 2
+        for texts, motion in zip(texts_seen, motions):
+            assert motion.tolist() == [expected[c] for c in texts], name
