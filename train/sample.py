@@ -14,7 +14,9 @@ overrides either. The folder gets samples.json: each file's full prompt, seed an
 The checkpoint is a run folder (its config.yaml gives the text encoder), its checkpoints/latest, or
 any file or folder `lumina.load_model` reads. Pixel-space models write PNGs (with --frames N > 1
 animated WEBPs); latent models write their latents as .safetensors, or PNGs decoded by a local
-diffusers AutoencoderKL (--vae).
+diffusers AutoencoderKL (--vae). A Lumina-Video model samples clips through `lumina.sample_video`
+with an official sample config (--video-config, default f16F64R512; --steps and --cfg change it):
+animated WEBPs in pixel space, latents otherwise.
 """
 
 from __future__ import annotations
@@ -200,6 +202,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None,
                         help="EMA weights (default: EMA when the checkpoint has them)")
     parser.add_argument("--vae", help="latent models: a local diffusers AutoencoderKL folder to decode PNGs with")
+    parser.add_argument("--video-config", default="f16F64R512",
+                        help="Lumina-Video models: the official sample config (lumina.SAMPLE_CONFIGS; default %(default)s); "
+                             "--steps and --cfg (its first value) change it")
 
 
 def _size(text: str | None, config: lumina.LuminaConfig) -> tuple[int, int]:
@@ -264,6 +269,77 @@ def _decoder(folder: str, channels: int, device: str):
     return decode
 
 
+def _run_video(args, source: Source, prompts: list[str], model, file: Path, encoder_folder: str, text: dict,
+               device: str) -> int:
+    """`sample` for a Lumina-Video model: clips through lumina.sample_video with an official sample
+    config; pixel-space models write animated WEBPs, latent models their latents (decode them with
+    the CogVideoX VAE, e.g. the Lumina Video VAE Decode node)."""
+    from safetensors.torch import save_file
+
+    from lumina.video_sampling import scaled_cfg
+
+    down = int((source.run_config.get("model") or {}).get("vae_downsample", 8))
+    unit = max(p for p, _ in model.config.patches) * down
+    if args.size is None:
+        side = (source.run_config.get("data") or {}).get("image_size")
+        if side is None:
+            raise CLIError("--size WxH is required: the checkpoint is not in a run folder whose config.yaml names data.image_size")
+        width = height = int(side)
+    else:
+        match = re.fullmatch(r"(\d+)[xX](\d+)", args.size.strip())
+        if not match:
+            raise CLIError(f"--size {args.size!r}: write it as WxH in px, e.g. --size 64x32")
+        width, height = int(match[1]), int(match[2])
+    if width < unit or height < unit or width % unit or height % unit:
+        raise CLIError(f"--size {width}x{height}: width and height must be positive multiples of {unit} px "
+                       f"(the largest patch {unit // down} × vae_downsample {down})")
+    try:
+        model.config.check_frames(f"--frames {args.frames}", args.frames)
+        encoder = load_text_encoder(encoder_folder, dtype=torch.float32, device=device, convention=text.get("convention", "auto"))
+        base = lumina.video_sample_settings(args.video_config)
+        changes: dict[str, Any] = {}
+        if args.steps is not None:
+            changes["steps"] = args.steps
+        if args.cfg is not None:
+            changes["cfg"] = scaled_cfg(base.cfg, args.cfg)
+        settings = base.with_(**changes)
+        settings.check_model(model.config)
+    except (lumina.LuminaError, LuminaTextEncoderError) as err:
+        raise CLIError(str(err)) from None
+    if encoder.hidden_size != model.config.cap_feat_dim:
+        raise CLIError(f"--encoder {encoder_folder} gives {encoder.hidden_size}-wide features but the model "
+                       f"expects {model.config.cap_feat_dim}; use the encoder it was trained with")
+    problem = prompts_report(encoder, prompts)
+    if problem:
+        print(f"warning: {problem}", file=sys.stderr)
+    try:
+        with quiet_tokenizer():
+            clips = sample_video_clips(model, encoder, prompts, args.frames, height // down, width // down, seed=args.seed,
+                                       config_name=args.video_config, negative=args.negative, **changes)
+    except lumina.LuminaError as err:
+        raise CLIError(str(err)) from None
+    out = Path(args.out) if args.out else (source.run / "samples" / "cli" if source.run else Path("samples"))
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"weights: {file}", file=sys.stderr)
+    paths = []
+    for i, prompt in enumerate(prompts):
+        stem = out / f"{i:03d}_{_slug(prompt)}"
+        if down == 1:
+            paths.append(save_animation(clips[i : i + 1], stem.with_suffix(".webp"), fps=args.fps))
+        else:
+            save_file({"latents": clips[i : i + 1].contiguous().cpu()}, str(stem.with_suffix(".safetensors")),
+                      metadata={"prompt": prompt})
+            paths.append(stem.with_suffix(".safetensors"))
+    for path in paths:
+        print(path)
+    common = {"negative": args.negative, "seed": args.seed, "video_config": args.video_config, **changes,
+              "width": width, "height": height, "frames": args.frames, "weights": str(file)}
+    index = write_index(out, [{"file": p.name, "prompt": prompt, **{k: str(v) if k == "cfg" else v for k, v in common.items()}}
+                              for p, prompt in zip(paths, prompts, strict=True)])
+    print(f"index: {index}", file=sys.stderr)
+    return 0
+
+
 def run(args) -> int:
     from PIL import Image
     from safetensors.torch import save_file
@@ -278,9 +354,7 @@ def run(args) -> int:
     file = pick_weights(source.weights, args.ema)
     model = load(file, torch.float32, device, args.ema)
     if model.family == "lumina_video":
-        raise CLIError(f"{file} is a Lumina-Video model: sample it with lumina.sample_video or the Lumina-Video workflows "
-                       "(workflows/lumina_video_t2v); this command samples Next-DiT and Flag-DiT (a Lumina-Video run's "
-                       "validation clips come from run.sample_every)")
+        return _run_video(args, source, prompts, model, file, encoder_folder, text, device)
     width, height = _size(args.size, model.config)
     try:
         encoder = load_text_encoder(encoder_folder, dtype=torch.float32, device=device, convention=text.get("convention", "auto"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -235,12 +236,40 @@ def test_wrong_checkpoint_combinations_are_refused(encoder, tmp_path):
                                "optim.steps=1"]))
 
 
-def test_the_sample_command_refuses_a_lumina_video_run_clearly(encoder, tmp_path, capsys):
+def test_the_sample_command_writes_lumina_video_clips(encoder, tmp_path, capsys):
+    from PIL import Image
+
     from train.__main__ import main
 
-    out = fit(config(encoder, tmp_path / "run", 1))
-    assert main(["sample", str(out), "--prompt", "a red circle"]) == 2
-    assert "is a Lumina-Video model: sample it with lumina.sample_video" in capsys.readouterr().err
+    run = fit(config(encoder, tmp_path / "run", 1))
+    out = tmp_path / "clips"
+    assert main(["sample", str(run), "--prompt", "a red circle", "--frames", "4", "--steps", "3", "--cfg", "2",
+                 "--size", "16x8", "--out", str(out)]) == 0
+    with Image.open(out / "000_a_red_circle.webp") as img:
+        assert img.is_animated and img.n_frames == 4 and img.size == (16, 8)
+    row = json.loads((out / "samples.json").read_text())[0]
+    assert row["video_config"] == "f16F64R512" and row["steps"] == 3 and row["frames"] == 4
+    # the library gives the same clip for that seed and settings
+    model = lumina.load_model(run / "checkpoints" / "latest" / WEIGHTS[1])
+    from lumina.text_encoders import load_text_encoder
+    from lumina.video_sampling import scaled_cfg
+
+    te = load_text_encoder(encoder, convention="lumina_video")
+    both = te.encode(["a red circle", ""])
+    settings = lumina.video_sample_settings("f16F64R512", steps=3, cfg=scaled_cfg(lumina.SAMPLE_CONFIGS["f16F64R512"].cfg, 2.0))
+    clip = lumina.sample_video(model, lumina.Conditioning(both.cap_feats[:1], both.cap_mask[:1]),
+                               lumina.Conditioning(both.cap_feats[1:], both.cap_mask[1:]), (1, 3, 4, 8, 16), settings, seed=0)
+    from lumina.pixels import to_uint8
+
+    with Image.open(out / "000_a_red_circle.webp") as img:
+        img.seek(2)
+        frame = torch.tensor(np.array(img.convert("RGB")))
+    assert torch.equal(frame, to_uint8(clip)[0, :, 2].permute(1, 2, 0))
+    for bad, message in ((["--frames", "3"], "--frames 3 has 3 latent frames; this Lumina-Video model's temporal patch size 2"),
+                         (["--size", "10x8"], "--size 10x8: width and height must be positive multiples of 4 px"),
+                         (["--video-config", "f99"], "unknown Lumina-Video sample config 'f99'")):
+        assert main(["sample", str(run), "--prompt", "x", "--out", str(out), *bad]) == 2
+        assert message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("distributed", ["ddp", "fsdp"])
