@@ -1,7 +1,9 @@
 """Score a shapes model: sample a fixed prompt set and read colour, position, size and shape back
-from the images by simple statistics (train.shapes.measure).
+from the images by simple statistics (train.shapes.measure); with --regions, two-object scenes
+through regional prompts (one region per half, train.scenes); with --style, style-aligned batches
+(shared attention to item 0: does every item still show its own shape, and is none blank).
 
-    python -m train.evaluate runs/shapes_demo/checkpoints/latest --encoder assets/demo/shapes_text_encoder
+    python -m train.evaluate runs/shapes_demo/checkpoints/latest --encoder assets/demo/shapes_text_encoder [--regions] [--style]
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ import torch
 import lumina
 from lumina.text_encoders import load_text_encoder
 
-from .shapes import Spec, score, split
+from lumina.features import RegionalPrompts, SharedAttention, grid_masks
+
+from .scenes import PairSpec, score_pairs, split_pairs
+from .shapes import BACKGROUNDS, COLOURS, POSITIONS, SHAPES, SIZES, Spec, measure, score, split
 
 SAMPLER = dict(steps=20, step_convention="model_steps", solver="euler", schedule="shift", shift=1.0, cfg=3.0, cfg_mode="standard")
 
@@ -52,14 +57,83 @@ def evaluate(checkpoint: str | Path, encoder_folder: str | Path, which: str = "h
     return {"prompts": len(specs), **score(generate(model, encoder, specs), specs)}
 
 
+@torch.inference_mode()
+def generate_regional(model: lumina.LuminaDiT, encoder, pairs: list[PairSpec], seed: int = 0) -> torch.Tensor:
+    """(N, 3, H, W) in [-1, 1]: each scene through regional prompts, the left half's single-shape
+    caption on the left half of a 1×2 grid and the right's on the right, the scene's own caption
+    as the global prompt (what the Lumina Regional Prompts node does with rows 1, cols 2)."""
+    side = model.config.base_image_size // model.config.vae_downsample
+    negative = encoder.encode([""])
+    out = []
+    for i, pair in enumerate(pairs):
+        halves = encoder.encode([pair.half("left").caption(), pair.half("right").caption()])
+        regions = RegionalPrompts(halves.cap_feats, halves.cap_mask, grid_masks(1, 2, side, side))
+        out.append(lumina.sample(model, encoder.encode([pair.caption()]), negative, (1, model.config.in_channels, side, side),
+                                 seed=seed + i, options=lumina.ForwardOptions(features=(regions,)), **SAMPLER))
+    return torch.cat(out).clamp(-1, 1).cpu()
+
+
+def evaluate_regions(checkpoint: str | Path, encoder_folder: str | Path, count: int = 40, seed: int = 0) -> dict:
+    """Per-half colour and shape accuracy of `count` held-out two-object scenes (white background)."""
+    model = lumina.load_model(checkpoint, dtype=torch.float32)
+    encoder = load_text_encoder(encoder_folder, dtype=torch.float32)
+    pairs = [p for p in split_pairs(seed)[1] if p.background == "white"]
+    pairs = random.Random(1234).sample(pairs, min(count, len(pairs)))
+    return {"scenes": len(pairs), **score_pairs(generate_regional(model, encoder, pairs), pairs)}
+
+
+def style_batches(count: int = 20, size: int = 4, seed: int = 0) -> list[list[Spec]]:
+    """`count` batches of `size` specs sharing one colour and background: item 0 (the style
+    reference) a large shape at the centre, the others every shape at other sizes and positions."""
+    rng = random.Random(seed)
+    batches = []
+    for _ in range(count):
+        colour, background = rng.choice(sorted(COLOURS)), rng.choice(sorted(BACKGROUNDS))
+        items = [Spec(colour, rng.choice(SHAPES), "large", "center", background)]
+        for _ in range(size - 1):
+            items.append(Spec(colour, rng.choice(SHAPES), rng.choice(SIZES), rng.choice(POSITIONS), background))
+        batches.append(items)
+    return batches
+
+
+@torch.inference_mode()
+def evaluate_style(checkpoint: str | Path, encoder_folder: str | Path, count: int = 20, seed: int = 0) -> dict:
+    """Style-aligned batches (every item attends also to item 0, `SharedAttention`): the share of
+    items showing their own shape, and how many items are blank (nothing read from the picture)."""
+    model = lumina.load_model(checkpoint, dtype=torch.float32)
+    encoder = load_text_encoder(encoder_folder, dtype=torch.float32)
+    side = model.config.base_image_size // model.config.vae_downsample
+    negative = encoder.encode([""])
+    shape_right, blank, items = 0, 0, 0
+    for b, batch in enumerate(style_batches(count, seed=seed)):
+        images = lumina.sample(model, encoder.encode([s.caption() for s in batch]), negative,
+                               (len(batch), model.config.in_channels, side, side), seed=seed + b,
+                               options=lumina.ForwardOptions(features=(SharedAttention(reference=0),)), **SAMPLER)
+        for image, spec in zip(images.clamp(-1, 1), batch):
+            found = measure(image)
+            shape_right += found["shape"] == spec.shape
+            blank += found["colour"] is None
+            items += 1
+    return {"batches": count, "items": items, "shape": shape_right / items, "blank": blank}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint")
     parser.add_argument("--encoder", required=True)
     parser.add_argument("--seen", type=int, default=150, help="how many seen combinations to score too")
+    parser.add_argument("--regions", type=int, nargs="?", const=40, default=0, metavar="N",
+                        help="also score N held-out two-object scenes through regional prompts (default 40)")
+    parser.add_argument("--style", type=int, nargs="?", const=20, default=0, metavar="N",
+                        help="also score N style-aligned batches of 4 (default 20)")
     args = parser.parse_args()
-    print(json.dumps({"held_out": evaluate(args.checkpoint, args.encoder, "held_out"),
-                      "seen": evaluate(args.checkpoint, args.encoder, "seen", args.seen)}, indent=1))
+    report = {"held_out": evaluate(args.checkpoint, args.encoder, "held_out"),
+              "seen": evaluate(args.checkpoint, args.encoder, "seen", args.seen)}
+    if args.regions:
+        report["regions"] = evaluate_regions(args.checkpoint, args.encoder, args.regions)
+    if args.style:
+        report["style"] = evaluate_style(args.checkpoint, args.encoder, args.style)
+    print(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

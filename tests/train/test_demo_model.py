@@ -8,10 +8,11 @@ import pytest
 import torch
 
 import lumina
-from lumina.features import RegionalPrompts, grid_masks
+from lumina.features import SharedAttention
 from lumina.text_encoders import load_text_encoder
-from train.evaluate import SAMPLER, generate, prompt_set
-from train.shapes import Spec, measure, score
+from train.evaluate import SAMPLER, generate, generate_regional, prompt_set, style_batches
+from train.scenes import PairSpec, score_pairs
+from train.shapes import measure, score
 
 DEMO = Path(__file__).resolve().parents[2] / "assets" / "demo"
 CHECKPOINT = DEMO / "lumina_shapes" / "consolidated_ema.00-of-01.safetensors"
@@ -53,23 +54,33 @@ PAIRS = [("red", "circle", "blue", "square"), ("green", "triangle", "yellow", "c
          ("blue", "circle", "red", "triangle"), ("yellow", "square", "purple", "circle"), ("orange", "circle", "green", "square")]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 7 open: the committed model gets the regions' colours 9/12 and shapes 5/12")
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="issue 17 open: the committed model saw single shapes only (40 held-out scenes, "
+                          "python -m train.evaluate --regions: colour 0.66, shape 0.53)")
 def test_two_regions_get_their_own_prompts(demo):
     """Left region: one colour and shape at the left; right region: another at the right."""
     model, encoder = demo
-    hits, total = {"colour": 0, "shape": 0}, 0
-    for i, (c1, s1, c2, s2) in enumerate(PAIRS):
-        left = Spec(c1, s1, "small", "left", "white")
-        right = Spec(c2, s2, "small", "right", "white")
-        captions = encoder.encode([left.caption(), right.caption()])
-        regions = RegionalPrompts(captions.cap_feats, captions.cap_mask, grid_masks(1, 2, 32, 32))
-        cond = encoder.encode([f"{left.caption()} {right.caption()}"])
-        image = lumina.sample(model, cond, encoder.encode([""]), (1, 3, 32, 32), seed=i, options=lumina.ForwardOptions(regions=regions),
-                              **SAMPLER)[0].clamp(-1, 1)
-        for half, spec in ((image[:, :, :16], left), (image[:, :, 16:], right)):
-            found = measure(half)
-            hits["colour"] += found["colour"] == spec.colour
-            hits["shape"] += found["shape"] == spec.shape
-            total += 1
-    assert hits["colour"] / total >= 0.9, hits
-    assert hits["shape"] / total >= 0.75, hits
+    scenes = [PairSpec(*pair) for pair in PAIRS]
+    accuracy = score_pairs(generate_regional(model, encoder, scenes), scenes)
+    assert accuracy["colour"] >= 0.9, accuracy
+    assert accuracy["shape"] >= 0.75, accuracy
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="issue 17 open: in style-aligned batches the committed model leaves items blank "
+                          "(python -m train.evaluate --style: 20 of 80 items blank, shape 0.49)")
+def test_style_aligned_items_keep_their_own_shape(demo):
+    model, encoder = demo
+    side = model.config.base_image_size
+    blank, right, items = 0, 0, 0
+    for b, batch in enumerate(style_batches(5)):
+        images = lumina.sample(model, encoder.encode([s.caption() for s in batch]), encoder.encode([""]),
+                               (len(batch), 3, side, side), seed=b,
+                               options=lumina.ForwardOptions(features=(SharedAttention(reference=0),)), **SAMPLER)
+        for image, spec in zip(images.clamp(-1, 1), batch):
+            found = measure(image)
+            blank += found["colour"] is None
+            right += found["shape"] == spec.shape
+            items += 1
+    assert blank == 0, f"{blank} of {items} items blank"
+    assert right / items >= 0.8, f"shape right in {right} of {items}"
