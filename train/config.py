@@ -200,6 +200,9 @@ class RunSection:
     video_time_shifts: list[float] = field(default_factory=list)
     video_vd_weight: float = 1.0  # the official velocity-direction term: loss = MSE + w·(1 − cos(pred, target)) per clip
     video_sample_config: str = "f16F64R512"  # validation clips: this official sample config (20 steps, the finest trained entry)
+    # ... with these of its fields changed (lumina.VideoSampleSettings: steps, time_shift, cfg, motion,
+    # neg_motion, renorm, patch_comb), e.g. {motion: 0.15, neg_motion: -1} for data whose scores are small
+    video_sample_settings: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -495,6 +498,15 @@ def _validate_video(config: TrainConfig) -> None:
 
     if r.video_sample_config not in SAMPLE_CONFIGS:
         raise ConfigError(f"run.video_sample_config={r.video_sample_config!r}: choose {', '.join(SAMPLE_CONFIGS)}")
+    if not isinstance(r.video_sample_settings, dict):
+        raise ConfigError(f"run.video_sample_settings={r.video_sample_settings!r} must be a mapping, e.g. {{motion: 0.15}}")
+    from lumina.errors import LuminaError
+    from lumina.video_sampling import video_sample_settings
+
+    try:
+        video_sample_settings(r.video_sample_config, **r.video_sample_settings).check_model(video)
+    except (LuminaError, TypeError, ValueError) as err:
+        raise ConfigError(f"run.video_sample_settings: {err}") from None
 
 
 def _validate_data(config: TrainConfig) -> None:

@@ -321,8 +321,9 @@ def validation_images(config: TrainConfig, model: lumina.LuminaDiT, encoder, ste
     with quiet_tokenizer():  # the prompts were reported once at start-up
         if config.model.family == "lumina_video":  # lumina.sample_video: an official sample config, the finest trained entry
             finest = min((e for e, _ in training_entries(config, model)), key=lambda e: e[0] * e[0] * e[1])
+            changes = {"steps": 20, "patch_comb": entry_name(finest), **config.run.video_sample_settings}
             images = sample_video_clips(model, encoder, prompts, frames, side, side, seed=config.run.seed,
-                                        config_name=config.run.video_sample_config, steps=20, patch_comb=entry_name(finest))
+                                        config_name=config.run.video_sample_config, **changes)
         else:
             images = sample_images(model, encoder, prompts, side, side, seed=config.run.seed, frames=frames)
     stem.parent.mkdir(parents=True, exist_ok=True)

@@ -182,7 +182,7 @@ def test_export_to_official_round_trips_a_full_run(encoder, tmp_path):
 def test_validation_samples_are_animations(encoder, tmp_path):
     from PIL import Image
 
-    out = fit(config(encoder, tmp_path / "run", 2, "run.sample_every=2",
+    out = fit(config(encoder, tmp_path / "run", 2, "run.sample_every=2", "run.video_sample_settings={motion: 0.1, neg_motion: -1}",
                      "run.sample_prompts=[a small red circle moving right on a white background, a large blue square moving up on a black background]"))
     with Image.open(out / "samples" / "step_0000002.webp") as img:
         assert img.is_animated and img.n_frames == 2 and img.size == (16, 8)  # two 8-px clips side by side
@@ -212,6 +212,8 @@ def test_jsonl_motion_scores(tmp_path):
     (["model.patches=[[2, 1], [2, 4]]", "data.frames=2"], "temporal patch size 4 needs 1 or a multiple of 4 latent frames"),
     (["run.t_sampler=shift"], "choose uniform (the official) or lognorm"),
     (["run.video_sample_config=f99"], "run.video_sample_config='f99': choose f24F96R960"),
+    (["run.video_sample_settings={motoin: 1}"], "run.video_sample_settings: unknown sample settings ['motoin']"),
+    (["run.video_sample_settings={patch_comb: 4x4}"], "run.video_sample_settings: this Lumina-Video model has no patch entry 4x4"),
 ])
 def test_configs_a_lumina_video_run_refuses(encoder, tmp_path, overrides, message):
     with pytest.raises(ConfigError) as info:
