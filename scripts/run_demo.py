@@ -3,6 +3,7 @@
     bash scripts/demo                                  # the embedded shapes model: a real picture of the prompt
     bash scripts/demo --prompt "a small blue square at the top right on a black background"
     bash scripts/demo --workflow demo_shapes_regional  # also: demo_shapes_style_aligned, demo_shapes_edit
+    bash scripts/demo --workflow demo_shapes_lora      # the committed demo LoRA (assets/demo/loras): a blue background
     bash scripts/demo --models ~/ComfyUI/models --workflow lumina_next_sft_t2i --size 1024 --steps 30
                                                        # your released files (see the workflow's notes)
     bash scripts/demo --lora runs/demo_lora/checkpoints/latest/lora.safetensors --lora-strength 1.0 \
@@ -26,15 +27,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # `tools`; this process never imports ComfyUI, the server child has its own sys.path
 
 from tools.comfyui import ComfyServer, Workspace, find_comfyui, with_lora  # noqa: E402
+from tools.comfyui.demo_files import link_demo_loras  # noqa: E402
 
 DEMO = REPO / "assets" / "demo"
 
 
 def link_demo_files(workspace: Workspace) -> None:
-    """The embedded model and text encoder where the loaders look, and the edit demo's input image."""
+    """The embedded model, text encoder and LoRAs where the loaders look, and the edit demo's input image."""
     (workspace.models_dir / "lumina" / "lumina_shapes").symlink_to(DEMO / "lumina_shapes", target_is_directory=True)
     (workspace.models_dir / "text_encoders" / "shapes_text_encoder").symlink_to(DEMO / "shapes_text_encoder", target_is_directory=True)
     shutil.copy(DEMO / "demo_shapes_input.png", workspace.input_dir / "demo_shapes_input.png")
+    link_demo_loras(workspace.models_dir)
 
 
 def link_user_models(workspace: Workspace, models: Path) -> None:
@@ -87,7 +90,10 @@ def main() -> None:
             link_demo_files(workspace)
         if args.lora is not None:
             (workspace.models_dir / "loras").mkdir(exist_ok=True)
-            (workspace.models_dir / "loras" / args.lora.name).symlink_to(args.lora.resolve())
+            link = workspace.models_dir / "loras" / args.lora.name
+            if link.is_symlink():  # a demo LoRA of the same name: --lora's file wins
+                link.unlink()
+            link.symlink_to(args.lora.resolve())
         server = ComfyServer(workspace, comfyui)
         try:
             server.start()

@@ -96,6 +96,9 @@ def browser_server(tmp_path_factory: pytest.TempPathFactory, release_comfyui, pl
         (ws.models_dir / "lumina" / "lumina_shapes").symlink_to(demo / "lumina_shapes", target_is_directory=True)
         (ws.models_dir / "text_encoders" / "shapes_text_encoder").symlink_to(demo / "shapes_text_encoder", target_is_directory=True)
         shutil.copy(demo / "demo_shapes_input.png", ws.input_dir / "demo_shapes_input.png")
+        from tools.comfyui.demo_files import link_demo_loras
+
+        link_demo_loras(ws.models_dir)  # the demo_shapes_lora workflow's LoRA
         from PIL import Image
 
         Image.new("RGB", (64, 64), (200, 40, 40)).save(ws.input_dir / "example.png")

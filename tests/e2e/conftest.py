@@ -176,4 +176,7 @@ def demo_files(e2e_workspace) -> bool:
         if not link.exists():
             link.symlink_to(target, target_is_directory=True)
     shutil.copy(demo / "demo_shapes_input.png", e2e_workspace.input_dir / "demo_shapes_input.png")
+    from tools.comfyui.demo_files import link_demo_loras
+
+    link_demo_loras(models)  # assets/demo/loras: the demo_shapes_lora workflow's LoRA
     return True

@@ -83,9 +83,12 @@ NOTES = {
     "demo_shapes_edit": ["Editing: the input image's flow restarts at λ = 0.4 with a new prompt "
                          "(put assets/demo/demo_shapes_input.png in ComfyUI's input folder).", DEMO_NOTE],
     "demo_shapes_lora": ["A LoRA on the demo model: core Load LoRA (model only) applies "
-                         "blue_background.safetensors (assets/demo/loras: put it in models/loras/), trained by "
-                         "`python -m train fit --config train/configs/demo_lora.yaml` to draw a blue background "
-                         "(README: Fine-tune). Strength 0 gives the base model's picture.", DEMO_NOTE],
+                         "blue_background.safetensors (assets/demo/loras; put it in models/loras/), which teaches "
+                         "it a background it never saw: 'on a blue background'. Trained by `python -m "
+                         "train.prior_preservation --only mixed --no-score --lora-out "
+                         "assets/demo/loras/blue_background.safetensors` (train/configs/demo_lora.yaml on 64 "
+                         "generated images mixed 1:3 with the shapes; README: Fine-tune). Strength 0 = the base model.",
+                         DEMO_NOTE],
     "lumina_next_sft_t2i": [
         "Lumina-Next-SFT text-to-image with the official demo's settings: midpoint solver, 30 grid points "
         "(29 steps), time shift 4, CFG 4 (official: channels 0–2 guided), seed 1. Same seed and settings → "
