@@ -109,16 +109,21 @@ class ModelSection:
         )
 
 
+# built-in procedural still images (pixel space, drawn from the seed): single shapes, two-object scenes
+PROCEDURAL_IMAGES = ("shapes", "scenes")
+
+
 @dataclass
 class DataSection:
-    # shapes (procedural, built in) | moving_shapes (procedural clips, built in) | folder (images +
+    # shapes (procedural, built in) | scenes (procedural two-object scenes, train/scenes.py) |
+    # moving_shapes (procedural clips, built in) | folder (images +
     # same-name .txt captions; with frames > 1 video files and frame folders instead) | jsonl
     kind: str = "shapes"
     # the folder (kind folder) or the .jsonl manifest of {"image", "caption"} rows, with frames > 1
     # {"video", "caption"} rows (a video file or a frame folder) (kind jsonl)
     path: str | None = None
     image_size: int = 32  # px; the square side (shapes, or buckets off); with buckets the token budget: (image_size/unit)² tokens
-    repeats: int = 64  # shapes: passes over the spec list per epoch
+    repeats: int = 64  # shapes / scenes: passes over the spec list per epoch
     caption_dropout: float = 0.1  # probability of an empty caption (for CFG)
     # Official aspect-ratio buckets for folder/jsonl (train/images.py): each image keeps its shape
     # at the image_size² pixel budget instead of losing its sides to a square crop (which can cut
@@ -319,8 +324,8 @@ def validate(config: TrainConfig, world_size: int = 1) -> None:
     resolve_family(config)
     if m.family not in ("next_dit", "flag_dit", VIDEO_FAMILY):
         raise ConfigError(f"model.family={m.family!r}: choose next_dit, flag_dit or lumina_video")
-    if d.kind not in ("shapes", "moving_shapes", "folder", "jsonl"):
-        raise ConfigError(f"data.kind={d.kind!r}: choose shapes, moving_shapes, folder or jsonl")
+    if d.kind not in (*PROCEDURAL_IMAGES, "moving_shapes", "folder", "jsonl"):
+        raise ConfigError(f"data.kind={d.kind!r}: choose shapes, scenes, moving_shapes, folder or jsonl")
     if d.kind in ("folder", "jsonl") and (not d.path or not Path(d.path).exists()):
         raise ConfigError(f"data.path={d.path!r} does not exist; point it at the image folder or the .jsonl manifest")
     if m.init_from and not Path(m.init_from).exists():
@@ -475,7 +480,7 @@ def _validate_video(config: TrainConfig) -> None:
     what = f"model.init_from={m.init_from!r} is a Lumina-Video checkpoint" if m.init_from else "model.family=lumina_video"
     if d.sources:
         raise ConfigError(f"{what}: data.sources mixes images only; give one clip data set (data.kind) instead")
-    if d.frames == 1 or d.kind == "shapes":
+    if d.frames == 1 or d.kind in PROCEDURAL_IMAGES:
         raise ConfigError(f"{what}, which trains on clips, but the data are images (data.kind={d.kind}, data.frames="
                           f"{d.frames}): set data.frames > 1 with clip data (data.kind moving_shapes, or a folder/jsonl of "
                           "videos; with a CogVideoX data.vae 4k + 1 frames, e.g. 5)")
@@ -516,7 +521,7 @@ def _validate_data(config: TrainConfig) -> None:
         raise ConfigError(f"data.bucket_top_k={d.bucket_top_k} must be at least 1 (1 = always the best-fitting bucket)")
     if d.max_aspect_ratio < 1.0:
         raise ConfigError(f"data.max_aspect_ratio={d.max_aspect_ratio} must be at least 1 (official 4)")
-    if d.cache_dir and d.kind in ("shapes", "moving_shapes"):
+    if d.cache_dir and d.kind in (*PROCEDURAL_IMAGES, "moving_shapes"):
         raise ConfigError(f"data.cache_dir is for folder/jsonl data; the {d.kind} data are drawn on the fly: unset data.cache_dir")
     if m.vae_downsample == 1:
         if d.vae:
@@ -560,7 +565,7 @@ def check_model_frames(lumina_config: LuminaConfig, config: TrainConfig) -> None
     """A ConfigError unless the model can take the clips' latent frames (Next-DiT: head_dim % 6 for
     3-D RoPE; Flag-DiT: a [nextframe] token); also for a checkpoint read by model.init_from."""
     d = config.data
-    frames = latent_frame_count(d.frames, vae_temporal(d.vae)) if d.kind != "shapes" else 1
+    frames = latent_frame_count(d.frames, vae_temporal(d.vae)) if d.kind not in PROCEDURAL_IMAGES else 1
     try:
         lumina_config.check_frames(f"data.frames={d.frames}", frames)
     except ValueError as err:  # LuminaInputError
@@ -581,7 +586,7 @@ def _validate_frames(config: TrainConfig) -> None:
     if d.fps and d.frame_stride != 1:
         raise ConfigError(f"data.fps={d.fps} and data.frame_stride={d.frame_stride} both thin the frames out: "
                           "set one of them (data.frame_stride=1 or data.fps=0)")
-    if d.frames > 1 and d.kind == "shapes":
+    if d.frames > 1 and d.kind in PROCEDURAL_IMAGES:
         raise ConfigError(f"data.frames={d.frames}: the shapes data are still images; use data.kind=moving_shapes "
                           "(procedural clips) or a folder/jsonl of videos")
     temporal = vae_temporal(d.vae)
@@ -611,7 +616,7 @@ def vae_geometry(folder: str | Path) -> tuple[int, int, float, float]:
 
 
 # data.sources (train/mixing.py mixes them; their checks live here, before any work)
-SOURCE_KINDS = ("folder", "jsonl", "shapes", "cache")
+SOURCE_KINDS = ("folder", "jsonl", "shapes", "scenes", "cache")
 SOURCE_KEYS = {"kind", "path", "weight", "repeats"}
 
 
@@ -637,12 +642,12 @@ def check_sources(config: TrainConfig) -> None:
         kind = source.get("kind")
         if kind not in SOURCE_KINDS:
             raise ConfigError(f"{where}: kind={kind!r}; choose {', '.join(SOURCE_KINDS)}")
-        if kind != "shapes" and (not source.get("path") or not Path(source["path"]).exists()):
+        if kind not in PROCEDURAL_IMAGES and (not source.get("path") or not Path(source["path"]).exists()):
             raise ConfigError(f"{where}: path={source.get('path')!r} does not exist; give the {kind} "
                               f"{'folder' if kind != 'jsonl' else 'manifest'} to draw from")
         weight = source.get("weight", 1)
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
             raise ConfigError(f"{where}: weight={weight!r} must be a number > 0 (the source's share of the draws)")
-        if kind == "shapes" and config.model.vae_downsample != 1:
+        if kind in PROCEDURAL_IMAGES and config.model.vae_downsample != 1:
             raise ConfigError(f"{where}: the shapes are pixel-space images; a latent model (model.vae_downsample="
                               f"{config.model.vae_downsample}) cannot mix them in")

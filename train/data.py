@@ -1,5 +1,5 @@
-"""The items a run trains on: the built-in procedural shapes (train/shapes.py) and moving shapes
-(train/moving_shapes.py), an image folder with .txt captions or a JSONL manifest (train/images.py),
+"""The items a run trains on: the built-in procedural shapes (train/shapes.py), two-object scenes
+(train/scenes.py) and moving shapes (train/moving_shapes.py), an image folder with .txt captions or a JSONL manifest (train/images.py),
 clips of videos and frame folders (train/clips.py), or a cache of any of those (train/cache.py);
 and the seeded order in which they are drawn."""
 
@@ -15,6 +15,7 @@ from .clips import captioned_clips
 from .config import ConfigError, TrainConfig
 from .images import captioned_images
 from .moving_shapes import MovingShapesDataset
+from .scenes import PairsDataset, split_pairs
 from .shapes import ShapesDataset, split
 
 
@@ -32,6 +33,8 @@ def build_dataset(config: TrainConfig) -> Dataset:
     if d.kind == "shapes":
         train_specs, _ = split(seed=config.run.seed)
         return ShapesDataset(train_specs, repeats=d.repeats, size=d.image_size, seed=config.run.seed)
+    if d.kind == "scenes":
+        return PairsDataset(split_pairs(seed=config.run.seed)[0], repeats=d.repeats, size=d.image_size, seed=config.run.seed)
     if d.kind == "moving_shapes":
         return MovingShapesDataset(d.frames, size=d.image_size, repeats=d.repeats, seed=config.run.seed)
     if d.frames > 1:
@@ -127,6 +130,8 @@ def dataset_captions(dataset: Dataset) -> list[str]:
         return [dataset.texts[row["caption"]] for row in dataset.items]
     if isinstance(dataset, ShapesDataset):
         return [s.caption() for s in dataset.specs] * dataset.repeats
+    if isinstance(dataset, PairsDataset):
+        return [p.caption() for p in dataset.pairs] * dataset.repeats
     if isinstance(dataset, MovingShapesDataset):
         from .moving_shapes import caption
 

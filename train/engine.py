@@ -27,6 +27,7 @@ from lumina.text_encoders import load_text_encoder
 from . import checkpointing
 from .caption_check import dataset_report, quiet_tokenizer
 from .config import (
+    PROCEDURAL_IMAGES,
     ConfigError,
     TrainConfig,
     check_model_frames,
@@ -317,7 +318,7 @@ def validation_images(config: TrainConfig, model: lumina.LuminaDiT, encoder, ste
 
     prompts = config.run.sample_prompts or [""]
     side = config.data.image_size // config.model.vae_downsample
-    frames = latent_frame_count(config.data.frames, vae_temporal(config.data.vae)) if config.data.kind != "shapes" else 1
+    frames = latent_frame_count(config.data.frames, vae_temporal(config.data.vae)) if config.data.kind not in PROCEDURAL_IMAGES else 1
     with quiet_tokenizer():  # the prompts were reported once at start-up
         if config.model.family == "lumina_video":  # lumina.sample_video: an official sample config, the finest trained entry
             finest = min((e for e, _ in training_entries(config, model)), key=lambda e: e[0] * e[0] * e[1])

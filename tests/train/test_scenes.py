@@ -74,3 +74,31 @@ def test_a_shape_that_changes_between_frames_fails_the_constancy_check():
     assert measure_clip(mixed)["shape"] is None and measure_clip(mixed)["direction"] == "down"
     tensor = torch.from_numpy(a).permute(3, 0, 1, 2).float() / 127.5 - 1  # (3, F, H, W) in [-1, 1]
     assert measure_clip(tensor)["shape"] == "circle"
+
+
+def test_scenes_are_a_data_kind_and_a_source(tmp_path):
+    """data.kind: scenes trains on the two-object scenes' training split; as a data.sources entry
+    it mixes with the single shapes (the demo's world)."""
+    from train.config import ConfigError, TrainConfig, check_sources, validate
+    from train.data import build_dataset, dataset_captions
+
+    config = TrainConfig()
+    config.data.kind, config.data.repeats = "scenes", 1
+    config.text.encoder = str(tmp_path)
+    validate(config)
+    data = build_dataset(config)
+    assert isinstance(data, PairsDataset) and len(data) == len(split_pairs()[0])
+    assert all(" and a " in c for c in dataset_captions(data))
+    held = {p.caption() for p in split_pairs()[1]}
+    assert not held & set(dataset_captions(data))
+
+    mixed = TrainConfig()
+    mixed.data.kind, mixed.data.repeats = "shapes", 1
+    mixed.data.sources = [{"kind": "shapes", "weight": 1}, {"kind": "scenes", "weight": 1}]
+    check_sources(mixed)
+    captions = dataset_captions(build_dataset(mixed))
+    assert any(" and a " in c for c in captions) and any(" and a " not in c for c in captions)
+
+    mixed.model.vae_downsample = 8
+    with pytest.raises(ConfigError, match="pixel-space"):
+        check_sources(mixed)
