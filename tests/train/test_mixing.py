@@ -64,7 +64,7 @@ def test_fit_on_mixed_sources_resumes_exactly_and_says_each_share(encoder, folde
 
 
 @pytest.mark.parametrize("sources, message", [
-    ("[{kind: video, path: x}]", r"data.sources\[1\]: kind='video'; choose folder, jsonl, shapes, cache"),
+    ("[{kind: video, path: x}]", r"data.sources\[1\]: kind='video'; choose folder, jsonl, shapes, scenes, cache"),
     ("[{kind: shapes}, {kind: folder, path: /nope}]", r"data.sources\[2\]: path='/nope' does not exist"),
     ("[{kind: shapes, weight: 0}]", r"data.sources\[1\]: weight=0 must be a number > 0"),
     ("[{kind: shapes, share: 2}]", r"data.sources\[1\]: unknown key\(s\) share; valid keys: kind, path, repeats, weight"),
