@@ -143,7 +143,7 @@ class DataSection:
     fps: float = 0.0  # > 0: resample videos to this frame rate first (nearest frame; frame folders are taken as they are)
     # Several sources drawn by weight instead of kind/path (train/mixing.py): e.g. your folder plus
     # the shapes the model knew, [{kind: folder, path: my_concept, weight: 1}, {kind: shapes, weight: 1}];
-    # kinds folder, jsonl, shapes, cache (a `python -m train cache` folder)
+    # kinds folder, jsonl, shapes, scenes, cache (a `python -m train cache` folder)
     sources: list[dict[str, Any]] = field(default_factory=list)
     # Lumina-Video's motion conditioning (train/video_objective.py). The official training reads a
     # per-clip score, the mean absolute UniMatch optical flow (px, between frames 0.5 s apart at
