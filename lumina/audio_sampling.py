@@ -40,7 +40,7 @@ from .memory import available_memory
 from .model.audio_dit import AudioDiT, check_audio_frames
 from .model.hooks import batch_rows
 from .model.options import DEFAULT_OPTIONS, ForwardOptions
-from .sampling import seeded_noise
+from .sampling import require_finite, seeded_noise
 from .solvers import SOLVERS, Callback, VelocityFn, solve
 
 SIGMA_MIN = 1e-4  # CFM.sigma_min (training only)
@@ -284,12 +284,7 @@ def sample_audio(
     )
     with torch.inference_mode():
         out = solve(velocity, x, grid.to(device), solver, callback=callback, trajectory=trajectory)
-    if not bool(torch.isfinite(out).all()):
-        raise LuminaNumericError(
-            "sampling produced NaN or infinite values from finite inputs; the model's weights may overflow in their "
-            "dtype (fp16: load in bf16 or fp32) or the checkpoint may be damaged"
-        )
-    return out
+    return require_finite(out)
 
 
 __all__ = [

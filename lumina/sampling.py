@@ -216,11 +216,16 @@ def sample(
     with torch.inference_mode():
         out = solve(velocity, x, grid.to(device), settings.solver, atol=settings.atol, rtol=settings.rtol,
                     callback=callback, trajectory=trajectory)
-    out = out[:, :b] if trajectory else out[:b]
-    if not bool(torch.isfinite(out).all()):  # one reduction: never hand back a black image as a success
+    return require_finite(out[:, :b] if trajectory else out[:b])
+
+
+def require_finite(out: Tensor) -> Tensor:
+    """A sampler's result, or LuminaNumericError when it holds NaN or infinite values (from finite
+    inputs, so the model overflowed): one reduction, and never a black picture handed back as a success."""
+    if not bool(torch.isfinite(out).all()):
         raise LuminaNumericError(
-            "sampling produced NaN or infinite values from finite inputs in its last step; the model's weights may "
-            "overflow in their dtype (fp16: load in bf16 or fp32) or the checkpoint may be damaged"
+            "sampling produced NaN or infinite values from finite inputs; the model's weights may overflow in their "
+            "dtype (fp16: load in bf16 or fp32) or the checkpoint may be damaged"
         )
     return out
 

@@ -21,7 +21,7 @@ from .flow import time_shift as shift_times
 from .memory import check_sampling_fits
 from .model.lumina_video import TimeAware, guided_velocity, parse_patch_comb, time_aware_value
 from .model.options import ForwardOptions
-from .sampling import seeded_noise
+from .sampling import require_finite, seeded_noise
 from .solvers import Callback, VelocityFn, solve
 
 if TYPE_CHECKING:
@@ -243,12 +243,7 @@ def sample_video(
     velocity = video_velocity(model, cond.to(device), None if uncond is None else uncond.to(device), settings, options)
     with torch.inference_mode():
         out = solve(velocity, x, grid.to(device), solver, callback=callback, trajectory=trajectory)
-    if not bool(torch.isfinite(out).all()):
-        raise LuminaNumericError(
-            "sampling produced NaN or infinite values from finite inputs; the model's weights may overflow in their "
-            "dtype (fp16: load in bf16 or fp32) or the checkpoint may be damaged"
-        )
-    return out
+    return require_finite(out)
 
 
 __all__ = [

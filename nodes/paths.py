@@ -57,32 +57,41 @@ def checkpoint_path(name: str) -> str:
     raise FileNotFoundError(f"Lumina checkpoint {name!r} not found in {searched}; put it in models/lumina")
 
 
-def text_encoder_names() -> list[str]:
-    """Folders (one or two levels deep) holding a transformers config and tokenizer."""
+def folder_names(folder_kinds: tuple[str, ...], is_match) -> list[str]:
+    """Model folders (one or two levels deep below ComfyUI's `folder_kinds` folders) that `is_match` accepts."""
     found: set[str] = set()
-    for name in TEXT_ENCODER_FOLDERS:
-        for root in folders(name):
+    for kind in folder_kinds:
+        for root in folders(kind):
             if not os.path.isdir(root):
                 continue
             for entry in sorted(os.listdir(root)):
                 path = os.path.join(root, entry)
-                if is_text_encoder_folder(path):
+                if is_match(path):
                     found.add(entry)
                 elif os.path.isdir(path):
-                    found.update(f"{entry}/{sub}" for sub in os.listdir(path) if is_text_encoder_folder(os.path.join(path, sub)))
+                    found.update(f"{entry}/{sub}" for sub in os.listdir(path) if is_match(os.path.join(path, sub)))
     return sorted(found)
 
 
-def text_encoder_path(name: str) -> str:
-    for folder in TEXT_ENCODER_FOLDERS:
-        for root in folders(folder):
+def folder_path(folder_kinds: tuple[str, ...], is_match, name: str, what: str, fix: str) -> str:
+    """The path of model folder `name` (as `folder_names` lists it); FileNotFoundError naming where it looked and `fix`."""
+    for kind in folder_kinds:
+        for root in folders(kind):
             path = os.path.join(root, name)
-            if is_text_encoder_folder(path):
+            if is_match(path):
                 return path
-    searched = [p for f in TEXT_ENCODER_FOLDERS for p in folders(f)]
-    raise FileNotFoundError(
-        f"text encoder folder {name!r} not found in {searched}; put the Gemma-2B / LLaMA-2-7B folder in models/text_encoders"
-    )
+    searched = [p for f in folder_kinds for p in folders(f)]
+    raise FileNotFoundError(f"{what} {name!r} not found in {searched}; {fix}")
+
+
+def text_encoder_names() -> list[str]:
+    """Folders (one or two levels deep) holding a transformers config and tokenizer."""
+    return folder_names(TEXT_ENCODER_FOLDERS, is_text_encoder_folder)
+
+
+def text_encoder_path(name: str) -> str:
+    return folder_path(TEXT_ENCODER_FOLDERS, is_text_encoder_folder, name, "text encoder folder",
+                       "put the Gemma-2B / LLaMA-2-7B folder in models/text_encoders")
 
 
 # -- Lumina-T2Music / Lumina-T2Audio: the released folders as they are ------------------------------------
@@ -103,30 +112,14 @@ def audio_release_kind(path: str) -> str | None:
 
 def audio_model_names() -> list[str]:
     """Released Lumina-T2Music / T2Audio folders (one or two levels deep) in the checkpoint folders."""
-    found: set[str] = set()
-    for name in CHECKPOINT_FOLDERS:
-        for root in folders(name):
-            if not os.path.isdir(root):
-                continue
-            for entry in sorted(os.listdir(root)):
-                path = os.path.join(root, entry)
-                if audio_release_kind(path):
-                    found.add(entry)
-                elif os.path.isdir(path):
-                    found.update(f"{entry}/{sub}" for sub in os.listdir(path) if audio_release_kind(os.path.join(path, sub)))
-    return sorted(found)
+    return folder_names(CHECKPOINT_FOLDERS, audio_release_kind)
 
 
 def audio_model_path(name: str) -> str:
-    for folder in CHECKPOINT_FOLDERS:
-        for root in folders(folder):
-            path = os.path.join(root, name)
-            if audio_release_kind(path):
-                return path
-    searched = [p for f in CHECKPOINT_FOLDERS for p in folders(f)]
-    raise FileNotFoundError(
-        f"Lumina audio model folder {name!r} not found in {searched}; put the whole Lumina-T2Music or Lumina-T2Audio "
-        "folder (music_generation/ or audio_generation/, maa2/, the vocoder folder) in models/lumina"
+    return folder_path(
+        CHECKPOINT_FOLDERS, audio_release_kind, name, "Lumina audio model folder",
+        "put the whole Lumina-T2Music or Lumina-T2Audio folder (music_generation/ or audio_generation/, maa2/, "
+        "the vocoder folder) in models/lumina",
     )
 
 
