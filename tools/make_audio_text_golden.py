@@ -64,7 +64,8 @@ def _extract(source: str, filename: str, cls: str, method: str | None) -> object
     raise LookupError(f"{cls}.{method} not in {filename}")
 
 
-def _t5_folder(path: Path, seed: int) -> None:
+def t5_folder(path: Path, seed: int) -> Path:
+    """A tiny random T5 encoder folder (Unigram tokenizer that appends </s>) over WORDS; tests rebuild the same."""
     vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [("▁" + w, -1.0 - 0.01 * i) for i, w in enumerate(WORDS)]
     tok = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=False))
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
@@ -74,14 +75,17 @@ def _t5_folder(path: Path, seed: int) -> None:
     torch.manual_seed(seed)
     T5EncoderModel(T5Config(vocab_size=len(vocab), d_model=T5_WIDTH, d_kv=4, d_ff=32, num_layers=2, num_heads=4,
                             feed_forward_proj="gated-gelu", is_encoder_decoder=True)).save_pretrained(path)
+    return path
 
 
-def _bert_folder(path: Path) -> None:
+def bert_folder(path: Path) -> Path:
+    """A tiny random BERT folder (WordPiece over WORDS)."""
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
     BertTokenizer(vocab={t: i for i, t in enumerate(vocab)}).save_pretrained(path)
     torch.manual_seed(3)
     BertModel(BertConfig(vocab_size=len(vocab), hidden_size=BERT_WIDTH, num_hidden_layers=2, num_attention_heads=2,
                          intermediate_size=16, max_position_embeddings=128)).save_pretrained(path)
+    return path
 
 
 def _perturbed(sd: dict[str, torch.Tensor], prefix: str, gen: torch.Generator) -> dict[str, torch.Tensor]:
@@ -100,8 +104,8 @@ def main() -> None:
     Projection = _extract(clap_src, "lumina_audio/models/encoders/CLAP/clap.py", "Projection", None)
 
     OUT.mkdir(parents=True, exist_ok=True)
-    for sub, make in (("flan-t5-large", lambda p: _t5_folder(p, 1)), ("t5-v1_1-large", lambda p: _t5_folder(p, 2)),
-                      ("bert-base-uncased", _bert_folder)):
+    for sub, make in (("flan-t5-large", lambda p: t5_folder(p, 1)), ("t5-v1_1-large", lambda p: t5_folder(p, 2)),
+                      ("bert-base-uncased", bert_folder)):
         make(OUT / sub)
 
     gen = torch.Generator().manual_seed(19)

@@ -12,40 +12,16 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-from transformers import BertConfig, BertModel, BertTokenizer, PreTrainedTokenizerFast, T5Config, T5EncoderModel
+from transformers import BertModel, T5EncoderModel
 
 from lumina.audio_text import (
     LuminaAudioTextError, checkpoint_text_kind, cond_stage_weights, load_audio_text_encoder, load_music_text_encoder,
 )
 from lumina.errors import LuminaCheckpointError
-
-WORDS = ("a calm piano melody with soft drums and rain dog barks loudly in the distance "
-         "genre jazz mood happy <sound&all> of street traffic").split()
-T5_WIDTH, BERT_WIDTH = 16, 8
-
-
-def _t5_folder(path: Path, seed: int) -> Path:
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [("▁" + w, -1.0 - 0.01 * i) for i, w in enumerate(WORDS)]
-    tok = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=False))
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>").save_pretrained(path)
-    torch.manual_seed(seed)
-    config = T5Config(vocab_size=len(vocab), d_model=T5_WIDTH, d_kv=4, d_ff=32, num_layers=2, num_heads=4,
-                      feed_forward_proj="gated-gelu", is_encoder_decoder=True)
-    T5EncoderModel(config).save_pretrained(path)
-    return path
-
-
-def _bert_folder(path: Path) -> Path:
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
-    BertTokenizer(vocab={t: i for i, t in enumerate(vocab)}).save_pretrained(path)
-    torch.manual_seed(3)
-    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=BERT_WIDTH, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=16, max_position_embeddings=128)).save_pretrained(path)
-    return path
+# the tiny folders the goldens were made on, rebuilt the same way (seeded)
+from tools.make_audio_text_golden import BERT_WIDTH, T5_WIDTH
+from tools.make_audio_text_golden import bert_folder as _bert_folder
+from tools.make_audio_text_golden import t5_folder as _t5_folder
 
 
 @pytest.fixture(scope="module")
