@@ -1,15 +1,18 @@
 """Does `data.sources` keep what the demo model knew? Teach it "on a blue background" (a background
 it never saw, in words it knows) with train/configs/demo_lora.yaml, once from the concept folder
 alone and once mixed with the shapes as the config mixes them, then score both against the base
-model:
+model (README "Fine-tune" has the table and the sweep behind the config's values):
 
     .venv/bin/python -m train.prior_preservation --out runs/prior_preservation
-    .venv/bin/python -m train.prior_preservation --only mixed --prior-weight 3 --set optim.lr=1e-3   # one sweep row
+    .venv/bin/python -m train.prior_preservation --only mixed --prior-weight 1 --set model.lora_rank=8   # one sweep row
+    .venv/bin/python -m train.prior_preservation --only mixed --no-score \
+        --lora-out assets/demo/loras/blue_background.safetensors                                    # the demo LoRA
 
 held_out_all: train.evaluate's held-out accuracy (all four attributes right) on the original
-prompts; blue / white / gray: of 24 prompts per background, how many images show it in all four
-corners (each channel within 60/255). Prints one JSON object per model. Every setting not given
-(--steps, --lr, --prior-weight, --set) is demo_lora.yaml's.
+prompts (white, black and gray backgrounds; sampling seed 0); blue / white / gray: of 24 prompts
+per background, how many images show it in all four corners (each channel within 60/255). Prints
+one JSON object per model. Every setting not given (--steps, --lr, --prior-weight, --set) is
+demo_lora.yaml's, so its values are this script's defaults.
 """
 
 from __future__ import annotations

@@ -57,3 +57,16 @@ def test_the_demo_lora_learns_the_concept_and_keeps_the_held_out_accuracy():
     assert pp.background_right(pp.load_with_lora(DEMO_LORA, strength=0.0), pp.CONCEPT) == 0
     accuracy = pp.held_out(model)
     assert accuracy >= HELD_OUT_BAR, f"held-out accuracy with the LoRA {accuracy:.3f} < {HELD_OUT_BAR}"
+
+
+def test_held_out_is_measured_on_the_original_prompts(tmp_path):
+    """The concept's background exists for writing its images and counting blue corners only: the
+    held-out set keeps the original backgrounds (with blue, it would ask for blue shapes on blue)."""
+    from train import shapes
+    from train.evaluate import prompt_set
+
+    before = dict(shapes.BACKGROUNDS)
+    pp.write_concept(tmp_path / "concept", count=2)
+    assert (tmp_path / "concept" / "000.txt").read_text().endswith("on a blue background")
+    assert shapes.BACKGROUNDS == before and pp.CONCEPT not in before
+    assert {s.background for s in prompt_set("held_out")} == set(before)
