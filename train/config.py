@@ -241,6 +241,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         return tuple(float(p) for p in parts)
     if "list" in text and isinstance(value, str):
         return [value]
+    if isinstance(value, bool) and (hint is str or hint == (str | None) or text in ("str", "str | None")):
+        return "yes" if value else "no"  # YAML 1.1 reads an unquoted no / off as False (run.mixed_precision: no)
     return value
 
 

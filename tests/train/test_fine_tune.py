@@ -121,3 +121,39 @@ def test_the_demo_lora_config_validates(tmp_path, monkeypatch):
     assert config.model.lora_rank > 0 and Path(config.model.init_from).is_file()
     assert config.text.encoder.endswith("shapes_text_encoder") and ema_decay(config) == 0.0
     assert [s["kind"] for s in config.data.sources] == ["folder", "shapes"]
+
+
+def test_the_released_model_lora_config_trains_as_written(encoder, vae, tmp_path, monkeypatch):
+    """train/configs/next_sft_lora.yaml, the README's released-model example: its paths (a ComfyUI
+    models folder, my_concept/ and my_regularisation/) filled with tiny stand-ins of the same kind
+    (a latent Next-DiT, a Gemma folder, a diffusers AutoencoderKL); only sizes are overridden."""
+    import lumina
+    from builders import write_images
+
+    models = tmp_path / "ComfyUI" / "models"
+    torch.manual_seed(0)
+    tiny = lumina.build_model(lumina.LuminaConfig("next_dit", dim=32, n_layers=2, n_heads=2, n_kv_heads=1, cap_feat_dim=32,
+                                                  multiple_of=16, patch_size=2, in_channels=4, base_image_size=32,
+                                                  vae_downsample=2))
+    lumina.save_official(tiny, models / "lumina" / "Lumina-Next-SFT" / "consolidated_ema.00-of-01.safetensors")
+    (models / "text_encoders").mkdir(parents=True)
+    (models / "text_encoders" / "gemma-2b").symlink_to(encoder)
+    (models / "vae").mkdir()
+    (models / "vae" / "sdxl-vae").symlink_to(vae)
+    write_images(tmp_path / "my_concept", [(32, 32)] * 3)
+    write_images(tmp_path / "my_regularisation", [(32, 32)] * 3, seed=1)
+    monkeypatch.chdir(tmp_path)
+    config = load_config(REPO / "train" / "configs" / "next_sft_lora.yaml", [
+        "model.vae_downsample=2", "data.image_size=32", "optim.steps=2", "optim.batch_size=2", "run.mixed_precision=no",
+        "run.save_every=2", "run.progress=false"])
+    assert config.model.lora_rank == 16 and [s["path"] for s in config.data.sources] == ["my_concept", "my_regularisation"]
+    latest = fit(config) / "checkpoints" / "latest"
+    assert (latest / "lora.safetensors").is_file()
+
+
+def test_an_unquoted_no_stays_the_word_no(tmp_path):
+    """YAML 1.1 reads `mixed_precision: no` (and `=no` on the command line) as False: a text key gets the word back."""
+    (tmp_path / "c.yaml").write_text("run:\n  mixed_precision: no\n")
+    encoder = f"text.encoder={tmp_path}"  # any folder: only the config is read here
+    assert load_config(tmp_path / "c.yaml", [encoder]).run.mixed_precision == "no"
+    assert load_config(None, ["run.mixed_precision=no", encoder]).run.mixed_precision == "no"
