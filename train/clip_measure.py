@@ -12,11 +12,10 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .moving_shapes import DIRECTIONS
+from .moving_shapes import DIRECTIONS, Motion
 from .shapes import BACKGROUNDS, measure, to_uint8
 
 MIN_TRAVEL = 0.1  # fraction of the side: below this the clip counts as still
-Motion = tuple[str, str, str, str, str]  # (colour, shape, size, direction, background)
 
 
 def centroid(frame) -> tuple[float, float] | None:

@@ -14,7 +14,7 @@ from .cache import CachedItems
 from .clips import captioned_clips
 from .config import ConfigError, TrainConfig
 from .images import captioned_images
-from .moving_shapes import MovingShapesDataset
+from .moving_shapes import MovingShapesDataset, split_motions
 from .scenes import PairsDataset, split_pairs
 from .shapes import ShapesDataset, split
 
@@ -36,7 +36,8 @@ def build_dataset(config: TrainConfig) -> Dataset:
     if d.kind == "scenes":
         return PairsDataset(split_pairs(seed=config.run.seed)[0], repeats=d.repeats, size=d.image_size, seed=config.run.seed)
     if d.kind == "moving_shapes":
-        return MovingShapesDataset(d.frames, size=d.image_size, repeats=d.repeats, seed=config.run.seed)
+        return MovingShapesDataset(d.frames, size=d.image_size, repeats=d.repeats, seed=config.run.seed,
+                                   motions=split_motions(seed=config.run.seed)[0])
     if d.frames > 1:
         return captioned_clips(config)
     return captioned_images(config)

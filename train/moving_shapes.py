@@ -24,9 +24,22 @@ def caption(colour: str, shape: str, size: str, direction: str, background: str)
     return f"a {size} {colour} {shape} moving {direction} on a {background} background"
 
 
-def all_motions() -> list[tuple[str, str, str, str, str]]:
+Motion = tuple[str, str, str, str, str]  # (colour, shape, size, direction, background)
+
+
+def all_motions() -> list[Motion]:
     """Every (colour, shape, size, direction, background), in a fixed order."""
     return list(itertools.product(COLOURS, SHAPES, SIZES, DIRECTIONS, BACKGROUNDS))
+
+
+def split_motions(seed: int = 0, held_out_fraction: float = 0.15) -> tuple[list[Motion], list[Motion]]:
+    """(train motions, held-out motions): held-out (colour, shape, size, direction) combinations
+    occur in no training clip under any background. Deterministic in `seed`."""
+    combos = sorted({m[:4] for m in all_motions()})
+    order = np.random.default_rng([seed, 3]).permutation(len(combos))
+    held = {combos[i] for i in order[: int(round(held_out_fraction * len(combos)))]}
+    motions = all_motions()
+    return [m for m in motions if m[:4] not in held], [m for m in motions if m[:4] in held]
 
 
 def render_clip(motion: tuple[str, str, str, str, str], frames: int, size: int = 32,
@@ -51,10 +64,14 @@ def render_clip(motion: tuple[str, str, str, str, str], frames: int, size: int =
 
 
 class MovingShapesDataset(torch.utils.data.Dataset):
-    """(clip (3, frames, size, size) float32 in [-1, 1], caption) over every motion, `repeats` times."""
+    """(clip (3, frames, size, size) float32 in [-1, 1], caption) over `motions` (default every
+    motion; training runs pass `split_motions()[0]`), `repeats` times."""
 
-    def __init__(self, frames: int, size: int = 32, repeats: int = 1, seed: int = 0) -> None:
-        self.motions = all_motions()
+    def __init__(self, frames: int, size: int = 32, repeats: int = 1, seed: int = 0,
+                 motions: list[Motion] | None = None) -> None:
+        self.motions = all_motions() if motions is None else list(motions)
+        if not self.motions:
+            raise ValueError("MovingShapesDataset needs at least one motion")
         self.frames, self.size, self.repeats, self.seed = int(frames), int(size), int(repeats), int(seed)
 
     def __len__(self) -> int:

@@ -102,3 +102,17 @@ def test_scenes_are_a_data_kind_and_a_source(tmp_path):
     mixed.model.vae_downsample = 8
     with pytest.raises(ConfigError, match="pixel-space"):
         check_sources(mixed)
+
+
+def test_held_out_motions_never_train():
+    """The moving shapes keep (colour, shape, size, direction) combinations out of training, like the stills."""
+    from train.config import TrainConfig
+    from train.data import build_dataset
+
+    train, held = moving_shapes.split_motions()
+    assert (train, held) == moving_shapes.split_motions() and len(held) >= 40
+    assert not {m[:4] for m in train} & {m[:4] for m in held}
+    config = TrainConfig()
+    config.data.kind, config.data.frames, config.data.repeats = "moving_shapes", 4, 1
+    data = build_dataset(config)
+    assert data.motions == train and len(data) == len(train)
