@@ -10,7 +10,7 @@ object holding what `__init__` plus the demo's `load_state_dict(ckpt, strict=Fal
 `AutoModel` BERT and `T5EncoderModel`s loaded from the tiny folders, then overwritten by the
 checkpoint's `cond_stage_model.*` entries, the tokenizers of the folders, max_length 77, CPU.
 
-    python tools/make_audio_text_golden.py --mirror /work/.mirror/Alpha-VLLM+Lumina-T2X/repo
+    python tools/make_audio_text_golden.py --mirror <a git clone (bare or not) of Alpha-VLLM/Lumina-T2X>
 
 The official CLAP file `CLAP_weights_2022.pth` is read but never loaded by the official encoder; the
 fixture's copy holds different weights, so a test shows that the checkpoint's weights are the ones

@@ -73,14 +73,20 @@ def sample_images(
     try:
         out = []
         for prompt in prompts:
-            both = encoder.encode([prompt, negative])
-            cond = lumina.Conditioning(both.cap_feats[:1], both.cap_mask[:1])
-            uncond = lumina.Conditioning(both.cap_feats[1:], both.cap_mask[1:])
+            cond, uncond = prompt_pair(encoder, prompt, negative)
             out.append(lumina.sample(model, cond, uncond, shape, seed=seed, steps=steps, step_convention=step_convention,
                                      solver=solver, shift=shift, cfg=cfg, cfg_mode=cfg_mode))
         return torch.cat(out)
     finally:
         model.train(was_training)
+
+
+def prompt_pair(encoder, prompt: str, negative: str) -> tuple[lumina.Conditioning, lumina.Conditioning]:
+    """(cond, uncond) of one prompt, encoded together with its negative as one batch (what the
+    library's callers and the Flow Sampler do, so the features round alike)."""
+    both = encoder.encode([prompt, negative])
+    return (lumina.Conditioning(both.cap_feats[:1], both.cap_mask[:1]),
+            lumina.Conditioning(both.cap_feats[1:], both.cap_mask[1:]))
 
 
 @torch.inference_mode()
@@ -98,9 +104,7 @@ def sample_video_clips(
     try:
         out = []
         for prompt in prompts:
-            both = encoder.encode([prompt, negative])
-            cond = lumina.Conditioning(both.cap_feats[:1], both.cap_mask[:1])
-            uncond = lumina.Conditioning(both.cap_feats[1:], both.cap_mask[1:])
+            cond, uncond = prompt_pair(encoder, prompt, negative)
             out.append(lumina.sample_video(model, cond, uncond, (1, model.config.in_channels, frames, height, width),
                                            settings, seed=seed))
         return torch.cat(out)
