@@ -21,11 +21,11 @@ Recompilation: t reaches the blocks only as the adaLN input tensor, so the sampl
 one graph. With `dynamic=None` (torch's default) the first size compiles a static graph and the
 first different size a dynamic one that every later size reuses; `dynamic=False` compiles each
 size once (torch keeps up to `torch._dynamo.config.recompile_limit` of them, 8 by default, then
-runs new sizes eager). Padded batches (a padded caption under CFG, a list of latent sizes) run
-attention row by row over each row's real tokens: the row lengths are read eager
-(`attention._suffix_lengths` is excluded from tracing), which splits the block's graph there and
-specialises it on the lengths: one compile per caption-length set, reused by every step that
-repeats it. Grad mode and inference tensors are part of torch's guards too: calls under
+runs new sizes eager). A padded caption alone (CFG's empty negative) is one masked attention
+call inside the graph. A list of latent sizes runs attention row by row over each row's real
+tokens: the row lengths are read eager (`attention._suffix_lengths` is excluded from tracing),
+which splits the block's graph there and specialises it on the lengths: one compile per
+length set, reused by every step that repeats it. Grad mode and inference tensors are part of torch's guards too: calls under
 `torch.inference_mode` (lumina.sample, ComfyUI) and under `torch.no_grad` compile separately.
 
 Nothing is set on the model passed in: `compile_model` returns a shallow clone whose blocks are

@@ -132,15 +132,19 @@ def attend(
     query_mask: Tensor | None = None, scale: float | None = None,
 ) -> Tensor:
     """(B, Lq, H, d) queries over (B, Lk, KV, d) keys/values → (B, Lq, H, d); H must be a multiple of KV.
-    key_mask: (B, Lk) bool (True = attend) or float (added to the logits). A padded batch whose masks
-    are suffix padding runs row by row over the real tokens on SDPA (a masked SDPA call computes
-    every padded slot and loses the fused CPU kernel's speed)."""
+    key_mask: (B, Lk) bool (True = attend) or float (added to the logits). A batch with padded
+    queries whose masks are suffix padding runs row by row over the real tokens on SDPA (a masked
+    SDPA call would compute every padded query); padded keys alone go to one masked call."""
     if _use_flash(q) and (key_mask is None or key_mask.dtype == torch.bool):  # float = logit bias: SDPA
         return _flash(q, k, v, key_mask, query_mask, scale)
     if key_mask is not None and q.shape[0] > 1:
         k_lengths = _suffix_lengths(key_mask)
         q_lengths = [q.shape[1]] * q.shape[0] if query_mask is None else _suffix_lengths(query_mask)
-        if k_lengths is not None and q_lengths is not None:
+        # Row by row only where it pays: padded queries (a list of sizes), whose wasted work the
+        # masked call cannot skip, or a row with no key at all (the masked call would give NaN).
+        # Padded keys alone (captions) cost the fused masked kernel little, and a loop of small
+        # calls costs 2-3x in a forward and ~10x in a backward (benchmarks/attention_padding.py).
+        if k_lengths is not None and q_lengths is not None and (query_mask is not None or min(k_lengths) == 0):
             return _sdpa_per_row(q, k, v, q_lengths, k_lengths, scale)
     return _sdpa(q, k, v, key_mask, scale)
 
@@ -172,10 +176,7 @@ class LuminaAttention(nn.Module):
                 caption_norm: nn.Module | None = None) -> Tensor:
         """x (B, L, dim) image tokens, cap_y (B, Lc, cap_feat_dim) normed caption features;
         layer and caption_norm (the block's caption RMSNorm) tell the features' hooks where they are."""
-        b, n, _ = x.shape
-        q = self.q_norm(self.wq(x)).view(b, n, self.n_heads, self.head_dim)
-        k_unrotated = self.k_norm(self.wk(x)).view(b, n, self.n_kv_heads, self.head_dim)
-        v = self.wv(x).view(b, n, self.n_kv_heads, self.head_dim)
+        q, k_unrotated, v = self.self_projections(x)
         q, k = apply_rope(q, ctx.rotations), apply_rope(k_unrotated, ctx.rotations)
         site = AttentionSite(layer, self, caption_norm or nn.Identity(), ctx.self_scale) if ctx.hooks else None
         keys = SelfAttentionKeys(k, v, ctx.x_mask, ctx.self_scale, k_unrotated)
@@ -201,6 +202,13 @@ class LuminaAttention(nn.Module):
         gate = self.gate.tanh() if keep is None else self.gate.tanh() * keep.to(self.gate.device)
         out = out + out_y * gate.to(out_y.dtype).view(1, 1, -1, 1)
         return self.wo(out.flatten(2))
+
+    def self_projections(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(queries, keys before RoPE, values) of tokens x (B, L, dim): (B, L, H, d), (B, L, KV, d) ×2, normed."""
+        b, n, _ = x.shape
+        q = self.q_norm(self.wq(x)).view(b, n, self.n_heads, self.head_dim)
+        k = self.k_norm(self.wk(x)).view(b, n, self.n_kv_heads, self.head_dim)
+        return q, k, self.wv(x).view(b, n, self.n_kv_heads, self.head_dim)
 
     def cross_attention(
         self, q: Tensor, cap_y: Tensor, cap_mask: Tensor | None, x_mask: Tensor | None, groups: Tensor | None = None

@@ -188,7 +188,7 @@ def test_sizes_that_repeat_are_not_recompiled(traced):
 def test_padded_captions_under_cfg_compile_once_per_caption_lengths(traced):
     model, compiled = traced
     stats = compile_stats(compiled)
-    cond, uncond = captions(6, 2)  # the negative caption is padded: attention runs row by row
+    cond, uncond = captions(6, 2)  # the negative caption is padded: one masked cross-attention call
     run = dict(latent_shape=(1, 4, 8, 8), steps=5, cfg=4.0, seed=5)
     out = lumina.sample(compiled, cond, uncond, **run)
     assert relative_error(out, lumina.sample(model, cond, uncond, **run)) <= TOLERANCE
