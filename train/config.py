@@ -189,6 +189,9 @@ class RunSection:
     # adapters); a value > 0 with model.lora_rank keeps an EMA of the adapters; 0 disables EMA
     ema_decay: float | None = None
     gradient_checkpointing: bool = False
+    # the transformer blocks through torch.compile (lumina.compile_model): on 2 CPU cores a step of
+    # the shapes demo takes ~0.8x its eager time after ~20 s of compiling (one process, no FSDP)
+    compile: bool = False
     log_every: int = 25
     save_every: int = 500
     sample_every: int = 0  # validation images every N steps through lumina.sample (0: never)
@@ -365,6 +368,9 @@ def validate(config: TrainConfig, world_size: int = 1) -> None:
         raise ConfigError(f"run.t_sampler={r.t_sampler!r}: choose uniform, lognorm or shift")
     if r.ema_decay is not None and not 0.0 <= r.ema_decay < 1.0:
         raise ConfigError(f"run.ema_decay={r.ema_decay} must be in [0, 1) (unset: 0.995, or off for LoRA)")
+    if r.compile and (r.gradient_checkpointing or r.distributed == "fsdp" or world_size > 1):
+        raise ConfigError("run.compile=true trains one process without gradient checkpointing or FSDP: "
+                          "unset run.compile, or run.gradient_checkpointing / the multi-process launch")
     if not t.encoder or not Path(t.encoder).is_dir():
         raise ConfigError(f"text.encoder={t.encoder!r} is not a folder; give a local transformers text-encoder folder")
 

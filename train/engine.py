@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 import lumina
 from lumina.checkpoints import save_official
+from lumina.compile import compile_model
 from lumina.errors import LuminaError
 from lumina.text_encoders import load_text_encoder
 
@@ -204,6 +205,8 @@ def fit(config: TrainConfig, accelerator=None) -> Path:
         check_model_frames(model.config, config)
     optimizer = torch.optim.AdamW(trainable, lr=config.optim.lr, betas=tuple(config.optim.betas),
                                   weight_decay=config.optim.weight_decay)
+    if config.run.compile:  # a clone sharing every parameter (state-dict keys unchanged); the EMA stays eager
+        model = compile_model(model)
     model, optimizer = accelerator.prepare(model, optimizer)
     ema = prepare_ema(accelerator, ema)  # FSDP: sharded like the model, saved with the state
     log.info("training on %s", describe_processes(accelerator))

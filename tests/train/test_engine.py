@@ -82,6 +82,25 @@ def test_bad_configs_fail_before_work(encoder, tmp_path, override, message):
     assert not (tmp_path / "log.jsonl").exists()
 
 
+def test_compiled_training_follows_eager(encoder, tmp_path):
+    """run.compile: the blocks through torch.compile; same losses and weights within float rounding
+    (Adam amplifies rounding of near-zero gradients, hence the weight tolerance), same checkpoint keys."""
+    eager = run(encoder, tmp_path / "eager", 6)
+    compiled = run(encoder, tmp_path / "compiled", 6, "run.compile=true")
+    torch.testing.assert_close(losses(compiled), losses(eager), rtol=1e-4, atol=0)
+    for name in ("consolidated.00-of-01.safetensors", "consolidated_ema.00-of-01.safetensors"):
+        a, b = load_file(eager / "checkpoints" / "latest" / name), load_file(compiled / "checkpoints" / "latest" / name)
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(b[key], a[key], rtol=0, atol=2e-4, msg=f"{name} {key}")
+
+
+@pytest.mark.parametrize("override", ["run.gradient_checkpointing=true", "run.distributed=fsdp"])
+def test_compile_refuses_what_it_cannot_trace(encoder, tmp_path, override):
+    with pytest.raises(ConfigError, match="run.compile=true trains one process"):
+        load_config(None, [*TINY, f"text.encoder={encoder}", f"run.out_dir={tmp_path}", "run.compile=true", override])
+
+
 def test_learning_rate_schedules(encoder):
     from train.engine import lr_at
 
