@@ -168,32 +168,38 @@ def infer_audio_dit_config(state_dict: Mapping[str, Any], source: str = "state d
         raise LuminaCheckpointError(str(err), source=source) from None
 
 
-def _adjacent(a: Tensor, b: Tensor) -> bool:
-    """Whether b's rows directly follow a's in one buffer (so [a; b] is one matrix, no copy)."""
-    return (
-        a.device.type != "meta" and a.dtype == b.dtype and a.device == b.device and a.is_contiguous() and b.is_contiguous()
-        and a.shape[1:] == b.shape[1:] and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
-        and b.storage_offset() == a.storage_offset() + a.numel()
-    )
+def _adjacent(*weights: Tensor) -> bool:
+    """Whether each weight's rows directly follow the previous one's in one buffer (so [a; b; …]
+    is one matrix, no copy)."""
+    a = weights[0]
+    if a.device.type == "meta" or not a.is_contiguous():
+        return False
+    offset = a.storage_offset() + a.numel()
+    for b in weights[1:]:
+        if not (b.dtype == a.dtype and b.device == a.device and b.is_contiguous() and b.shape[1:] == a.shape[1:]
+                and b.untyped_storage().data_ptr() == a.untyped_storage().data_ptr() and b.storage_offset() == offset):
+            return False
+        offset += b.numel()
+    return True
 
 
-def _pack_pair(a: nn.Linear, b: nn.Linear) -> None:
-    """Put b's weight rows right after a's in one new buffer (no-op when they already are)."""
-    wa, wb = a.weight, b.weight
-    if wa.device.type == "meta" or _adjacent(wa, wb):
+def _pack(*linears: nn.Linear) -> None:
+    """Put the linears' weight rows one after another in one new buffer (no-op when they already are)."""
+    weights = [m.weight for m in linears]
+    if weights[0].device.type == "meta" or _adjacent(*weights):
         return
-    both = torch.cat([wa.detach(), wb.detach()])
-    a.weight = nn.Parameter(both[: wa.shape[0]], requires_grad=wa.requires_grad)
-    b.weight = nn.Parameter(both[wa.shape[0]:], requires_grad=wb.requires_grad)
+    rows = [w.shape[0] for w in weights]
+    for m, w, part in zip(linears, weights, torch.cat([w.detach() for w in weights]).split(rows)):
+        m.weight = nn.Parameter(part, requires_grad=w.requires_grad)
 
 
-def _packed(a: nn.Linear, b: nn.Linear) -> Tensor | None:
-    """[a.weight; b.weight] as one matrix without a copy, or None when they are not laid out so or
-    gradients are needed (a gradient through the shared view would not reach b)."""
-    wa, wb = a.weight, b.weight
-    if not _adjacent(wa, wb) or (torch.is_grad_enabled() and (wa.requires_grad or wb.requires_grad)):
+def _packed(*linears: nn.Linear) -> Tensor | None:
+    """[a.weight; b.weight; …] as one matrix without a copy, or None when they are not laid out so
+    or gradients are needed (a gradient through the shared view would not reach b)."""
+    weights = [m.weight for m in linears]
+    if not _adjacent(*weights) or (torch.is_grad_enabled() and any(w.requires_grad for w in weights)):
         return None
-    return wa.as_strided((wa.shape[0] + wb.shape[0], wa.shape[1]), wa.stride())
+    return weights[0].as_strided((sum(w.shape[0] for w in weights), weights[0].shape[1]), weights[0].stride())
 
 
 class PackedSwiGLU(FeedForward):
@@ -205,7 +211,7 @@ class PackedSwiGLU(FeedForward):
     views of one buffer: clone them before `safetensors.save_file`, which refuses shared tensors."""
 
     def pack_(self) -> None:
-        _pack_pair(self.w1, self.w3)
+        _pack(self.w1, self.w3)
 
     def forward(self, x: Tensor) -> Tensor:
         both = _packed(self.w1, self.w3)
@@ -215,12 +221,23 @@ class PackedSwiGLU(FeedForward):
         return self.w2(F.silu(gate).mul_(up))  # no gradients on this path: in place is safe
 
 
-class PackedCrossAttention(LuminaAttention):
-    """The shared attention with the caption's key and value projections (wk_y, wv_y) in one
-    buffer, so one GEMM projects the caption for both (same keys, same fallbacks as PackedSwiGLU)."""
+class PackedAttention(LuminaAttention):
+    """The shared attention with its projections packed like PackedSwiGLU's (same keys, same
+    fallbacks): [wq; wk; wv] in one buffer, so one GEMM projects the tokens (768 → 3·768), and the
+    caption's [wk_y; wv_y] in another, so one GEMM projects the caption for both."""
 
     def pack_(self) -> None:
-        _pack_pair(self.wk_y, self.wv_y)
+        _pack(self.wq, self.wk, self.wv)
+        _pack(self.wk_y, self.wv_y)
+
+    def self_projections(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        three = _packed(self.wq, self.wk, self.wv)
+        if three is None:
+            return super().self_projections(x)
+        b, n, _ = x.shape
+        q, k, v = F.linear(x, three).split([m.weight.shape[0] for m in (self.wq, self.wk, self.wv)], dim=-1)
+        return (self.q_norm(q).reshape(b, n, self.n_heads, self.head_dim),
+                self.k_norm(k).reshape(b, n, self.n_kv_heads, self.head_dim), v.reshape(b, n, self.n_kv_heads, self.head_dim))
 
     def cross_attention(
         self, q: Tensor, cap_y: Tensor, cap_mask: Tensor | None, x_mask: Tensor | None, groups: Tensor | None = None
@@ -231,7 +248,8 @@ class PackedCrossAttention(LuminaAttention):
         b, lc = cap_y.shape[:2]
         ky, vy = F.linear(cap_y, both).split((self.wk_y.weight.shape[0], self.wv_y.weight.shape[0]), dim=-1)
         ky = self.ky_norm(ky).view(b, lc, self.n_kv_heads, self.head_dim)
-        return attend(q, ky, vy.reshape(b, lc, self.n_kv_heads, self.head_dim), key_mask=cap_mask, query_mask=x_mask)
+        vy = vy.reshape(b, lc, self.n_kv_heads, self.head_dim)
+        return attend(q, ky, vy, key_mask=cap_mask, query_mask=x_mask)
 
 
 class AudioDiTBlock(FlagDiTBlock):
@@ -240,7 +258,7 @@ class AudioDiTBlock(FlagDiTBlock):
 
     def __init__(self, c: "AudioDiTConfig") -> None:
         super().__init__(c)  # type: ignore[arg-type]
-        self.attention = PackedCrossAttention(c.dim, c.n_heads, c.kv_heads, c.cap_feat_dim, c.qk_norm)
+        self.attention = PackedAttention(c.dim, c.n_heads, c.kv_heads, c.cap_feat_dim, c.qk_norm)
         self.feed_forward = PackedSwiGLU(c.dim, c.hidden_dim)
 
     def forward(self, x: Tensor, ctx: LayerContext, layer: int = 0) -> Tensor:
@@ -291,9 +309,9 @@ class AudioDiT(nn.Module):
         return out
 
     def pack_weights(self) -> None:
-        """Lay every block's [w1; w3] and [wk_y; wv_y] out as one buffer each; a no-op when they are."""
+        """Lay every block's [w1; w3], [wq; wk; wv] and [wk_y; wv_y] out as one buffer each; a no-op when they are."""
         for module in self.modules():
-            if isinstance(module, (PackedSwiGLU, PackedCrossAttention)):
+            if isinstance(module, (PackedSwiGLU, PackedAttention)):
                 module.pack_()
 
     def rope(self, length: int, device: torch.device, options: ForwardOptions = DEFAULT_OPTIONS, t: float = 0.0) -> Tensor:
@@ -421,5 +439,5 @@ def check_audio_frames(frames: int, max_len: int, where: str = "the latent") -> 
 
 __all__ = [
     "AudioDiT", "AudioDiTConfig", "AUDIO_DIT_FAMILY", "AUDIO_DIT_PRESETS", "infer_audio_dit_config",
-    "is_audio_dit_state_dict", "flow_steps", "check_audio_frames", "PackedSwiGLU", "PackedCrossAttention", "AudioDiTBlock",
+    "is_audio_dit_state_dict", "flow_steps", "check_audio_frames", "PackedSwiGLU", "PackedAttention", "AudioDiTBlock",
 ]

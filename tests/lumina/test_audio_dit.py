@@ -18,6 +18,7 @@ from lumina.audio_sampling import (
 )
 from lumina.errors import LuminaCheckpointError, LuminaInputError
 from lumina.model.audio_dit import AudioDiT, AudioDiTConfig, PackedSwiGLU, _adjacent, flow_steps, infer_audio_dit_config
+from lumina.model.attention import LuminaAttention
 from lumina.model.hooks import ForwardFeature, ForwardHook
 from lumina.model.options import ForwardOptions
 from lumina.model.rope import apply_rope
@@ -124,18 +125,22 @@ def test_intermediates_match_official(adit):
     keep(b0.attention, "dit.block0.attention.out")
     keep(b0.feed_forward, "dit.block0.feed_forward.in", use_input=True)
     keep(b0.feed_forward, "dit.block0.feed_forward.out")
-    keep(b0.attention.wq, "q")
-    keep(b0.attention.wk, "k")
+    projections = b0.attention.self_projections  # the packed [wq; wk; wv] GEMM: no wq / wk module call to hook
+
+    def keep_projections(x):
+        q, k, v = projections(x)
+        seen["dit.block0.q_pre_rope"], seen["dit.block0.k_pre_rope"] = q.clone(), k.clone()
+        return q, k, v
+
+    b0.attention.self_projections = keep_projections
     try:
         with torch.no_grad():
             adit(_t("in.x"), _t("in.t"), _t("in.context"))
     finally:
         for h in handles:
             h.remove()
-    b, n = _t("in.x").shape[0], _t("in.x").shape[2]
-    heads, hd = adit.config.n_heads, adit.config.head_dim
-    seen["dit.block0.q_pre_rope"] = seen.pop("q").view(b, n, heads, hd)
-    seen["dit.block0.k_pre_rope"] = seen.pop("k").view(b, n, heads, hd)
+        del b0.attention.self_projections
+    n = _t("in.x").shape[2]
     rot = adit.rope(n, torch.device("cpu"))[None]
     seen["dit.block0.q_rope"] = apply_rope(seen["dit.block0.q_pre_rope"], rot)
     seen["dit.block0.k_rope"] = apply_rope(seen["dit.block0.k_pre_rope"], rot)
@@ -279,11 +284,17 @@ def test_packed_projections_equal_separate_gemms_and_keep_gradients(adit):
         packed = ff(x)
         plain = ff.w2(torch.nn.functional.silu(ff.w1(x)) * ff.w3(x))
     assert _diff(packed, plain) <= 1e-5
+    attention = adit.blocks[0].attention  # [wq; wk; wv]: one GEMM, the same projections
+    with torch.no_grad():
+        fused = attention.self_projections(x)
+        separate = LuminaAttention.self_projections(attention, x)
+    assert all(_diff(a, b) <= 1e-5 for a, b in zip(fused, separate))
     # a copy converted to another dtype is laid out again; a state dict round trip keeps the keys
     other = AudioDiT(adit.config).double()
     other.load_state_dict(adit.state_dict())
     assert all(_adjacent(b.feed_forward.w1.weight, b.feed_forward.w3.weight) for b in other.blocks)
     assert all(_adjacent(b.attention.wk_y.weight, b.attention.wv_y.weight) for b in other.blocks)
+    assert all(_adjacent(b.attention.wq.weight, b.attention.wk.weight, b.attention.wv.weight) for b in other.blocks)
     assert set(other.state_dict()) == set(adit.state_dict())
     # training: the two-GEMM path runs, so both w1 and w3 get gradients
     train = AudioDiT(adit.config)
@@ -294,4 +305,5 @@ def test_packed_projections_equal_separate_gemms_and_keep_gradients(adit):
         assert b.feed_forward.w1.weight.grad is not None and b.feed_forward.w3.weight.grad is not None
         assert float(b.feed_forward.w3.weight.grad.abs().sum()) > 0
         assert float(b.attention.wv_y.weight.grad.abs().sum()) > 0
+        assert all(float(w.weight.grad.abs().sum()) > 0 for w in (b.attention.wq, b.attention.wk, b.attention.wv))
     assert _diff(out.detach(), _t("dit.out")) <= FWD_TOL
