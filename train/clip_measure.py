@@ -70,9 +70,10 @@ def measure_clip(clip) -> dict[str, object]:
 
 
 def score_clips(clips: Iterable, motions: Sequence[Motion]) -> dict[str, float]:
-    """Accuracy of the direction; of colour and shape right in every frame; of size constant and
-    right; and "all" of these together, over clips asked to show `motions`."""
-    keys = ("direction", "colour", "shape", "size", "all")
+    """Accuracy of the direction; of colour and shape right in every frame (each, and
+    "colour_and_shape" both); of size constant and right; and "all" of these together, over clips
+    asked to show `motions`."""
+    keys = ("direction", "colour", "shape", "colour_and_shape", "size", "all")
     counts, n = dict.fromkeys(keys, 0), 0
     for clip, motion in zip(clips, motions, strict=True):
         colour, shape, size, move, background = motion
@@ -83,6 +84,7 @@ def score_clips(clips: Iterable, motions: Sequence[Motion]) -> dict[str, float]:
                  "shape": found["shape"] == shape, "size": found["size"] == size}
         for key, ok in right.items():
             counts[key] += int(ok)
+        counts["colour_and_shape"] += int(right["colour"] and right["shape"])
         counts["all"] += int(all(right.values()))
         n += 1
     if n == 0:

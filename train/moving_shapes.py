@@ -113,20 +113,11 @@ def all_captions() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m train.moving_shapes OUT`: a tiny random text encoder (train/tiny_text_encoder.py)
-    whose vocabulary holds every shapes and moving-shapes word, for train/configs/tiny_video.yaml."""
-    import argparse
+    """`python -m train.moving_shapes OUT`: the world's tiny text encoder (`python -m
+    train.tiny_text_encoder OUT`), whose vocabulary holds every moving-shapes word too."""
+    from .tiny_text_encoder import main as build
 
-    from .shapes import all_specs
-    from .tiny_text_encoder import build_text_encoder
-
-    parser = argparse.ArgumentParser(prog="python -m train.moving_shapes", description=main.__doc__.split("\n")[0])
-    parser.add_argument("out", help="the folder to write the text encoder to")
-    parser.add_argument("--hidden", type=int, default=64, help="hidden size (a multiple of 16; default %(default)s)")
-    args = parser.parse_args(argv)
-    captions = [s.caption() for s in all_specs()] + all_captions()
-    print(build_text_encoder(args.out, seed=0, hidden=args.hidden, captions=captions))
-    return 0
+    return build(argv)
 
 
 if __name__ == "__main__":

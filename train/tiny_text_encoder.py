@@ -79,3 +79,30 @@ def build_text_encoder(folder: str | os.PathLike, seed: int = 0, hidden: int = 6
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def world_captions() -> list[str]:
+    """Every caption of the procedural world: single shapes, two-object scenes, moving shapes."""
+    from .moving_shapes import all_captions as motion_captions
+    from .scenes import all_captions as scene_captions
+    from .shapes import all_specs
+
+    return [s.caption() for s in all_specs()] + scene_captions() + motion_captions()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m train.tiny_text_encoder OUT`: the demo's text encoder, a tiny random Gemma whose
+    vocabulary holds every word of the procedural world (shapes, scenes, moving shapes); the
+    committed assets/demo/shapes_text_encoder is this command's output, bit for bit."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m train.tiny_text_encoder", description=main.__doc__.split("\n")[0])
+    parser.add_argument("out", help="the folder to write the text encoder to")
+    parser.add_argument("--hidden", type=int, default=64, help="hidden size (a multiple of 16; default %(default)s)")
+    args = parser.parse_args(argv)
+    print(build_text_encoder(args.out, seed=0, hidden=args.hidden, captions=world_captions()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

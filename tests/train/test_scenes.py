@@ -54,7 +54,7 @@ def test_dataset_items_are_fixed_by_index():
 def test_clean_clips_are_read_back(frames):
     motions = moving_shapes.all_motions()
     clips = [moving_shapes.render_clip(m, frames, 32, np.random.default_rng([0, i])) for i, m in enumerate(motions)]
-    assert score_clips(clips, motions) == {"direction": 1.0, "colour": 1.0, "shape": 1.0, "size": 1.0, "all": 1.0}
+    assert score_clips(clips, motions) == {"direction": 1.0, "colour": 1.0, "shape": 1.0, "colour_and_shape": 1.0, "size": 1.0, "all": 1.0}
 
 
 def test_direction_needs_real_travel_and_follows_frame_order():
