@@ -27,17 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # `tools`; this process never imports ComfyUI, the server child has its own sys.path
 
 from tools.comfyui import ComfyServer, Workspace, find_comfyui, with_lora  # noqa: E402
-from tools.comfyui.demo_files import link_demo_loras  # noqa: E402
-
-DEMO = REPO / "assets" / "demo"
-
-
-def link_demo_files(workspace: Workspace) -> None:
-    """The embedded model, text encoder and LoRAs where the loaders look, and the edit demo's input image."""
-    (workspace.models_dir / "lumina" / "lumina_shapes").symlink_to(DEMO / "lumina_shapes", target_is_directory=True)
-    (workspace.models_dir / "text_encoders" / "shapes_text_encoder").symlink_to(DEMO / "shapes_text_encoder", target_is_directory=True)
-    shutil.copy(DEMO / "demo_shapes_input.png", workspace.input_dir / "demo_shapes_input.png")
-    link_demo_loras(workspace.models_dir)
+from tools.comfyui.demo_files import link_demo_files  # noqa: E402
 
 
 def link_user_models(workspace: Workspace, models: Path) -> None:
@@ -87,7 +77,7 @@ def main() -> None:
         if args.models:
             link_user_models(workspace, args.models)
         else:
-            link_demo_files(workspace)
+            link_demo_files(workspace.models_dir, workspace.input_dir)
         if args.lora is not None:
             (workspace.models_dir / "loras").mkdir(exist_ok=True)
             link = workspace.models_dir / "loras" / args.lora.name

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -92,13 +91,9 @@ def browser_server(tmp_path_factory: pytest.TempPathFactory, release_comfyui, pl
     try:
         tiny = assets.build_all(ws.models_dir)
         link_released_names(tiny, ws.models_dir)
-        demo = REPO / "assets" / "demo"
-        (ws.models_dir / "lumina" / "lumina_shapes").symlink_to(demo / "lumina_shapes", target_is_directory=True)
-        (ws.models_dir / "text_encoders" / "shapes_text_encoder").symlink_to(demo / "shapes_text_encoder", target_is_directory=True)
-        shutil.copy(demo / "demo_shapes_input.png", ws.input_dir / "demo_shapes_input.png")
-        from tools.comfyui.demo_files import link_demo_loras
+        from tools.comfyui.demo_files import link_demo_files
 
-        link_demo_loras(ws.models_dir)  # the demo_shapes_lora workflow's LoRA
+        link_demo_files(ws.models_dir, ws.input_dir)  # the demo models, text encoder, LoRA and edit input
         from PIL import Image
 
         Image.new("RGB", (64, 64), (200, 40, 40)).save(ws.input_dir / "example.png")

@@ -164,19 +164,7 @@ def example_image(e2e_workspace) -> str:
 
 @pytest.fixture(scope="session")
 def demo_files(e2e_workspace) -> bool:
-    """The embedded demo model, text encoder and edit input linked into the workspace (False if absent)."""
-    import shutil
+    """The embedded demo models, text encoder, LoRAs and edit input linked into the workspace (False if absent)."""
+    from tools.comfyui.demo_files import link_demo_files
 
-    demo = Path(__file__).resolve().parents[2] / "assets" / "demo"
-    if not (demo / "lumina_shapes").is_dir():
-        return False
-    models = e2e_workspace.models_dir
-    for link, target in ((models / "lumina" / "lumina_shapes", demo / "lumina_shapes"),
-                         (models / "text_encoders" / "shapes_text_encoder", demo / "shapes_text_encoder")):
-        if not link.exists():
-            link.symlink_to(target, target_is_directory=True)
-    shutil.copy(demo / "demo_shapes_input.png", e2e_workspace.input_dir / "demo_shapes_input.png")
-    from tools.comfyui.demo_files import link_demo_loras
-
-    link_demo_loras(models)  # assets/demo/loras: the demo_shapes_lora workflow's LoRA
-    return True
+    return link_demo_files(e2e_workspace.models_dir, e2e_workspace.input_dir)

@@ -5,7 +5,7 @@ frontend shows <name>.jpg for each template).
     .venv/bin/python -m tools.comfyui.thumbnails
 
 - demo_shapes_*: a real output of that workflow, run in the vendored ComfyUI on the embedded demo
-  model (a batch as a 2×2 grid);
+  model (a batch, or an animation's frames, as a 2×2 grid);
 - released-model workflows: a placeholder saying so and naming the files the workflow loads.
 256×256 JPEG, a few KB each.
 """
@@ -18,10 +18,10 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageSequence
 
 from . import ComfyServer, Workspace, find_comfyui
-from .demo_files import link_demo_loras
+from .demo_files import link_demo_files
 from .workspace import REPO_ROOT
 
 WORKFLOWS = REPO_ROOT / "workflows"
@@ -62,7 +62,11 @@ def placeholder(name: str, files: list[str]) -> Image.Image:
 
 
 def grid(paths: list[Path]) -> Image.Image:
-    images = [Image.open(p).convert("RGB") for p in paths]
+    """One picture as it is; a batch, or the frames of an animation, as a 2×2 grid (first four)."""
+    images = []
+    for path in paths:
+        with Image.open(path) as img:
+            images += [frame.convert("RGB") for frame in ImageSequence.Iterator(img)]
     if len(images) == 1:
         return images[0].resize((SIDE, SIDE), Image.NEAREST)
     cols = 2
@@ -77,14 +81,10 @@ def run_demos(names: list[str]) -> dict[str, Image.Image]:
     comfyui = find_comfyui()
     if comfyui is None:
         raise SystemExit("the demo thumbnails need the vendored ComfyUI: bash .ci/venv")
-    demo = REPO_ROOT / "assets" / "demo"
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace.create(tmp)
-        (ws.models_dir / "lumina" / "lumina_shapes").symlink_to(demo / "lumina_shapes", target_is_directory=True)
-        (ws.models_dir / "text_encoders" / "shapes_text_encoder").symlink_to(demo / "shapes_text_encoder", target_is_directory=True)
-        (ws.input_dir / "demo_shapes_input.png").write_bytes((demo / "demo_shapes_input.png").read_bytes())
-        link_demo_loras(ws.models_dir)
+        link_demo_files(ws.models_dir, ws.input_dir)
         server = ComfyServer(ws, comfyui, name="thumbnails").start()
         try:
             for name in names:
