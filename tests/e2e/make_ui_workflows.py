@@ -45,10 +45,12 @@ VIDEO_FILES_NOTE = (
 DEMO_NOTE = (
     "The embedded demo model (this repository's assets/demo, made by `python -m train fit --config "
     "train/configs/shapes_demo.yaml`): a 3.8 M-parameter Next-DiT trained in pixel space on procedural "
-    "shapes. Put assets/demo/lumina_shapes in models/lumina/ and assets/demo/shapes_text_encoder in "
-    "models/text_encoders/. Prompts: 'a small|large <red|orange|yellow|green|blue|purple> "
-    "<circle|square|triangle> at the <top left|top|top right|left|center|right|bottom left|bottom|bottom right> "
-    "on a <white|black|gray> background'. Its 'VAE' is the identity (Lumina Pixel Space VAE)."
+    "shapes and two-shape scenes. Put assets/demo/lumina_shapes in models/lumina/ and "
+    "assets/demo/shapes_text_encoder in models/text_encoders/. Prompts: 'a small|large "
+    "<red|orange|yellow|green|blue|purple> <circle|square|triangle> at the <top left|top|top right|left|center|"
+    "right|bottom left|bottom|bottom right> on a <white|black|gray> background', or 'a <colour> <shape> at the "
+    "left and a <colour> <shape> at the right on a <background> background'. Its 'VAE' is the identity "
+    "(Lumina Pixel Space VAE)."
 )
 AUDIO_FILES_NOTE = (
     "Where the files go (ComfyUI/models/…), as downloaded — nothing is renamed or converted:\n"
@@ -78,10 +80,18 @@ NOTES = {
     ],
     "demo_shapes_t2i": ["Text-to-image with the embedded demo model, 32×32 px shown at 256×256.", DEMO_NOTE],
     "demo_shapes_regional": ["Two regions, two prompts: the left half gets a red circle, the right half a blue "
-                             "square (Lumina Regional Prompts, 1×2 grid).", DEMO_NOTE],
-    "demo_shapes_style_aligned": ["A style-aligned batch of four prompts sharing item 0's attention.", DEMO_NOTE],
+                             "square (Lumina Regional Prompts, 1×2 grid); the global prompt names both.", DEMO_NOTE],
+    "demo_shapes_style_aligned": ["A style-aligned batch of four prompts sharing item 0's attention in the first "
+                                  "half of the layers (end_layer 3 of 6: sharing in every layer pulls the items "
+                                  "towards item 0's shape).", DEMO_NOTE],
     "demo_shapes_edit": ["Editing: the input image's flow restarts at λ = 0.4 with a new prompt "
                          "(put assets/demo/demo_shapes_input.png in ComfyUI's input folder).", DEMO_NOTE],
+    "demo_shapes_video": ["Text-to-video with the embedded video demo (assets/demo/lumina_shapes_video; put it in "
+                          "models/lumina/): 4 frames of 32×32 px as one latent, 3-D RoPE over (frame, row, col), "
+                          "decoded frame by frame and written by core Save Animated WEBP. Prompts: 'a small|large "
+                          "<colour> <circle|square|triangle> moving <left|right|up|down> on a <white|black|gray> "
+                          "background'. Made by `python -m train fit --config train/configs/shapes_video_demo.yaml` "
+                          "(the image demo fine-tuned on moving shapes).", DEMO_NOTE],
     "demo_shapes_lora": ["A LoRA on the demo model: core Load LoRA (model only) applies "
                          "blue_background.safetensors (assets/demo/loras; put it in models/loras/), which teaches "
                          "it a background it never saw: 'on a blue background'. Trained by `python -m "

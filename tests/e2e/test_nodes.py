@@ -8,9 +8,10 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageSequence
 from safetensors.torch import load_file
 
 from tools.comfyui import ComfyExecutionError, ComfyValidationError
@@ -98,6 +99,15 @@ def test_every_workflow_runs(comfy_server, tiny_assets, example_image, demo_file
         graph["8"]["inputs"]["filename_prefix"] = unique_prefix
         entry = comfy_server.run(graph, timeout=300)
         assert comfy_server.output_files(entry)
+        video = [n["inputs"] for n in graph.values() if n["class_type"] == "LuminaEmptyVideoLatent"]
+        if video:  # the demo video: one animated WEBP with a frame per latent frame (pixel space), moving as asked
+            [webp] = comfy_server.output_files(entry)
+            with Image.open(webp) as img:
+                frames = [np.asarray(frame.convert("RGB").resize((32, 32), Image.BOX)) for frame in ImageSequence.Iterator(img)]
+            assert len(frames) == video[0]["frames"]
+            from train.clip_measure import direction
+
+            assert direction(frames) == graph["3"]["inputs"]["prompt"].split(" moving ")[1].split()[0]
         return
     areas = any(n["class_type"] == "ConditioningSetArea" for n in original.values())
     graph = tiny(original, tiny_assets, unique_prefix, side_divisor=8 if areas else 16)  # core areas: ≥ 64 px

@@ -65,3 +65,9 @@ def test_style_aligned_items_keep_their_own_shape():
     assert report["items"] == 80 and report["layers"] == [0, 3]
     assert report["blank"] == 0, report
     assert report["shape"] >= 0.8, report
+
+
+def test_demo_files_fit_the_size_budget():
+    """Every committed demo file together (models, text encoder, LoRA, edit input) stays ≤ 30 MB."""
+    total = sum(p.stat().st_size for p in DEMO.rglob("*") if p.is_file())
+    assert total <= 30_000_000, f"assets/demo holds {total / 1e6:.1f} MB"
