@@ -110,15 +110,3 @@ def motion_score(motion: tuple[str, str, str, str, str], frames: int, size: int 
 def all_captions() -> list[str]:
     """Every moving-shapes caption (the vocabulary a tiny text encoder for them needs)."""
     return [caption(*motion) for motion in all_motions()]
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m train.moving_shapes OUT`: the world's tiny text encoder (`python -m
-    train.tiny_text_encoder OUT`), whose vocabulary holds every moving-shapes word too."""
-    from .tiny_text_encoder import main as build
-
-    return build(argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -116,12 +116,14 @@ def test_startup_has_no_page_error_from_the_pack(page):
 
 def asked_images(api: dict) -> tuple[tuple[int, int], int]:
     """(width, height) and number of the images a demo graph asks Save Image for: the size of the
-    Image Scale (or of the latent) feeding it; the latent's batch (an edit: the one input image)."""
-    [save] = [n for n in api.values() if n["class_type"] == "SaveImage"]
+    Image Scale (or of the latent) feeding it; the latent's batch (an edit: the one input image);
+    Save Animated WEBP writes one file of the frames."""
+    [save] = [n for n in api.values() if n["class_type"] in ("SaveImage", "SaveAnimatedWEBP")]
     source = api[save["inputs"]["images"][0]]
-    latents = [n["inputs"] for n in api.values() if n["class_type"] == "LuminaEmptyLatent"]
+    latents = [n["inputs"] for n in api.values() if n["class_type"] in ("LuminaEmptyLatent", "LuminaEmptyVideoLatent")]
     sized = source["inputs"] if source["class_type"] == "ImageScale" else latents[0]
-    return (sized["width"], sized["height"]), latents[0]["batch_size"] if latents else 1
+    count = 1 if save["class_type"] == "SaveAnimatedWEBP" or not latents else latents[0]["batch_size"]
+    return (sized["width"], sized["height"]), count
 
 
 def _wait_history(server, prompt_id: str, timeout: float = 300.0) -> dict:
