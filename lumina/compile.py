@@ -1,7 +1,8 @@
 """`lumina.compile_model`: the transformer blocks run through torch.compile (inductor), the rest eager.
 
 Regional compilation: every block of a model is an instance of one class (Next-DiT's, Flag-DiT's;
-Lumina-Video uses Next-DiT's), so the class's `forward` is compiled once and the compiled code
+Lumina-Video uses Next-DiT's; the audio DiT's `AudioDiTBlock`, kept in `blocks`, its official
+name), so the class's `forward` is compiled once and the compiled code
 serves every block (torch.compile lifts a block's weights to graph inputs, so the guards check
 their shapes and dtypes, not which block they belong to). Compiling one block costs about what the
 whole model would, divided by the number of layers; the embedders, the RoPE table and the
@@ -53,7 +54,10 @@ from .model.rope import real_rotations
 
 if TYPE_CHECKING:
     from .model.dit import LuminaDiT
+    from .model.audio_dit import AudioDiT
     from .model.lumina_video import LuminaVideo
+
+BLOCK_LISTS = ("layers", "blocks")  # where a family keeps its transformer blocks (AudioDiT: `blocks`)
 
 log = logging.getLogger("lumina.compile")
 
@@ -174,8 +178,8 @@ def _eager_class(block_class: type) -> type:
 
 
 def compile_model(
-    model: "LuminaDiT | LuminaVideo", *, mode: str = "default", dynamic: bool | None = None, backend: str = "inductor",
-) -> "LuminaDiT | LuminaVideo":
+    model: "LuminaDiT | LuminaVideo | AudioDiT", *, mode: str = "default", dynamic: bool | None = None, backend: str = "inductor",
+) -> "LuminaDiT | LuminaVideo | AudioDiT":
     """A clone of `model` whose transformer blocks run through torch.compile (inductor); the model
     passed in is left as it was. The weights are shared, not copied.
 
@@ -195,8 +199,9 @@ def compile_model(
     backends = torch._dynamo.list_backends(exclude_tags=())
     if backend not in backends:
         raise LuminaInputError(f"torch.compile backend {backend!r} is not one of {', '.join(backends)}")
-    layers = getattr(model, "layers", None)
-    if not isinstance(model, nn.Module) or not isinstance(layers, nn.ModuleList) or len(layers) == 0:
+    attribute = next((name for name in BLOCK_LISTS if isinstance(getattr(model, name, None), nn.ModuleList)), None)
+    layers = getattr(model, attribute) if attribute else None
+    if not isinstance(model, nn.Module) or layers is None or len(layers) == 0:
         raise LuminaInputError(
             f"compile_model needs a Lumina model (lumina.load_model / load_video_model), got {type(model).__name__}"
         )
@@ -208,8 +213,8 @@ def compile_model(
         copied._lumina_compile = settings
         blocks.append(copied)
     clone = copy.copy(model)
-    clone._modules = dict(model._modules)  # own module table, so `layers` can differ; same submodules
-    clone.layers = nn.ModuleList(blocks)
+    clone._modules = dict(model._modules)  # own module table, so the block list can differ; same submodules
+    setattr(clone, attribute, nn.ModuleList(blocks))
     clone._lumina_compile = settings
     return clone
 

@@ -18,10 +18,11 @@ import torch
 from ..lumina.audio_checkpoints import KIND_NAMES, find_audio_release, load_audio_model
 from ..lumina.audio_sampling import AUDIO_SAMPLE_DEFAULTS, latent_frames_for_seconds
 from ..lumina.audio_text import AudioTextEncoder, MusicTextEncoder, load_audio_text_encoder, load_music_text_encoder
+from ..lumina.compile import compile_model
 from ..lumina.conditioning import Conditioning
 from ..lumina.vocoder import AudioDecoder, load_audio_decoder
 from . import bridge, paths
-from .loaders import CATEGORY
+from .loaders import CATEGORY, COMPILE_TOOLTIP
 
 TEXT_TYPE = "LUMINA_AUDIO_TEXT_ENCODER"
 DECODER_TYPE = "LUMINA_AUDIO_DECODER"
@@ -93,6 +94,9 @@ class LuminaAudioModelLoader:
                 "weight_dtype": (DTYPES, {"default": "auto", "tooltip": "the DiT's weights: auto is bf16 on GPUs and "
                                  "on CPUs with native bf16, fp32 on other CPUs; the decoder stays fp32"}),
             },
+            "optional": {
+                "compile": (["off", "blocks"], {"default": "off", "tooltip": COMPILE_TOOLTIP.replace("image size", "length")}),
+            },
         }
 
     RETURN_TYPES = ("MODEL", TEXT_TYPE, DECODER_TYPE)
@@ -101,11 +105,13 @@ class LuminaAudioModelLoader:
     CATEGORY = CATEGORY
 
     def load(self, model_folder: str, model_type: str, t5_encoder: str, bert_encoder: str = NONE,
-             weight_dtype: str = "auto"):
+             weight_dtype: str = "auto", compile: str = "off"):
         if model_type not in MODEL_TYPES:
             raise ValueError(f"model_type {model_type!r}: choose one of {', '.join(MODEL_TYPES)}")
         if weight_dtype not in DTYPES:
             raise ValueError(f"weight_dtype {weight_dtype!r}: choose one of {', '.join(DTYPES)}")
+        if compile not in ("off", "blocks"):
+            raise ValueError(f"compile {compile!r}: choose off or blocks")
         release = find_audio_release(paths.audio_model_path(model_folder), MODEL_TYPES[model_type])
         kind = release.kind
         if kind == "audio" and bert_encoder == NONE:
@@ -125,6 +131,8 @@ class LuminaAudioModelLoader:
             encoder = load_audio_text_encoder(paths.text_encoder_path(bert_encoder), t5_path, release.clap,
                                               checkpoint=ckpt, dtype=text_dtype)
         del ckpt  # the checkpoint's text and autoencoder tensors now live in the encoders and the decoder
+        if compile == "blocks":  # lumina.compile_model's clone (same weights); compiles at the first step of each length
+            dit = compile_model(dit)
         model = bridge.make_model_patcher(dit)
         model.model.audio_kind = kind
         model.model.sample_rate = decoder.sample_rate

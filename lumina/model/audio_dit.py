@@ -193,6 +193,7 @@ def _pack(*linears: nn.Linear) -> None:
         m.weight = nn.Parameter(part, requires_grad=w.requires_grad)
 
 
+@torch.compiler.disable  # storage pointers cannot be traced: a compiled block (lumina.compile) asks eagerly
 def _packed(*linears: nn.Linear) -> Tensor | None:
     """[a.weight; b.weight; …] as one matrix without a copy, or None when they are not laid out so
     or gradients are needed (a gradient through the shared view would not reach b)."""

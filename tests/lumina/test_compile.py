@@ -170,6 +170,29 @@ def test_flag_dit_with_a_padded_caption_equals_eager():
     print(f"\nFlag-DiT block compiled in {stats.compile_seconds:.1f} s")
 
 
+def test_the_audio_dit_compiles_its_blocks_and_keeps_its_keys():
+    """The 1-D Flag-DiT keeps its blocks in `blocks` (the official name): they are compiled and the
+    state-dict keys stay."""
+    from lumina.model.audio_dit import AudioDiT, AudioDiTConfig
+
+    g = torch.Generator().manual_seed(0)
+    model = AudioDiT(AudioDiTConfig(dim=64, n_layers=2, n_heads=4, in_channels=4, cap_feat_dim=16, multiple_of=16)).eval()
+    with torch.inference_mode():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    compiled = compile_model(model)
+    assert compiled.state_dict().keys() == model.state_dict().keys()
+    assert all(type(b).__name__ == "CompiledAudioDiTBlock" for b in compiled.blocks)
+    assert all(type(b).__name__ == "AudioDiTBlock" for b in model.blocks)
+    x, cap = torch.randn(2, 4, 24, generator=g), torch.randn(2, 7, 16, generator=g)
+    with torch.inference_mode():
+        for t in (0.2, 0.7):
+            assert relative_error(compiled(x, torch.full((2,), t), cap), model(x, torch.full((2,), t), cap)) <= TOLERANCE
+    stats = compile_stats(compiled)
+    assert stats.compiles == 1 and stats.compiled_calls == 4 and stats.eager_calls == 0
+    print(f"\naudio DiT block compiled in {stats.compile_seconds:.1f} s")
+
+
 # -- what recompiles (dynamo's guards, "eager" backend) ----------------------------------------------
 def test_sizes_that_repeat_are_not_recompiled(traced):
     model, compiled = traced

@@ -118,6 +118,33 @@ def test_node_path_equals_the_library(comfyui, files, music, audio, kind):
     assert (audio_sample(comfyui, model, positive, negative, latent, steps=6, cfg=1.0, seed=11) - ours).abs().max() > 1e-4
 
 
+def test_compile_blocks_samples_like_eager(comfyui, tiny, files, music, monkeypatch):
+    """compile "blocks" holds lumina.compile_model's clone (traced with the "eager" backend here:
+    wiring only; inductor's numbers are tests/lumina/test_compile.py's)."""
+    import functools
+    import sys
+
+    from lumina.compile import compile_stats, is_compiled
+
+    node_module = sys.modules[comfyui.nodes.NODE_CLASS_MAPPINGS["LuminaAudioModelLoader"].__module__]
+    monkeypatch.setattr(node_module, "compile_model", functools.partial(node_module.compile_model, backend="eager"))
+    optional = comfyui.nodes.NODE_CLASS_MAPPINGS["LuminaAudioModelLoader"].INPUT_TYPES()["optional"]
+    assert optional["compile"][0] == ["off", "blocks"] and optional["compile"][1]["default"] == "off"
+    assert not is_compiled(music[0].model.diffusion_model)
+    compiled, handle, _ = load_node(comfyui, tiny, files, "music", compile="blocks")
+    inner = compiled.model.diffusion_model
+    assert is_compiled(inner) and list(inner.state_dict()) == list(music[0].model.diffusion_model.state_dict())
+    captions = audio_encode(comfyui, handle, PROMPT)
+    latent = audio_latent(comfyui, compiled, seconds=0.5)
+    out = audio_sample(comfyui, compiled, *captions, latent, steps=3, cfg=5.0, seed=4)
+    expected = audio_sample(comfyui, music[0], *captions, latent, steps=3, cfg=5.0, seed=4)
+    assert float((out - expected).abs().max()) <= TOL
+    stats = compile_stats(inner)
+    assert stats.compiled_calls > 0 and stats.eager_calls == 0
+    with pytest.raises(ValueError, match="compile 'all': choose off or blocks"):
+        load_node(comfyui, tiny, files, "music", compile="all")
+
+
 def test_progress_and_cancel(comfyui, music):
     import comfy.model_management
     import comfy.utils
