@@ -22,7 +22,7 @@ from tools.comfyui.assets import substitute_tiny as tiny
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 SAMPLE_RATE, SAMPLES_PER_FRAME = 16000, 512  # the released rate and latent frame (autoencoder ÷ 2 × hop 256)
 NODES = {
-    "LuminaAudioModelLoader": ({"model_folder", "model_type", "t5_encoder", "bert_encoder", "weight_dtype"},
+    "LuminaAudioModelLoader": ({"model_folder", "model_type", "t5_encoder", "bert_encoder", "weight_dtype", "compile"},
                                ["MODEL", "LUMINA_AUDIO_TEXT_ENCODER", "LUMINA_AUDIO_DECODER"]),
     "LuminaAudioTextEncode": ({"text_encoder", "prompt", "structured_caption", "negative_prompt"},
                               ["CONDITIONING", "CONDITIONING"]),
