@@ -24,9 +24,11 @@ first different size a dynamic one that every later size reuses; `dynamic=False`
 size once (torch keeps up to `torch._dynamo.config.recompile_limit` of them, 8 by default, then
 runs new sizes eager). A padded caption alone (CFG's empty negative) is one masked attention
 call inside the graph. A list of latent sizes runs attention row by row over each row's real
-tokens: the row lengths are read eager (`attention._suffix_lengths` is excluded from tracing),
-which splits the block's graph there and specialises it on the lengths: one compile per
-length set, reused by every step that repeats it. Grad mode and inference tensors are part of torch's guards too: calls under
+tokens. Whether a padded batch goes row by row, and the rows' lengths, are decided eager
+(`attention._attend_by_rows` is excluded from tracing): the block's graph splits there, but no
+length becomes a guard, so a training batch whose caption lengths change every step reuses one
+graph (were the lengths guards, each new one would recompile the block until torch's limit and
+then run it eager). Grad mode and inference tensors are part of torch's guards too: calls under
 `torch.inference_mode` (lumina.sample, ComfyUI) and under `torch.no_grad` compile separately.
 
 Nothing is set on the model passed in: `compile_model` returns a shallow clone whose blocks are
@@ -203,7 +205,7 @@ def compile_model(
     layers = getattr(model, attribute) if attribute else None
     if not isinstance(model, nn.Module) or layers is None or len(layers) == 0:
         raise LuminaInputError(
-            f"compile_model needs a Lumina model (lumina.load_model / load_video_model), got {type(model).__name__}"
+            f"compile_model needs a Lumina model (lumina.load_model / load_video_model / load_audio_model), got {type(model).__name__}"
         )
     settings = _Settings(mode, dynamic, backend, CompileStats(mode, dynamic, backend))
     blocks = []

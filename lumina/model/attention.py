@@ -138,15 +138,27 @@ def attend(
     if _use_flash(q) and (key_mask is None or key_mask.dtype == torch.bool):  # float = logit bias: SDPA
         return _flash(q, k, v, key_mask, query_mask, scale)
     if key_mask is not None and q.shape[0] > 1:
-        k_lengths = _suffix_lengths(key_mask)
-        q_lengths = [q.shape[1]] * q.shape[0] if query_mask is None else _suffix_lengths(query_mask)
-        # Row by row only where it pays: padded queries (a list of sizes), whose wasted work the
-        # masked call cannot skip, or a row with no key at all (the masked call would give NaN).
-        # Padded keys alone (captions) cost the fused masked kernel little, and a loop of small
-        # calls costs 2-3x in a forward and ~10x in a backward (benchmarks/attention_padding.py).
-        if k_lengths is not None and q_lengths is not None and (query_mask is not None or min(k_lengths) == 0):
-            return _sdpa_per_row(q, k, v, q_lengths, k_lengths, scale)
+        by_rows = _attend_by_rows(q, k, v, key_mask, query_mask, scale)
+        if by_rows is not None:
+            return by_rows
     return _sdpa(q, k, v, key_mask, scale)
+
+
+@torch.compiler.disable  # the row lengths are host ints: traced, every new caption length would recompile the block
+def _attend_by_rows(
+    q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor, query_mask: Tensor | None, scale: float | None
+) -> Tensor | None:
+    """attend's row-by-row result where that pays, else None (one masked call is better).
+
+    Row by row only for padded queries (a list of sizes), whose wasted work the masked call
+    cannot skip, or a row with no key at all (the masked call would give NaN). Padded keys alone
+    (captions) cost the fused masked kernel little, and a loop of small calls costs 2-3x in a
+    forward and ~10x in a backward (benchmarks/attention_padding.py)."""
+    k_lengths = _suffix_lengths(key_mask)
+    q_lengths = [q.shape[1]] * q.shape[0] if query_mask is None else _suffix_lengths(query_mask)
+    if k_lengths is not None and q_lengths is not None and (query_mask is not None or min(k_lengths) == 0):
+        return _sdpa_per_row(q, k, v, q_lengths, k_lengths, scale)
+    return None
 
 
 def proportional_scale(seqlen: int, base_seqlen: int, head_dim: int) -> float:

@@ -221,6 +221,25 @@ def test_padded_captions_under_cfg_compile_once_per_caption_lengths(traced):
     assert torch.equal(again, out)
 
 
+def test_a_padded_batch_with_new_caption_lengths_reuses_its_graph(traced):
+    """A training batch pads its captions to one width but each step's row lengths differ: the
+    lengths are read eagerly and never become guards (before, every new length recompiled the
+    block until torch's limit of 8, then ran it eager)."""
+    model, compiled = traced
+    stats = compile_stats(compiled)
+    x, _ = inputs(batch=3)
+    g = torch.Generator().manual_seed(4)
+    seen = []
+    for lengths in ((5, 3, 2), (5, 4, 1), (4, 2, 2), (5, 5, 3), (2, 1, 5), (1, 5, 2), (3, 2, 1)):
+        cap = torch.randn(3, 5, 16, generator=g)
+        mask = torch.arange(5)[None] < torch.tensor(lengths)[:, None]
+        with torch.inference_mode():
+            out = compiled(x, torch.full((3,), 0.3), cap, mask)
+            assert relative_error(out, model(x, torch.full((3,), 0.3), cap, mask)) <= TOLERANCE
+        seen.append(stats.compiles)
+    assert seen == [seen[0]] * len(seen), seen
+
+
 # -- features through the seam -----------------------------------------------------------------------
 class HalveSelfAttention(ForwardFeature):
     """An attention-level feature: every self-attention output halved."""
