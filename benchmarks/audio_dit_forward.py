@@ -6,6 +6,8 @@
     python benchmarks/audio_dit_forward.py --threads 1        # one core: steadier on a busy machine
     python benchmarks/audio_dit_forward.py --compile          # ours through lumina.compile_model, the official
                                                               # with its own @torch.compile SwiGLU gate enabled
+    python benchmarks/audio_dit_forward.py --prepack          # ours through lumina.prepack_model (MKL-packed fp32
+                                                              # linears; costs 1.6-5x the weights' memory)
 
 The official model runs the way the golden tensors (tests/fixtures/golden/lumina_music_tiny) were
 made on CPU: `lumina_music/models/diffusion/flag_large_dit.py` and its `component.py` imported from
@@ -17,8 +19,11 @@ constructor, outside the timed region; ours is cached by the warm-up call, as ac
 
 The released shape: hidden 768, 32 heads (head_dim 24), 16 blocks, 20 latent channels, captions
 (2, 77, 1024) (FLAN-T5-large), 312 latent frames (10 s), batch 2 (the CFG batch [uncond; cond]).
-Rounds are interleaved (ours, official, ours, ...) after one warm-up call each; prints the medians,
-the ratio ours/official and the outputs' max abs difference.
+Rounds are interleaved after one warm-up call each, the order alternating (ours then official, then
+official then ours, ...); prints the medians, their ratio ours/official, the paired ratio (the median
+over rounds of ours/official within a round: the two calls of a round share the machine's load of
+that moment, which drifts on a shared machine), the ratio of the fastest calls and the outputs' max
+abs difference.
 """
 
 from __future__ import annotations
@@ -144,7 +149,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--compile", action="store_true", help="ours compiled by lumina.compile_model (inductor), the "
                         "official's @torch.compile gate compiled as written; the warm-up call compiles both")
+    parser.add_argument("--prepack", action="store_true", help="ours through lumina.prepack_model (weights packed once "
+                        "by MKL, at the warm-up call); the official as it is")
     args = parser.parse_args()
+    if args.compile and args.prepack:
+        parser.error("--compile and --prepack do not combine: choose one")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.quick:
@@ -158,6 +167,10 @@ def main() -> None:
         from lumina.compile import compile_model
 
         ours = compile_model(ours)
+    if args.prepack:
+        from lumina.prepack import prepack_model, prepacked_bytes
+
+        ours = prepack_model(ours)
     with tempfile.TemporaryDirectory() as scratch:
         FlagDiTv2 = load_official(official_checkout(args.official, Path(scratch)))
         official = build_official(FlagDiTv2, config)
@@ -177,7 +190,8 @@ def main() -> None:
 
     print(f"config: hidden {config.dim}, {config.n_heads} heads (head_dim {config.head_dim}), {args.layers} blocks, "
           f"{config.in_channels} channels, caption ({args.batch}, {args.caption_tokens}, {config.cap_feat_dim}), "
-          f"{args.frames} frames, batch {args.batch}; fp32 CPU, torch {torch.__version__}, {torch.get_num_threads()} threads")
+          f"{args.frames} frames, batch {args.batch}; fp32 CPU, torch {torch.__version__}, {torch.get_num_threads()} threads"
+          + ("; ours compiled" if args.compile else "; ours prepacked" if args.prepack else ""))
     load_before = os.getloadavg()[0]
     with torch.inference_mode():
         a, b = run_ours(), run_official()  # warm-up
@@ -185,14 +199,23 @@ def main() -> None:
         if not diff <= 1e-4 * max(1.0, scale):
             sys.exit(f"outputs disagree: max |ours - official| = {diff:.3e} (max |out| {scale:.2f})")
         mine, theirs = [], []
-        for _ in range(args.repeats):
-            mine.append(timed(run_ours))
-            theirs.append(timed(run_official))
+        for i in range(args.repeats):  # the order alternates: neither side always runs second
+            if i % 2:
+                theirs.append(timed(run_official))
+                mine.append(timed(run_ours))
+            else:
+                mine.append(timed(run_ours))
+                theirs.append(timed(run_official))
     t_ours, t_theirs = statistics.median(mine), statistics.median(theirs)
-    print(f"{'ours ms':>9} {'official ms':>12} {'ratio':>7} {'ratio of mins':>14} {'max |diff|':>11} {'max |out|':>10}")
-    print(f"{t_ours * 1000:>9.1f} {t_theirs * 1000:>12.1f} {t_ours / t_theirs:>7.3f} {min(mine) / min(theirs):>14.3f} "
+    paired = statistics.median(a / b for a, b in zip(mine, theirs))
+    print(f"{'ours ms':>9} {'official ms':>12} {'ratio':>7} {'paired ratio':>13} {'ratio of mins':>14} {'max |diff|':>11} {'max |out|':>10}")
+    print(f"{t_ours * 1000:>9.1f} {t_theirs * 1000:>12.1f} {t_ours / t_theirs:>7.3f} {paired:>13.3f} {min(mine) / min(theirs):>14.3f} "
           f"{diff:>11.2e} {scale:>10.2f}")
-    print(f"medians of {args.repeats} interleaved rounds; ratio ours/official = {t_ours / t_theirs:.3f} (target <= 0.85)")
+    if args.prepack:
+        weights = sum(p.numel() * p.element_size() for p in ours.parameters())
+        print(f"packed weights: {prepacked_bytes(ours) / 2**20:.0f} MiB beside {weights / 2**20:.0f} MiB of parameters")
+    print(f"medians of {args.repeats} interleaved rounds; ratio ours/official = {t_ours / t_theirs:.3f}, paired ratio "
+          f"{paired:.3f} (target <= 0.85)")
     load = max(load_before, os.getloadavg()[0])
     if load > 0.5 * (os.cpu_count() or 1):
         print(f"note: load average {load:.1f} on {os.cpu_count()} CPUs during the run; rerun on an idle machine for a clean ratio")

@@ -13,6 +13,7 @@ from .model.audio_dit import AudioDiT, AudioDiTConfig
 from .safe_pickle import UnsafeCheckpointError, load_tensors
 from .checkpoints import load_model, read_state_dict, save_diffusers, save_official, to_official
 from .compile import compile_model, compile_stats
+from .prepack import is_prepacked, prepack_available, prepack_model, prepacked_bytes
 from .conditioning import Conditioning
 from .editing import ImageStart
 from .config import PRESETS, LuminaConfig, infer_config
@@ -30,7 +31,7 @@ from .model.lumina_video import LuminaVideo
 from .video_sampling import SAMPLE_CONFIGS, VideoSampleSettings, sample_video, video_sample_settings
 
 __all__ = [
-    "load_model", "compile_model", "compile_stats", "save_official", "save_diffusers", "read_state_dict", "to_official",
+    "load_model", "compile_model", "compile_stats", "prepack_model", "prepack_available", "is_prepacked", "prepacked_bytes", "save_official", "save_diffusers", "read_state_dict", "to_official",
     "LuminaConfig", "PRESETS", "infer_config", "build_model", "LuminaDiT", "FlagDiT", "NextDiT",
     "ForwardOptions", "BatchRows", "batch_rows", "Conditioning", "ImageStart", "SamplingSettings", "sample", "seeded_noise",
     "MemoryEstimate", "estimate_sampling_memory", "check_sampling_fits", "extrapolation_options", "StepInfo",

@@ -53,6 +53,7 @@ from .errors import LuminaError, LuminaInputError
 from .model.attention import LayerContext
 from .model.hooks import ForwardHook
 from .model.rope import real_rotations
+from .prepack import is_prepacked
 
 if TYPE_CHECKING:
     from .model.dit import LuminaDiT
@@ -194,6 +195,8 @@ def compile_model(
     how many block calls compiled and how long they took (also logged on "lumina.compile").
     Outputs equal eager ones within float rounding (tests/lumina/test_compile.py states the bound).
     """
+    if is_prepacked(model):
+        raise LuminaInputError("compile_model and prepack_model do not combine: use one of them on the loaded model")
     if mode not in COMPILE_MODES:
         raise LuminaInputError(f"compile mode {mode!r} is not one of {', '.join(COMPILE_MODES)}")
     if dynamic not in (None, True, False):

@@ -18,11 +18,10 @@ import torch
 from ..lumina.audio_checkpoints import KIND_NAMES, find_audio_release, load_audio_model
 from ..lumina.audio_sampling import AUDIO_SAMPLE_DEFAULTS, latent_frames_for_seconds
 from ..lumina.audio_text import AudioTextEncoder, MusicTextEncoder, load_audio_text_encoder, load_music_text_encoder
-from ..lumina.compile import compile_model
 from ..lumina.conditioning import Conditioning
 from ..lumina.vocoder import AudioDecoder, load_audio_decoder
 from . import bridge, paths
-from .loaders import CATEGORY, COMPILE_TOOLTIP
+from .loaders import CATEGORY, COMPILE_CHOICES, COMPILE_TOOLTIP, check_compile_choice, speed_up
 
 TEXT_TYPE = "LUMINA_AUDIO_TEXT_ENCODER"
 DECODER_TYPE = "LUMINA_AUDIO_DECODER"
@@ -95,7 +94,7 @@ class LuminaAudioModelLoader:
                                  "on CPUs with native bf16, fp32 on other CPUs; the decoder stays fp32"}),
             },
             "optional": {
-                "compile": (["off", "blocks"], {"default": "off", "tooltip": COMPILE_TOOLTIP.replace("image size", "length")}),
+                "compile": (COMPILE_CHOICES, {"default": "off", "tooltip": COMPILE_TOOLTIP.replace("image size", "length")}),
             },
         }
 
@@ -110,8 +109,6 @@ class LuminaAudioModelLoader:
             raise ValueError(f"model_type {model_type!r}: choose one of {', '.join(MODEL_TYPES)}")
         if weight_dtype not in DTYPES:
             raise ValueError(f"weight_dtype {weight_dtype!r}: choose one of {', '.join(DTYPES)}")
-        if compile not in ("off", "blocks"):
-            raise ValueError(f"compile {compile!r}: choose off or blocks")
         release = find_audio_release(paths.audio_model_path(model_folder), MODEL_TYPES[model_type])
         kind = release.kind
         if kind == "audio" and bert_encoder == NONE:
@@ -121,6 +118,7 @@ class LuminaAudioModelLoader:
             raise ValueError(f"bert_encoder {bert_encoder!r} is for Lumina-T2Audio; set it to none for Lumina-T2Music "
                              "(its captions go through FLAN-T5 only)")
         dtype = bridge.unet_dtype_for(weight_dtype)
+        check_compile_choice(compile, dtype)
         dit, ckpt = load_audio_model(release.dit, kind=kind, dtype=dtype)
         decoder = load_audio_decoder(ckpt, release.vocoder_dir, release.vae)
         text_dtype = torch.float32 if dtype == torch.float32 else torch.bfloat16  # T5 overflows in fp16
@@ -131,8 +129,7 @@ class LuminaAudioModelLoader:
             encoder = load_audio_text_encoder(paths.text_encoder_path(bert_encoder), t5_path, release.clap,
                                               checkpoint=ckpt, dtype=text_dtype)
         del ckpt  # the checkpoint's text and autoencoder tensors now live in the encoders and the decoder
-        if compile == "blocks":  # lumina.compile_model's clone (same weights); compiles at the first step of each length
-            dit = compile_model(dit)
+        dit = speed_up(dit, compile)  # a clone (same weights) where compile asks for one
         model = bridge.make_model_patcher(dit)
         model.model.audio_kind = kind
         model.model.sample_rate = decoder.sample_rate

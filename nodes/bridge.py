@@ -337,6 +337,11 @@ class LuminaPatch:
         return tuple(f for f in self.features if not isinstance(f, kind)) + (item,)
 
 
+def load_device_type() -> str:
+    """Where ComfyUI runs models ('cpu', 'cuda', 'mps', ...)."""
+    return comfy.model_management.get_torch_device().type
+
+
 def make_model_patcher(lumina_model: LuminaDiT | LuminaVideo | AudioDiT, shift: float = DEFAULT_SHIFT) -> comfy.model_patcher.ModelPatcher:
     """ComfyUI's standard MODEL around a lumina model (weights stay on the offload device until used)."""
     load_device = comfy.model_management.get_torch_device()

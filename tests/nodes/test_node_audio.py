@@ -126,10 +126,10 @@ def test_compile_blocks_samples_like_eager(comfyui, tiny, files, music, monkeypa
 
     from lumina.compile import compile_stats, is_compiled
 
-    node_module = sys.modules[comfyui.nodes.NODE_CLASS_MAPPINGS["LuminaAudioModelLoader"].__module__]
-    monkeypatch.setattr(node_module, "compile_model", functools.partial(node_module.compile_model, backend="eager"))
+    loaders = sys.modules[comfyui.nodes.NODE_CLASS_MAPPINGS["LuminaModelLoader"].__module__]  # speed_up's module
+    monkeypatch.setattr(loaders, "compile_model", functools.partial(loaders.compile_model, backend="eager"))
     optional = comfyui.nodes.NODE_CLASS_MAPPINGS["LuminaAudioModelLoader"].INPUT_TYPES()["optional"]
-    assert optional["compile"][0] == ["off", "blocks"] and optional["compile"][1]["default"] == "off"
+    assert optional["compile"][0] == ["off", "blocks", "cpu prepack"] and optional["compile"][1]["default"] == "off"
     assert not is_compiled(music[0].model.diffusion_model)
     compiled, handle, _ = load_node(comfyui, tiny, files, "music", compile="blocks")
     inner = compiled.model.diffusion_model
@@ -141,8 +141,27 @@ def test_compile_blocks_samples_like_eager(comfyui, tiny, files, music, monkeypa
     assert float((out - expected).abs().max()) <= TOL
     stats = compile_stats(inner)
     assert stats.compiled_calls > 0 and stats.eager_calls == 0
-    with pytest.raises(ValueError, match="compile 'all': choose off or blocks"):
+    with pytest.raises(ValueError, match="compile 'all': choose one of off, blocks, cpu prepack"):
         load_node(comfyui, tiny, files, "music", compile="all")
+
+
+def test_cpu_prepack_samples_like_plain(comfyui, tiny, files, music):
+    """compile "cpu prepack" holds lumina.prepack_model's clone: the same sampling within float
+    rounding, packed weights held after it; weights it cannot pack are refused before loading."""
+    from lumina.prepack import is_prepacked, prepack_available, prepacked_bytes
+
+    if not prepack_available():
+        pytest.skip("this torch build has no MKL packed GEMM")
+    packed, handle, _ = load_node(comfyui, tiny, files, "music", compile="cpu prepack")
+    inner = packed.model.diffusion_model
+    assert is_prepacked(inner) and not is_prepacked(music[0].model.diffusion_model)
+    captions = audio_encode(comfyui, handle, PROMPT)
+    latent = audio_latent(comfyui, packed, seconds=0.5)
+    out = audio_sample(comfyui, packed, *captions, latent, steps=3, cfg=5.0, seed=4)
+    expected = audio_sample(comfyui, music[0], *captions, latent, steps=3, cfg=5.0, seed=4)
+    assert float((out - expected).abs().max()) <= TOL and prepacked_bytes(inner) > 0
+    with pytest.raises(ValueError, match="'cpu prepack' packs fp32 weights: set weight_dtype to fp32 .this load gives bfloat16"):
+        load_node(comfyui, tiny, files, "music", compile="cpu prepack", weight_dtype="bf16")
 
 
 def test_progress_and_cancel(comfyui, music):

@@ -30,7 +30,7 @@ def load(comfyui, tiny, **optional):
 
 def test_compile_is_off_by_default(comfyui, tiny):
     optional = comfyui.nodes.NODE_CLASS_MAPPINGS["LuminaModelLoader"].INPUT_TYPES()["optional"]
-    assert optional["compile"][0] == ["off", "blocks"] and optional["compile"][1]["default"] == "off"
+    assert optional["compile"][0] == ["off", "blocks", "cpu prepack"] and optional["compile"][1]["default"] == "off"
     assert not is_compiled(load(comfyui, tiny).model.diffusion_model)
     assert not is_compiled(load(comfyui, tiny, compile="off").model.diffusion_model)
 
@@ -58,3 +58,30 @@ def test_blocks_sample_like_eager_and_compile_once(comfyui, tiny, gemma, traced_
 def test_the_node_compiles_with_inductor(comfyui, tiny):
     stats = compile_stats(load(comfyui, tiny, compile="blocks").model.diffusion_model)  # nothing compiles before a call
     assert (stats.backend, stats.mode, stats.dynamic, stats.compiles) == ("inductor", "default", None, 0)
+
+
+def test_cpu_prepack_samples_like_plain(comfyui, tiny, gemma):
+    from lumina.prepack import is_prepacked, prepack_available, prepacked_bytes
+
+    if not prepack_available():
+        pytest.skip("this torch build has no MKL packed GEMM")
+    plain = load(comfyui, tiny)
+    packed = load(comfyui, tiny, compile="cpu prepack")
+    inner = packed.model.diffusion_model
+    assert is_prepacked(inner) and isinstance(inner, type(plain.model.diffusion_model))
+    assert list(inner.state_dict()) == list(plain.model.diffusion_model.state_dict())
+    captions = encode(comfyui, gemma, "a red circle", "")
+    latent = empty_latent(comfyui, 32, 32)
+    expected = flow_sample(comfyui, plain, *captions, latent, seed=2)
+    out = flow_sample(comfyui, packed, *captions, latent, seed=2)
+    assert (out - expected).abs().max() <= 1e-5 * expected.abs().max() and prepacked_bytes(inner) > 0
+
+
+def test_cpu_prepack_refuses_what_it_cannot_pack(comfyui, tiny, monkeypatch):
+    loader = comfyui.nodes.NODE_CLASS_MAPPINGS["LuminaModelLoader"]
+    with pytest.raises(ValueError, match="'cpu prepack' packs fp32 weights: set weight_dtype to fp32 .this load gives fp8 blocks"):
+        comfyui.run_node("LuminaModelLoader", ckpt_name=tiny.name(tiny.next_dit), weight_dtype="fp8_e4m3fn", compile="cpu prepack")
+    bridge = sys.modules[loader.__module__.rsplit(".", 1)[0] + ".bridge"]
+    monkeypatch.setattr(bridge, "load_device_type", lambda: "cuda")
+    with pytest.raises(ValueError, match="'cpu prepack' is for models run on the CPU; this ComfyUI runs models on cuda"):
+        load(comfyui, tiny, compile="cpu prepack")

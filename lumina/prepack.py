@@ -1,0 +1,164 @@
+"""`lumina.prepack_model`: on CPU, fp32 linears run on weights MKL has packed once (inference only).
+
+A plain `F.linear` on CPU has MKL repack the weight matrix into its blocked GEMM layout at every
+call. MKL can keep that layout (`cblas_sgemm_pack`); torch exposes it as
+`torch.ops.mkl._mkl_reorder_linear_weight` / `_mkl_linear`, the pair inductor's freezing pass uses on
+CPU. At the released audio DiT's shape (2 × 312 tokens, 768 → 768 / 2304 / 4096) the repacking is
+about a tenth of a forward (benchmarks/audio_dit_forward.py --prepack measures it against the
+official model).
+
+How: a shallow clone of the model whose forward runs inside a TorchFunctionMode that sends every
+`F.linear` (nn.Linear's, and the audio DiT's fused [wq; wk; wv] and [w1; w3] calls) with an fp32
+CPU input, no gradient to record and at least `min_rows` rows to the packed op. MKL packs for a row
+count: a weight is packed at its first such call and again when the row count changes (a new image
+size, Lumina-Video's next patch size), so the steps of one sampling run reuse one packing. Were the
+count to change at every call, each call would pack once, which is what a plain `F.linear` does
+anyway. Every other call (another device or dtype, training, a small GEMM) runs exactly as before.
+
+The packed copy is found again by the weight tensor (a weak reference: it leaves with the weight)
+and its data pointer, shape, stride and version: an in-place change (a LoRA patch, `copy_`) or new
+data (`.to()` and back, a replaced Parameter) repacks at the next call. Inference tensors have no
+version counter: a change to one made in place inside `torch.inference_mode` is not seen.
+
+Cost: MKL's packed buffers are 1.6-5x the weight's size (about 1.8 GB beside the 0.5 GB audio DiT
+at 624 rows), held as long as the clone: an opt-in for CPUs with memory to spare. Outputs differ
+from the plain ones by float rounding (another summation order: ~1e-6 relative,
+tests/lumina/test_prepack.py). Nothing is set on the model passed in; parameters, buffers and
+state-dict keys are shared with it.
+"""
+
+from __future__ import annotations
+
+import copy
+import weakref
+from typing import TypeVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+
+from .errors import LuminaError, LuminaInputError
+
+ModelT = TypeVar("ModelT", bound=nn.Module)
+
+DEFAULT_MIN_ROWS = 16  # below this a GEMM reads its weight once and packing gains nothing (it costs at 2 rows)
+
+
+def prepack_available() -> bool:
+    """Whether this torch build has MKL's packed GEMM (x86 builds with MKL; not ARM, not macOS)."""
+    return bool(torch.backends.mkl.is_available()) and hasattr(torch.ops.mkl, "_mkl_linear")
+
+
+def _version(weight: Tensor) -> int:
+    try:
+        return weight._version
+    except RuntimeError:  # an inference tensor: no version counter (see the module's docstring)
+        return -1
+
+
+class PackedWeights:
+    """The clone's packed weights: id(base tensor) → (weak reference to it, {view: (state, rows, packed)}),
+    one packing per weight view, for the latest row count.
+    Keyed by id because tensors compare elementwise (no WeakKeyDictionary); an entry leaves with its
+    tensor."""
+
+    def __init__(self) -> None:
+        self._by_base: dict[int, tuple[weakref.ref, dict[tuple, tuple[tuple, int, Tensor]]]] = {}
+        self.packs = 0  # how many times a weight was packed (tests read it)
+
+    def _drop(self, key: int) -> None:
+        self._by_base.pop(key, None)
+
+    def packed(self, weight: Tensor, rows: int) -> Tensor:
+        """`weight` packed for `rows` rows, packed now if it was not (or was changed since)."""
+        base = weight._base if weight._base is not None else weight
+        slot = self._by_base.get(id(base))
+        if slot is None or slot[0]() is not base:
+            slot = self._by_base[id(base)] = (weakref.ref(base, lambda _, key=id(base): self._drop(key)), {})
+        views = slot[1]
+        view = (weight.storage_offset(), tuple(weight.shape), weight.stride())
+        state = (weight.data_ptr(), _version(weight))
+        found = views.get(view)
+        if found is None or found[:2] != (state, rows):
+            found = views[view] = (state, rows, torch.ops.mkl._mkl_reorder_linear_weight(weight.contiguous(), rows))
+            self.packs += 1
+        return found[2]
+
+    def nbytes(self) -> int:
+        """Bytes held by the packed weights."""
+        return sum(packed.numel() * packed.element_size()
+                   for _, views in self._by_base.values() for _, _, packed in views.values())
+
+
+class _PackedLinears(TorchFunctionMode):
+    def __init__(self, cache: PackedWeights, min_rows: int) -> None:
+        super().__init__()
+        self.cache, self.min_rows = cache, min_rows
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.linear:
+            x, weight = args[0], args[1]
+            bias = args[2] if len(args) > 2 else kwargs.get("bias")
+            rows = x.numel() // x.shape[-1] if x.dim() and x.shape[-1] else 0
+            if (rows >= self.min_rows and x.device.type == "cpu" and weight.device.type == "cpu"
+                    and x.dtype == weight.dtype == torch.float32 and weight.dim() == 2
+                    and (bias is None or bias.dtype == torch.float32)
+                    and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))):
+                packed = self.cache.packed(weight, rows)
+                return torch.ops.mkl._mkl_linear(x, packed, weight.contiguous(), bias, rows)
+        return func(*args, **kwargs)
+
+
+def is_prepacked(model: nn.Module) -> bool:
+    """Whether `model` came from `prepack_model` (by attribute: ComfyUI imports this package twice)."""
+    return type(getattr(model, "_lumina_prepacked", None)).__name__ == PackedWeights.__name__
+
+
+def prepacked_bytes(model: nn.Module) -> int:
+    """Bytes the packed weights of a `prepack_model` result hold now (0 before its first call)."""
+    if not is_prepacked(model):
+        raise LuminaInputError("this model was not made by lumina.prepack_model")
+    return model._lumina_prepacked.nbytes()
+
+
+def prepack_model(model: ModelT, *, min_rows: int = DEFAULT_MIN_ROWS) -> ModelT:
+    """A clone of `model` (sharing every submodule and weight) whose fp32 CPU linears run on
+    MKL-packed weights, packed at their first call (see the module's docstring); other devices,
+    dtypes, gradient-recording calls and GEMMs of fewer than `min_rows` rows run as before.
+    Not combined with `compile_model` (inductor packs weights its own way): use one or the other."""
+    if not isinstance(model, nn.Module):
+        raise LuminaInputError(f"prepack_model needs a torch module (a Lumina model), got {type(model).__name__}")
+    if is_prepacked(model):
+        raise LuminaInputError("this model is prepacked already (lumina.prepack_model); pass the original model")
+    if getattr(model, "_lumina_compile", None) is not None:  # lumina.compile_model's mark (compile imports this module)
+        raise LuminaInputError("prepack_model and compile_model do not combine: use one of them on the loaded model")
+    if not isinstance(min_rows, int) or min_rows < 1:
+        raise LuminaInputError(f"min_rows={min_rows!r} must be a positive integer")
+    if not prepack_available():
+        raise LuminaError("this torch build has no MKL packed GEMM (torch.ops.mkl._mkl_linear): prepacked weights need "
+                          "an x86 CPU build of torch with MKL; run the model without prepacking")
+    clone = copy.copy(model)  # its own __dict__; _parameters / _modules / _buffers shared with `model`
+    clone.__class__ = _prepacked_class(type(model))
+    clone._lumina_prepacked = PackedWeights()
+    clone._lumina_prepack_min_rows = min_rows
+    return clone
+
+
+_PREPACKED_CLASSES: dict[type, type] = {}  # model class → its Prepacked<Model> subclass
+
+
+def _prepacked_class(plain_class: type) -> type:
+    if plain_class not in _PREPACKED_CLASSES:
+        plain_forward = plain_class.forward
+
+        def forward(self, *args, **kwargs):
+            with _PackedLinears(self._lumina_prepacked, self._lumina_prepack_min_rows):
+                return plain_forward(self, *args, **kwargs)
+
+        forward.__doc__ = f"{plain_class.__name__}.forward with MKL-packed fp32 CPU linears (lumina.prepack)."
+        _PREPACKED_CLASSES[plain_class] = type(f"Prepacked{plain_class.__name__}", (plain_class,), {"forward": forward})
+    return _PREPACKED_CLASSES[plain_class]
+
+__all__ = ["prepack_model", "prepack_available", "is_prepacked", "prepacked_bytes", "PackedWeights", "DEFAULT_MIN_ROWS"]
