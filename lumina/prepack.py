@@ -10,10 +10,12 @@ official model).
 How: a shallow clone of the model whose forward runs inside a TorchFunctionMode that sends every
 `F.linear` (nn.Linear's, and the audio DiT's fused [wq; wk; wv] and [w1; w3] calls) with an fp32
 CPU input, no gradient to record and at least `min_rows` rows to the packed op. MKL packs for a row
-count: a weight is packed at its first such call and again when the row count changes (a new image
-size, Lumina-Video's next patch size), so the steps of one sampling run reuse one packing. Were the
-count to change at every call, each call would pack once, which is what a plain `F.linear` does
-anyway. Every other call (another device or dtype, training, a small GEMM) runs exactly as before.
+count: a weight is packed at its first call with a new count and the packing is kept for the next
+calls with that count, up to ROW_COUNTS_KEPT counts per weight (a list of differently sized videos
+runs each size's rows through the same weights; a new image size or Lumina-Video's next patch size
+adds a count), the least recently used dropped beyond that. The steps of a sampling run reuse the
+packings of its first step. Every other call (another device or dtype, training, a small GEMM) runs
+exactly as before.
 
 The packed copy is found again by the weight tensor (a weak reference: it leaves with the weight)
 and its data pointer, shape, stride and version: an in-place change (a LoRA patch, `copy_`) or new
@@ -43,6 +45,7 @@ from .errors import LuminaError, LuminaInputError
 ModelT = TypeVar("ModelT", bound=nn.Module)
 
 DEFAULT_MIN_ROWS = 16  # below this a GEMM reads its weight once and packing gains nothing (it costs at 2 rows)
+ROW_COUNTS_KEPT = 4  # packings per weight: one per row count in use (each costs MKL's packed size again)
 
 
 def prepack_available() -> bool:
@@ -58,13 +61,12 @@ def _version(weight: Tensor) -> int:
 
 
 class PackedWeights:
-    """The clone's packed weights: id(base tensor) → (weak reference to it, {view: (state, rows, packed)}),
-    one packing per weight view, for the latest row count.
+    """The clone's packed weights: id(base tensor) → (weak reference to it, {view: (state, {rows: packed})}).
     Keyed by id because tensors compare elementwise (no WeakKeyDictionary); an entry leaves with its
     tensor."""
 
     def __init__(self) -> None:
-        self._by_base: dict[int, tuple[weakref.ref, dict[tuple, tuple[tuple, int, Tensor]]]] = {}
+        self._by_base: dict[int, tuple[weakref.ref, dict[tuple, tuple[tuple, dict[int, Tensor]]]]] = {}
         self.packs = 0  # how many times a weight was packed (tests read it)
 
     def _drop(self, key: int) -> None:
@@ -79,16 +81,22 @@ class PackedWeights:
         views = slot[1]
         view = (weight.storage_offset(), tuple(weight.shape), weight.stride())
         state = (weight.data_ptr(), _version(weight))
-        found = views.get(view)
-        if found is None or found[:2] != (state, rows):
-            found = views[view] = (state, rows, torch.ops.mkl._mkl_reorder_linear_weight(weight.contiguous(), rows))
+        if view not in views or views[view][0] != state:
+            views[view] = (state, {})
+        by_rows = views[view][1]
+        packed = by_rows.pop(rows, None)  # re-inserted last: the dict's order is least recently used first
+        if packed is None:
+            packed = torch.ops.mkl._mkl_reorder_linear_weight(weight.contiguous(), rows)
             self.packs += 1
-        return found[2]
+            while len(by_rows) >= ROW_COUNTS_KEPT:
+                del by_rows[next(iter(by_rows))]
+        by_rows[rows] = packed
+        return packed
 
     def nbytes(self) -> int:
         """Bytes held by the packed weights."""
         return sum(packed.numel() * packed.element_size()
-                   for _, views in self._by_base.values() for _, _, packed in views.values())
+                   for _, views in self._by_base.values() for _, by_rows in views.values() for packed in by_rows.values())
 
 
 class _PackedLinears(TorchFunctionMode):
@@ -161,4 +169,4 @@ def _prepacked_class(plain_class: type) -> type:
         _PREPACKED_CLASSES[plain_class] = type(f"Prepacked{plain_class.__name__}", (plain_class,), {"forward": forward})
     return _PREPACKED_CLASSES[plain_class]
 
-__all__ = ["prepack_model", "prepack_available", "is_prepacked", "prepacked_bytes", "PackedWeights", "DEFAULT_MIN_ROWS"]
+__all__ = ["prepack_model", "prepack_available", "is_prepacked", "prepacked_bytes", "PackedWeights", "DEFAULT_MIN_ROWS", "ROW_COUNTS_KEPT"]

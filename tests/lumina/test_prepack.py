@@ -104,18 +104,26 @@ def test_a_weight_changed_in_place_or_replaced_is_repacked():
         assert _close(packed(x, t, cap), model(x, t, cap))
 
 
-def test_a_new_row_count_repacks_once_and_is_then_reused():
+def test_each_row_count_is_packed_once_and_the_least_recent_dropped_beyond_the_limit():
     model = tiny_random_model("next_dit", n_layers=1, dim=64)
     packed = prepack_model(model, min_rows=1)
+    cache = packed._lumina_prepacked
     with torch.inference_mode():
         packed(*_next_dit_call(2))
-        cache = packed._lumina_prepacked
         per_call = cache.packs
-        x, t, cap = _next_dit_call(1)  # half the rows: every packed weight is packed again, once
+        x, t, cap = _next_dit_call(1)  # half the rows: every packed weight packed for them too, once
         assert _close(packed(x, t, cap), model(x, t, cap))
         assert cache.packs == 2 * per_call
-        packed(x, t, cap)
+        for _ in range(2):  # alternating sizes (a list of videos) reuse both packings
+            packed(x, t, cap), packed(*_next_dit_call(2))
         assert cache.packs == 2 * per_call
+        for batch in (3, 4, 5):  # five row counts: the least recently used (batch 1's) is dropped
+            packed(*_next_dit_call(batch))
+        assert cache.packs == (2 + 3) * per_call
+        packed(*_next_dit_call(2))
+        assert cache.packs == 5 * per_call
+        packed(x, t, cap)
+    assert cache.packs == 6 * per_call and lumina.prepack.ROW_COUNTS_KEPT == 4
 
 
 def test_training_and_small_gemms_take_the_plain_path():
