@@ -59,7 +59,7 @@ def test_the_audio_dit_prepacked_reproduces_the_official_forward_and_cfg_call(mu
     assert packed._lumina_prepacked.packs > 0 and prepacked_bytes(packed) > 0
 
 
-def test_lumina_video_prepacked_reproduces_the_official_forward():
+def test_lumina_video_prepacked_reproduces_the_official_forwards():
     root = GOLDEN / "lumina_video_tiny"
     state, t = load_file(str(root / "model.safetensors")), load_file(str(root / "tensors.safetensors"))
     model = build_model(infer_config(state))
@@ -67,7 +67,10 @@ def test_lumina_video_prepacked_reproduces_the_official_forward():
     packed = prepack_model(model.eval(), min_rows=1)
     with torch.inference_mode():
         out = packed(t["in.x"], t["in.t"], t["in.cap_feats"], t["in.cap_mask"], t["in.motion_score"], 2, 2)
+        videos = [t["in.list_x0"], t["in.list_x1"], t["in.list_x2"]]  # differently sized: one batch per size
+        outs = packed(videos, t["in.list_t"], t["in.list_cap_feats"], t["in.list_cap_mask"], t["in.list_motion_score"], 2, 2)
     assert _diff(out, t["fwd.p2f2.out"]) <= TOL
+    assert all(_diff(o, t[f"fwd_list.p2f2.out{i}"]) <= TOL for i, o in enumerate(outs))
 
 
 def test_weights_are_packed_once_and_shared_with_the_model():
