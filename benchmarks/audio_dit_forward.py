@@ -35,10 +35,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import types
 from pathlib import Path
-from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -49,6 +47,7 @@ import torch  # noqa: E402
 
 from lumina.audio_checkpoints import build_audio_dit  # noqa: E402
 from lumina.model.audio_dit import AudioDiT, AudioDiTConfig  # noqa: E402
+from rounds import interleaved_rounds, paired_ratio  # noqa: E402  (benchmarks/, the script's folder)
 
 MIRROR = os.environ.get("LUMINA_T2X_MIRROR")
 SUBDIR = "lumina_music/models"
@@ -130,12 +129,6 @@ def random_state(config: AudioDiTConfig, seed: int) -> dict[str, torch.Tensor]:
     return state
 
 
-def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--official", help="Lumina-T2X checkout or git repository (default: $LUMINA_T2X_OFFICIAL, else $LUMINA_T2X_MIRROR)")
@@ -198,16 +191,9 @@ def main() -> None:
         diff, scale = (a - b).abs().max().item(), a.abs().max().item()
         if not diff <= 1e-4 * max(1.0, scale):
             sys.exit(f"outputs disagree: max |ours - official| = {diff:.3e} (max |out| {scale:.2f})")
-        mine, theirs = [], []
-        for i in range(args.repeats):  # the order alternates: neither side always runs second
-            if i % 2:
-                theirs.append(timed(run_official))
-                mine.append(timed(run_ours))
-            else:
-                mine.append(timed(run_ours))
-                theirs.append(timed(run_official))
+        mine, theirs = interleaved_rounds(run_ours, run_official, args.repeats)
     t_ours, t_theirs = statistics.median(mine), statistics.median(theirs)
-    paired = statistics.median(a / b for a, b in zip(mine, theirs))
+    paired = paired_ratio(mine, theirs)
     print(f"{'ours ms':>9} {'official ms':>12} {'ratio':>7} {'paired ratio':>13} {'ratio of mins':>14} {'max |diff|':>11} {'max |out|':>10}")
     print(f"{t_ours * 1000:>9.1f} {t_theirs * 1000:>12.1f} {t_ours / t_theirs:>7.3f} {paired:>13.3f} {min(mine) / min(theirs):>14.3f} "
           f"{diff:>11.2e} {scale:>10.2f}")

@@ -36,10 +36,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import types
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +47,7 @@ sys.path.insert(0, str(REPO))
 from lumina.model.lumina_video import LuminaVideo  # noqa: E402
 from lumina.video_checkpoints import load_video_model  # noqa: E402
 from lumina.video_config import LuminaVideoConfig  # noqa: E402
+from rounds import interleaved_rounds, paired_ratio  # noqa: E402  (benchmarks/, the script's folder)
 
 # A bare git mirror of the official repository, for machines that keep one (the workplace's fetch
 # tool puts it under <mirrors>/Alpha-VLLM+Lumina-Video/repo): $LUMINA_VIDEO_MIRROR names it.
@@ -216,12 +215,6 @@ def inputs(args: argparse.Namespace, g: torch.Generator) -> dict[str, tuple]:
     }
 
 
-def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--official", help="official Lumina-Video checkout or git repository (default: $LUMINA_VIDEO_OFFICIAL, else the git mirror $LUMINA_VIDEO_MIRROR)")
@@ -313,16 +306,9 @@ def main() -> None:
             scale = max(u.abs().max().item() for u in a)
             if not diff <= 1e-4 * max(1.0, scale):
                 sys.exit(f"{name}: outputs disagree, max |ours - official| = {diff:.3e} (max |out| {scale:.2f})")
-            mine, theirs = [], []
-            for i in range(args.repeats):  # the order alternates: neither side always runs second
-                if i % 2:
-                    theirs.append(timed(run_official))
-                    mine.append(timed(run_ours))
-                else:
-                    mine.append(timed(run_ours))
-                    theirs.append(timed(run_official))
+            mine, theirs = interleaved_rounds(run_ours, run_official, args.repeats)
             t_ours, t_theirs = statistics.median(mine), statistics.median(theirs)
-            paired = statistics.median(a / b for a, b in zip(mine, theirs))
+            paired = paired_ratio(mine, theirs)
             ratios.append(t_ours / t_theirs)
             paired_ratios.append(paired)
             print(f"{name:<12} {tokens:>7} {t_ours * 1000:>9.1f} {t_theirs * 1000:>12.1f} {t_ours / t_theirs:>7.3f} {paired:>13.3f} "
