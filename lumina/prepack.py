@@ -3,9 +3,9 @@
 A plain `F.linear` on CPU has MKL repack the weight matrix into its blocked GEMM layout at every
 call. MKL can keep that layout (`cblas_sgemm_pack`); torch exposes it as
 `torch.ops.mkl._mkl_reorder_linear_weight` / `_mkl_linear`, the pair inductor's freezing pass uses on
-CPU. At the released audio DiT's shape (2 × 312 tokens, 768 → 768 / 2304 / 4096) the repacking is
-about a tenth of a forward (benchmarks/audio_dit_forward.py --prepack measures it against the
-official model).
+CPU. At the released audio DiT's shape (2 × 312 tokens, 768 → 768 / 2304 / 4096) a packed GEMM
+takes 8-13 % less time and a forward 3-10 % less (benchmarks/audio_dit_forward.py --prepack
+measures it against the official model).
 
 How: a shallow clone of the model whose forward runs inside a TorchFunctionMode that sends every
 `F.linear` (nn.Linear's, and the audio DiT's fused [wq; wk; wv] and [w1; w3] calls) with an fp32
@@ -22,8 +22,8 @@ and its data pointer, shape, stride and version: an in-place change (a LoRA patc
 data (`.to()` and back, a replaced Parameter) repacks at the next call. Inference tensors have no
 version counter: a change to one made in place inside `torch.inference_mode` is not seen.
 
-Cost: MKL's packed buffers are 1.6-5x the weight's size (about 1.8 GB beside the 0.5 GB audio DiT
-at 624 rows), held as long as the clone: an opt-in for CPUs with memory to spare. Outputs differ
+Cost: MKL's packed buffers are 1.5-5x the weight's size (1371 MiB beside the audio DiT's 755 MiB
+of parameters at 624 rows), held as long as the clone: an opt-in for CPUs with memory to spare. Outputs differ
 from the plain ones by float rounding (another summation order: ~1e-6 relative,
 tests/lumina/test_prepack.py). Nothing is set on the model passed in; parameters, buffers and
 state-dict keys are shared with it.
@@ -168,5 +168,6 @@ def _prepacked_class(plain_class: type) -> type:
         forward.__doc__ = f"{plain_class.__name__}.forward with MKL-packed fp32 CPU linears (lumina.prepack)."
         _PREPACKED_CLASSES[plain_class] = type(f"Prepacked{plain_class.__name__}", (plain_class,), {"forward": forward})
     return _PREPACKED_CLASSES[plain_class]
+
 
 __all__ = ["prepack_model", "prepack_available", "is_prepacked", "prepacked_bytes", "PackedWeights", "DEFAULT_MIN_ROWS", "ROW_COUNTS_KEPT"]

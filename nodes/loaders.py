@@ -20,8 +20,8 @@ DTYPES = ["auto", "bf16", "fp32", "fp16", "fp8_e4m3fn"]
 FP8_TOOLTIP = "fp8_e4m3fn: the blocks' linear weights stored in fp8 (half of bf16), computed in auto's dtype"
 COMPILE_TOOLTIP = ("blocks: the transformer blocks run through torch.compile (inductor), compiled once at the first step "
                    "of each image size, then faster; needs a C++ compiler on CPU (Triton on GPU). cpu prepack: for fp32 "
-                   "models run on the CPU, MKL packs each linear weight once instead of at every call (a forward ~5-10% "
-                   "faster; the packed copies take 1.5-5x the weights' memory)")
+                   "models run on the CPU, MKL packs each linear weight once instead of at every call (forwards 3-10% "
+                   "faster here; the packed copies take 1.5-5x the weights' memory)")
 COMPILE_CHOICES = ["off", "blocks", "cpu prepack"]
 
 
@@ -49,6 +49,7 @@ def speed_up(model, compile: str):
         print("[Lumina] fp32 linear weights packed by MKL at the first sampling step (held beside the weights)")
         return prepack_model(model)
     return model
+
 
 class LuminaModelLoader:
     """Loads Flag-DiT (Lumina-T2I) or Next-DiT (Lumina-Next) weights as a standard MODEL."""
