@@ -7,7 +7,8 @@
     python benchmarks/audio_dit_forward.py --compile          # ours through lumina.compile_model, the official
                                                               # with its own @torch.compile SwiGLU gate enabled
     python benchmarks/audio_dit_forward.py --prepack          # ours through lumina.prepack_model (MKL-packed fp32
-                                                              # linears; costs 1.6-5x the weights' memory)
+                                                              # linears; costs 1.5-5x the weights' memory)
+    python benchmarks/audio_dit_forward.py --compile --prepack  # both: packed GEMMs inside the compiled blocks
 
 The official model runs the way the golden tensors (tests/fixtures/golden/lumina_music_tiny) were
 made on CPU: `lumina_music/models/diffusion/flag_large_dit.py` and its `component.py` imported from
@@ -145,8 +146,6 @@ def main() -> None:
     parser.add_argument("--prepack", action="store_true", help="ours through lumina.prepack_model (weights packed once "
                         "by MKL, at the warm-up call); the official as it is")
     args = parser.parse_args()
-    if args.compile and args.prepack:
-        parser.error("--compile and --prepack do not combine: choose one")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.quick:
@@ -159,9 +158,9 @@ def main() -> None:
     if args.compile:
         from lumina.compile import compile_model
 
-        ours = compile_model(ours)
-    if args.prepack:
-        from lumina.prepack import prepack_model, prepacked_bytes
+        ours = compile_model(ours, prepack=args.prepack)  # with --prepack: packed GEMMs inside the compiled blocks
+    elif args.prepack:
+        from lumina.prepack import prepack_model
 
         ours = prepack_model(ours)
     with tempfile.TemporaryDirectory() as scratch:
@@ -184,7 +183,7 @@ def main() -> None:
     print(f"config: hidden {config.dim}, {config.n_heads} heads (head_dim {config.head_dim}), {args.layers} blocks, "
           f"{config.in_channels} channels, caption ({args.batch}, {args.caption_tokens}, {config.cap_feat_dim}), "
           f"{args.frames} frames, batch {args.batch}; fp32 CPU, torch {torch.__version__}, {torch.get_num_threads()} threads"
-          + ("; ours compiled" if args.compile else "; ours prepacked" if args.prepack else ""))
+          + ("; ours compiled" if args.compile else "") + ("; ours prepacked" if args.prepack else ""))
     load_before = os.getloadavg()[0]
     with torch.inference_mode():
         a, b = run_ours(), run_official()  # warm-up
@@ -198,8 +197,11 @@ def main() -> None:
     print(f"{t_ours * 1000:>9.1f} {t_theirs * 1000:>12.1f} {t_ours / t_theirs:>7.3f} {paired:>13.3f} {min(mine) / min(theirs):>14.3f} "
           f"{diff:>11.2e} {scale:>10.2f}")
     if args.prepack:
+        from lumina.prepack import compiled_packed_bytes, prepacked_bytes
+
         weights = sum(p.numel() * p.element_size() for p in ours.parameters())
-        print(f"packed weights: {prepacked_bytes(ours) / 2**20:.0f} MiB beside {weights / 2**20:.0f} MiB of parameters")
+        packed = compiled_packed_bytes() if args.compile else prepacked_bytes(ours)
+        print(f"packed weights: {packed / 2**20:.0f} MiB beside {weights / 2**20:.0f} MiB of parameters")
     print(f"medians of {args.repeats} interleaved rounds; ratio ours/official = {t_ours / t_theirs:.3f}, paired ratio "
           f"{paired:.3f} (target <= 0.85)")
     load = max(load_before, os.getloadavg()[0])

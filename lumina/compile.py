@@ -53,7 +53,7 @@ from .errors import LuminaError, LuminaInputError
 from .model.attention import LayerContext
 from .model.hooks import ForwardHook
 from .model.rope import real_rotations
-from .prepack import is_prepacked
+from .prepack import is_prepacked, packing_backend, prepack_available
 
 if TYPE_CHECKING:
     from .model.dit import LuminaDiT
@@ -81,6 +81,7 @@ class CompileStats:
     mode: str
     dynamic: bool | None
     backend: str = "inductor"
+    prepack: bool = False
     compiles: int = 0
     compile_seconds: float = 0.0
     compiled_calls: int = 0
@@ -92,6 +93,7 @@ class _Settings:
     mode: str
     dynamic: bool | None
     backend: str
+    prepack: bool
     stats: CompileStats
     contexts: dict = field(default_factory=dict)  # id(ctx) → (weakref to ctx, ctx for the compiled block)
 
@@ -112,16 +114,19 @@ def acts_in_attention(hook: ForwardHook) -> bool:
     return any(getattr(type(hook), name) is not getattr(ForwardHook, name) for name in _ATTENTION_METHODS)
 
 
-_COMPILED_FORWARDS: dict[tuple, Callable] = {}  # (block class, mode, dynamic, backend) → compiled forward
+_COMPILED_FORWARDS: dict[tuple, Callable] = {}  # (block class, mode, dynamic, backend, prepack) → compiled forward
 _COMPILED_CLASSES: dict[type, type] = {}  # block class → its Compiled<Block> subclass
 
 
-def _compiled_forward(block_class: type, mode: str, dynamic: bool | None, backend: str) -> Callable:
-    key = (block_class, mode, dynamic, backend)
+def _compiled_forward(block_class: type, mode: str, dynamic: bool | None, backend: str, prepack: bool) -> Callable:
+    key = (block_class, mode, dynamic, backend, prepack)
     if key not in _COMPILED_FORWARDS:
-        # modes are inductor's; other backends take none
-        kwargs = {"mode": mode} if backend == "inductor" else {}
-        _COMPILED_FORWARDS[key] = torch.compile(block_class.forward, backend=backend, dynamic=dynamic, **kwargs)
+        if prepack:  # the linears rewritten to the packed op, then `backend` (lumina.prepack.packing_backend)
+            _COMPILED_FORWARDS[key] = torch.compile(block_class.forward, backend=packing_backend(backend, mode, dynamic),
+                                                    dynamic=dynamic)
+        else:  # modes are inductor's; other backends take none
+            kwargs = {"mode": mode} if backend == "inductor" else {}
+            _COMPILED_FORWARDS[key] = torch.compile(block_class.forward, backend=backend, dynamic=dynamic, **kwargs)
     return _COMPILED_FORWARDS[key]
 
 
@@ -143,7 +148,7 @@ def _compiled_block_class(block_class: type) -> type:
                 if not torch.compiler.is_compiling():
                     stats.eager_calls += 1
                 return eager_forward(self, x, ctx, layer)
-            compiled = _compiled_forward(block_class, settings.mode, settings.dynamic, settings.backend)
+            compiled = _compiled_forward(block_class, settings.mode, settings.dynamic, settings.backend, settings.prepack)
             if x._base is not None:
                 # the first block's input is a view (of the packed sequence), the others' are not:
                 # a dynamic graph guards on the view's base, so give every block the same kind of input
@@ -182,6 +187,7 @@ def _eager_class(block_class: type) -> type:
 
 def compile_model(
     model: "LuminaDiT | LuminaVideo | AudioDiT", *, mode: str = "default", dynamic: bool | None = None, backend: str = "inductor",
+    prepack: bool = False,
 ) -> "LuminaDiT | LuminaVideo | AudioDiT":
     """A clone of `model` whose transformer blocks run through torch.compile (inductor); the model
     passed in is left as it was. The weights are shared, not copied.
@@ -191,12 +197,18 @@ def compile_model(
     the first different one; False: one graph per size; True: dynamic from the start).
     backend: torch.compile's backend; "inductor" generates the fused code, "eager" / "aot_eager"
     only trace (for debugging, and for tests of what recompiles: the guards are the same).
+    prepack: the blocks' fp32 CPU linears run on MKL-packed weights inside the compiled code
+    (lumina.prepack: the graph's linears become the op `lumina::packed_linear`; graphs traced with
+    gradients keep torch's GEMMs); the packings are held beside the weights.
     Compilation happens at the first call of each new size/dtype; `compile_stats(clone)` reports
     how many block calls compiled and how long they took (also logged on "lumina.compile").
     Outputs equal eager ones within float rounding (tests/lumina/test_compile.py states the bound).
     """
     if is_prepacked(model):
-        raise LuminaInputError("compile_model and prepack_model do not combine: use one of them on the loaded model")
+        raise LuminaInputError("compile_model does not take a prepack_model clone: pass the loaded model with "
+                               "prepack=True for compiled blocks with packed weights")
+    if prepack and not prepack_available():
+        raise LuminaError("this torch build has no MKL packed GEMM (torch.ops.mkl._mkl_linear): compile without prepack")
     if mode not in COMPILE_MODES:
         raise LuminaInputError(f"compile mode {mode!r} is not one of {', '.join(COMPILE_MODES)}")
     if dynamic not in (None, True, False):
@@ -210,7 +222,7 @@ def compile_model(
         raise LuminaInputError(
             f"compile_model needs a Lumina model (lumina.load_model / load_video_model / load_audio_model), got {type(model).__name__}"
         )
-    settings = _Settings(mode, dynamic, backend, CompileStats(mode, dynamic, backend))
+    settings = _Settings(mode, dynamic, backend, bool(prepack), CompileStats(mode, dynamic, backend, bool(prepack)))
     blocks = []
     for block in layers:
         copied = copy.copy(block)  # shares _parameters / _modules / _buffers with the original block

@@ -22,6 +22,12 @@ and its data pointer, shape, stride and version: an in-place change (a LoRA patc
 data (`.to()` and back, a replaced Parameter) repacks at the next call. Inference tensors have no
 version counter: a change to one made in place inside `torch.inference_mode` is not seen.
 
+Compiled blocks (`compile_model(model, prepack=True)`) get the same GEMMs another way: a function
+mode is not traced into a graph, so `packing_backend` rewrites each fp32 CPU `linear` of the traced
+block into the custom op `lumina::packed_linear` (opaque to inductor, which fuses everything
+around it) before inductor compiles the graph. That op has no model to hold its packings: they
+live in one process-wide PackedWeights (`compiled_packed_bytes()`), each leaving with its weight.
+
 Cost: MKL's packed buffers are 1.5-5x the weight's size (1371 MiB beside the audio DiT's 755 MiB
 of parameters at 624 rows), held as long as the clone: an opt-in for CPUs with memory to spare. Outputs differ
 from the plain ones by float rounding (another summation order: ~1e-6 relative,
@@ -119,6 +125,75 @@ class _PackedLinears(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+# -- compiled blocks: the packed GEMM as a custom op -----------------------------------------------
+PACKED_LINEAR = "lumina::packed_linear"
+_COMPILED_PACKS = PackedWeights()  # the packings of compiled blocks' weights (see the module's docstring)
+
+
+def _packed_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    rows = x.numel() // x.shape[-1] if x.dim() and x.shape[-1] else 0
+    if rows < DEFAULT_MIN_ROWS:
+        return F.linear(x, weight, bias)
+    return torch.ops.mkl._mkl_linear(x, _COMPILED_PACKS.packed(weight, rows), weight.contiguous(), bias, rows)
+
+
+def packed_linear_op():
+    """torch.ops.lumina.packed_linear.default, registered at the first call (once per process: when
+    ComfyUI imports this package a second time under its own name, the first registration serves)."""
+    namespace = torch.ops.lumina
+    if not hasattr(namespace, "packed_linear"):
+        try:
+            op = torch.library.custom_op(PACKED_LINEAR, _packed_linear, mutates_args=(),
+                                         schema="(Tensor x, Tensor weight, Tensor? bias) -> Tensor")
+            op.register_fake(lambda x, weight, bias: x.new_empty(*x.shape[:-1], weight.shape[0]))
+        except RuntimeError:  # registered meanwhile by the other import of this package
+            pass
+    return torch.ops.lumina.packed_linear.default
+
+
+def compiled_packed_bytes() -> int:
+    """Bytes held by the packings of compiled blocks' weights in this process (`compile_model(prepack=True)`)."""
+    return _COMPILED_PACKS.nbytes()
+
+
+def rewrite_linears(graph_module: torch.fx.GraphModule) -> int:
+    """Point every fp32 CPU `linear` of a traced graph at the packed op (what the traced example
+    values say: device, dtype, a 2-D weight); the count rewritten. Graphs traced with gradients on
+    are left alone: the op has no backward (training keeps inductor's own GEMMs)."""
+    if torch.is_grad_enabled():
+        return 0
+    op, count = packed_linear_op(), 0
+    for node in graph_module.graph.nodes:
+        if node.op != "call_function" or node.target not in (torch._C._nn.linear, F.linear):
+            continue
+        args = list(node.args) + [None] * (3 - len(node.args))
+        bias = node.kwargs.get("bias", args[2])
+        values = [getattr(a, "meta", {}).get("example_value") for a in (args[0], args[1], bias)]
+        x, weight, b = values
+        if (x is None or weight is None or (bias is not None and b is None) or weight.dim() != 2
+                or any(v is not None and (v.device.type != "cpu" or v.dtype != torch.float32) for v in values)):
+            continue
+        node.target, node.args, node.kwargs = op, (args[0], args[1], bias), {}
+        count += 1
+    graph_module.recompile()
+    return count
+
+
+def packing_backend(backend: str, mode: str, dynamic: bool | None):
+    """A torch.compile backend: `rewrite_linears`, then `backend` (inductor with `mode`'s options)."""
+
+    def compile_graph(graph_module: torch.fx.GraphModule, example_inputs: list) -> object:
+        rewrite_linears(graph_module)
+        if backend == "inductor":
+            from torch._inductor import list_mode_options
+            from torch._inductor.compile_fx import compile_fx
+
+            return compile_fx(graph_module, example_inputs, config_patches=list_mode_options(mode, dynamic))
+        return torch._dynamo.lookup_backend(backend)(graph_module, example_inputs)
+
+    return compile_graph
+
+
 def is_prepacked(model: nn.Module) -> bool:
     """Whether `model` came from `prepack_model` (by attribute: ComfyUI imports this package twice)."""
     return type(getattr(model, "_lumina_prepacked", None)).__name__ == PackedWeights.__name__
@@ -141,7 +216,8 @@ def prepack_model(model: ModelT, *, min_rows: int = DEFAULT_MIN_ROWS) -> ModelT:
     if is_prepacked(model):
         raise LuminaInputError("this model is prepacked already (lumina.prepack_model); pass the original model")
     if getattr(model, "_lumina_compile", None) is not None:  # lumina.compile_model's mark (compile imports this module)
-        raise LuminaInputError("prepack_model and compile_model do not combine: use one of them on the loaded model")
+        raise LuminaInputError("prepack_model does not take a compiled model: compile_model(model, prepack=True) "
+                               "gives compiled blocks with packed weights")
     if not isinstance(min_rows, int) or min_rows < 1:
         raise LuminaInputError(f"min_rows={min_rows!r} must be a positive integer")
     if not prepack_available():
@@ -170,4 +246,5 @@ def _prepacked_class(plain_class: type) -> type:
     return _PREPACKED_CLASSES[plain_class]
 
 
-__all__ = ["prepack_model", "prepack_available", "is_prepacked", "prepacked_bytes", "PackedWeights", "DEFAULT_MIN_ROWS", "ROW_COUNTS_KEPT"]
+__all__ = ["prepack_model", "prepack_available", "is_prepacked", "prepacked_bytes", "PackedWeights", "DEFAULT_MIN_ROWS",
+           "ROW_COUNTS_KEPT", "packing_backend", "rewrite_linears", "compiled_packed_bytes", "packed_linear_op"]

@@ -21,30 +21,31 @@ FP8_TOOLTIP = "fp8_e4m3fn: the blocks' linear weights stored in fp8 (half of bf1
 COMPILE_TOOLTIP = ("blocks: the transformer blocks run through torch.compile (inductor), compiled once at the first step "
                    "of each image size, then faster; needs a C++ compiler on CPU (Triton on GPU). cpu prepack: for fp32 "
                    "models run on the CPU, MKL packs each linear weight once instead of at every call (forwards 3-10% "
-                   "faster here; the packed copies take 1.5-5x the weights' memory)")
-COMPILE_CHOICES = ["off", "blocks", "cpu prepack"]
+                   "faster here; the packed copies take 1.5-5x the weights' memory); blocks + cpu prepack: both, the packed "
+                   "GEMMs inside the compiled blocks")
+COMPILE_CHOICES = ["off", "blocks", "cpu prepack", "blocks + cpu prepack"]
 
 
 def check_compile_choice(compile: str, dtype: torch.dtype, fp8: bool = False) -> None:
     """Refuse a `compile` choice the loader cannot honour, before any weight is read."""
     if compile not in COMPILE_CHOICES:
         raise ValueError(f"compile {compile!r}: choose one of {', '.join(COMPILE_CHOICES)}")
-    if compile == "cpu prepack":
+    if "cpu prepack" in compile:
         device = bridge.load_device_type()
         if device != "cpu":
-            raise ValueError(f"compile 'cpu prepack' is for models run on the CPU; this ComfyUI runs models on {device}: "
+            raise ValueError(f"compile {compile!r} is for models run on the CPU; this ComfyUI runs models on {device}: "
                              "choose off or blocks")
         if dtype != torch.float32 or fp8:
-            raise ValueError("compile 'cpu prepack' packs fp32 weights: set weight_dtype to fp32 (this load gives "
+            raise ValueError(f"compile {compile!r} packs fp32 weights: set weight_dtype to fp32 (this load gives "
                              f"{'fp8 blocks' if fp8 else str(dtype).replace('torch.', '')})")
 
 
 def speed_up(model, compile: str):
     """The loaders' (checked) `compile` choice applied: the model itself, lumina.compile_model's
     clone, or lumina.prepack_model's (clones share the weights)."""
-    if compile == "blocks":
+    if compile in ("blocks", "blocks + cpu prepack"):
         print("[Lumina] blocks compiled with torch.compile at the first sampling step of each size (seconds to minutes)")
-        return compile_model(model)
+        return compile_model(model, prepack=compile == "blocks + cpu prepack")
     if compile == "cpu prepack":
         print("[Lumina] fp32 linear weights packed by MKL at the first sampling step (held beside the weights)")
         return prepack_model(model)

@@ -15,7 +15,8 @@ from lumina.audio_checkpoints import load_audio_model
 from lumina.audio_sampling import audio_velocity
 from lumina.config import infer_config
 from lumina.model import build_model
-from lumina.prepack import is_prepacked, prepack_available, prepack_model, prepacked_bytes
+from lumina.compile import compile_model, compile_stats
+from lumina.prepack import compiled_packed_bytes, is_prepacked, packing_backend, prepack_available, prepack_model, prepacked_bytes
 from lumina_support import tiny_random_model
 
 pytestmark = pytest.mark.skipif(not prepack_available(), reason="this torch build has no MKL packed GEMM")
@@ -146,9 +147,9 @@ def test_what_cannot_be_prepacked_is_refused_by_name():
     packed = prepack_model(model)
     with pytest.raises(lumina.LuminaInputError, match="prepacked already"):
         prepack_model(packed)
-    with pytest.raises(lumina.LuminaInputError, match="do not combine"):
+    with pytest.raises(lumina.LuminaInputError, match="compile_model does not take a prepack_model clone: .*prepack=True"):
         lumina.compile_model(packed)
-    with pytest.raises(lumina.LuminaInputError, match="do not combine"):
+    with pytest.raises(lumina.LuminaInputError, match="prepack_model does not take a compiled model: .*prepack=True"):
         prepack_model(lumina.compile_model(model, backend="eager"))
     with pytest.raises(lumina.LuminaInputError, match="min_rows"):
         prepack_model(model, min_rows=0)
@@ -156,3 +157,51 @@ def test_what_cannot_be_prepacked_is_refused_by_name():
         prepack_model("model.safetensors")
     with pytest.raises(lumina.LuminaInputError, match="prepack_model"):
         prepacked_bytes(model)
+
+
+# -- compiled blocks with packed weights (compile_model(prepack=True)) ---------------------------------
+def _linear_targets(fn, *args) -> list:
+    """The call targets of the graph torch.compile traces for fn(*args), after the packing rewrite."""
+    seen = []
+
+    def backend(graph_module, example_inputs):
+        compiled = packing_backend("eager", "default", None)(graph_module, example_inputs)
+        seen.extend(str(n.target) for n in graph_module.graph.nodes if n.op == "call_function" and "linear" in str(n.target))
+        return compiled
+
+    torch._dynamo.reset()
+    torch.compile(fn, backend=backend)(*args)
+    return seen
+
+
+def test_the_rewrite_takes_fp32_cpu_linears_without_gradients_only():
+    layer = torch.nn.Linear(8, 4)
+    x = torch.randn(32, 8)
+    with torch.no_grad():
+        assert _linear_targets(layer, x) == ["lumina.packed_linear.default"]
+        assert _linear_targets(layer.to(torch.bfloat16), x.to(torch.bfloat16)) == ["<built-in function linear>"]
+    layer = torch.nn.Linear(8, 4)
+    assert _linear_targets(layer, x) == ["<built-in function linear>"]  # gradients: torch's GEMM
+
+
+def test_compiled_blocks_with_packed_weights_equal_eager_and_train_as_before():
+    model = tiny_random_model("next_dit", n_layers=2, dim=64)
+    compiled = compile_model(model, backend="eager", prepack=True)  # traced: the rewrite, no code generation
+    x, t, cap = _next_dit_call()
+    before = compiled_packed_bytes()
+    with torch.inference_mode():
+        plain, fast = model(x, t, cap), compiled(x, t, cap)
+    assert _close(fast, plain) and compiled_packed_bytes() > before
+    stats = compile_stats(compiled)
+    assert stats.prepack and stats.compiled_calls == 2 and stats.eager_calls == 0
+    compiled(x, t, cap).sum().backward()  # a training call compiles its own graph, with torch's GEMMs
+    assert model.layers[0].attention.wq.weight.grad is not None
+
+
+def test_the_audio_dit_compiled_with_packed_weights_reproduces_the_official_forward(music):
+    model, t = music
+    compiled = compile_model(model, prepack=True)  # inductor
+    before = compiled_packed_bytes()
+    with torch.inference_mode():
+        assert _diff(compiled(t["in.x"], t["in.t"], t["in.context"]), t["dit.out"]) <= TOL
+    assert compile_stats(compiled).compiles > 0 and compiled_packed_bytes() > before

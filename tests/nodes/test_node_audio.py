@@ -129,7 +129,8 @@ def test_compile_blocks_samples_like_eager(comfyui, tiny, files, music, monkeypa
     loaders = sys.modules[comfyui.nodes.NODE_CLASS_MAPPINGS["LuminaModelLoader"].__module__]  # speed_up's module
     monkeypatch.setattr(loaders, "compile_model", functools.partial(loaders.compile_model, backend="eager"))
     optional = comfyui.nodes.NODE_CLASS_MAPPINGS["LuminaAudioModelLoader"].INPUT_TYPES()["optional"]
-    assert optional["compile"][0] == ["off", "blocks", "cpu prepack"] and optional["compile"][1]["default"] == "off"
+    assert optional["compile"][0] == ["off", "blocks", "cpu prepack", "blocks + cpu prepack"]
+    assert optional["compile"][1]["default"] == "off"
     assert not is_compiled(music[0].model.diffusion_model)
     compiled, handle, _ = load_node(comfyui, tiny, files, "music", compile="blocks")
     inner = compiled.model.diffusion_model
@@ -141,7 +142,7 @@ def test_compile_blocks_samples_like_eager(comfyui, tiny, files, music, monkeypa
     assert float((out - expected).abs().max()) <= TOL
     stats = compile_stats(inner)
     assert stats.compiled_calls > 0 and stats.eager_calls == 0
-    with pytest.raises(ValueError, match="compile 'all': choose one of off, blocks, cpu prepack"):
+    with pytest.raises(ValueError, match="compile 'all': choose one of off, blocks, cpu prepack, blocks \\+ cpu prepack"):
         load_node(comfyui, tiny, files, "music", compile="all")
 
 

@@ -30,7 +30,8 @@ def load(comfyui, tiny, **optional):
 
 def test_compile_is_off_by_default(comfyui, tiny):
     optional = comfyui.nodes.NODE_CLASS_MAPPINGS["LuminaModelLoader"].INPUT_TYPES()["optional"]
-    assert optional["compile"][0] == ["off", "blocks", "cpu prepack"] and optional["compile"][1]["default"] == "off"
+    assert optional["compile"][0] == ["off", "blocks", "cpu prepack", "blocks + cpu prepack"]
+    assert optional["compile"][1]["default"] == "off"
     assert not is_compiled(load(comfyui, tiny).model.diffusion_model)
     assert not is_compiled(load(comfyui, tiny, compile="off").model.diffusion_model)
 
@@ -85,3 +86,17 @@ def test_cpu_prepack_refuses_what_it_cannot_pack(comfyui, tiny, monkeypatch):
     monkeypatch.setattr(bridge, "load_device_type", lambda: "cuda")
     with pytest.raises(ValueError, match="'cpu prepack' is for models run on the CPU; this ComfyUI runs models on cuda"):
         load(comfyui, tiny, compile="cpu prepack")
+
+
+def test_blocks_with_cpu_prepack_compile_with_packed_weights(comfyui, tiny, gemma, traced_compile):
+    plain = load(comfyui, tiny)
+    both = load(comfyui, tiny, compile="blocks + cpu prepack")
+    inner = both.model.diffusion_model
+    assert is_compiled(inner) and compile_stats(inner).prepack
+    captions = encode(comfyui, gemma, "a red circle", "")
+    latent = empty_latent(comfyui, 32, 32)
+    expected = flow_sample(comfyui, plain, *captions, latent, seed=2)
+    out = flow_sample(comfyui, both, *captions, latent, seed=2)
+    assert (out - expected).abs().max() <= 1e-5 * expected.abs().max() and compile_stats(inner).compiled_calls > 0
+    with pytest.raises(ValueError, match="'blocks \\+ cpu prepack' packs fp32 weights"):
+        comfyui.run_node("LuminaModelLoader", ckpt_name=tiny.name(tiny.next_dit), weight_dtype="bf16", compile="blocks + cpu prepack")
