@@ -138,10 +138,23 @@ def attend(
     if _use_flash(q) and (key_mask is None or key_mask.dtype == torch.bool):  # float = logit bias: SDPA
         return _flash(q, k, v, key_mask, query_mask, scale)
     if key_mask is not None and q.shape[0] > 1:
+        if query_mask is None and torch.compiler.is_compiling() and not torch.is_grad_enabled():
+            return _masked_keys_traced(q, k, v, key_mask, scale)
         by_rows = _attend_by_rows(q, k, v, key_mask, query_mask, scale)
         if by_rows is not None:
             return by_rows
     return _sdpa(q, k, v, key_mask, scale)
+
+
+def _masked_keys_traced(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor, scale: float | None) -> Tensor:
+    """Padded keys alone (a shorter negative caption) inside compiled inference code: the one masked
+    call `_attend_by_rows` would choose, and a row with no key at all zeroed (the masked call gives
+    it NaN; the row-by-row path gives it zeros), decided in the graph instead of eagerly. The eager
+    decision splits a compiled block's graph at every masked call; in training it stays, so
+    compiled training runs keep their bits (tests/train: the demos' retraces)."""
+    out = _sdpa(q, k, v, key_mask, scale)
+    has_keys = key_mask.any(dim=1) if key_mask.dtype == torch.bool else torch.ones_like(key_mask[:, 0], dtype=torch.bool)
+    return torch.where(has_keys[:, None, None, None], out, torch.zeros((), dtype=out.dtype, device=out.device))
 
 
 @torch.compiler.disable  # the row lengths are host ints: traced, every new caption length would recompile the block

@@ -225,10 +225,11 @@ def test_padded_captions_under_cfg_compile_once_per_caption_lengths(traced):
     assert torch.equal(again, out)
 
 
-def test_a_padded_batch_with_new_caption_lengths_reuses_its_graph(traced):
+@pytest.mark.parametrize("grad", [False, True], ids=["inference", "training"])
+def test_a_padded_batch_with_new_caption_lengths_reuses_its_graph(traced, grad):
     """A training batch pads its captions to one width but each step's row lengths differ: the
-    lengths are read eagerly and never become guards (before, every new length recompiled the
-    block until torch's limit of 8, then ran it eager)."""
+    lengths never become guards (before, every new length recompiled the block until torch's
+    limit of 8, then ran it eager). Training reads them eagerly; inference decides in the graph."""
     model, compiled = traced
     stats = compile_stats(compiled)
     x, _ = inputs(batch=3)
@@ -237,11 +238,41 @@ def test_a_padded_batch_with_new_caption_lengths_reuses_its_graph(traced):
     for lengths in ((5, 3, 2), (5, 4, 1), (4, 2, 2), (5, 5, 3), (2, 1, 5), (1, 5, 2), (3, 2, 1)):
         cap = torch.randn(3, 5, 16, generator=g)
         mask = torch.arange(5)[None] < torch.tensor(lengths)[:, None]
-        with torch.inference_mode():
+        with torch.set_grad_enabled(grad):
             out = compiled(x, torch.full((3,), 0.3), cap, mask)
-            assert relative_error(out, model(x, torch.full((3,), 0.3), cap, mask)) <= TOLERANCE
+            assert relative_error(out.detach(), model(x, torch.full((3,), 0.3), cap, mask).detach()) <= TOLERANCE
         seen.append(stats.compiles)
     assert seen == [seen[0]] * len(seen), seen
+
+
+def test_inference_with_a_padded_caption_compiles_the_block_as_one_graph(traced):
+    """Padded keys alone (CFG's shorter negative caption) are decided inside the compiled graph in
+    inference: the block is one graph (the eager decision split it at every masked call)."""
+    model, compiled = traced
+    x, _ = inputs(batch=2, side=4, seed=7)  # a size no other test compiles
+    g = torch.Generator().manual_seed(8)
+    cap = torch.randn(2, 5, 16, generator=g)
+    before = graphs()
+    for lengths in ((5, 2), (3, 1)):
+        mask = torch.arange(5)[None] < torch.tensor(lengths)[:, None]
+        with torch.inference_mode():
+            out = compiled(x, torch.full((2,), 0.3), cap, mask)
+            assert relative_error(out, model(x, torch.full((2,), 0.3), cap, mask)) <= TOLERANCE
+    assert graphs() - before == 1
+
+
+def test_a_row_with_no_key_gets_zeros_inside_compiled_inference_as_eager():
+    """The in-graph decision keeps the eager path's answer for a row whose keys are all masked
+    (zeros; the masked kernel alone gives NaN)."""
+    from lumina.model.attention import attend
+
+    g = torch.Generator().manual_seed(9)
+    q, k, v = (torch.randn(2, 6, 4, 8, generator=g) for _ in range(3))
+    mask = torch.tensor([[True] * 4 + [False] * 2, [False] * 6])
+    with torch.inference_mode():
+        eager = attend(q, k, v, key_mask=mask)
+        traced = torch.compile(lambda *a: attend(*a, key_mask=mask), backend="eager", fullgraph=True)(q, k, v)
+    assert torch.equal(eager[1], torch.zeros_like(eager[1])) and torch.equal(traced, eager)
 
 
 # -- features through the seam -----------------------------------------------------------------------
