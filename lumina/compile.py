@@ -23,8 +23,9 @@ one graph. With `dynamic=None` (torch's default) the first size compiles a stati
 first different size a dynamic one that every later size reuses; `dynamic=False` compiles each
 size once (torch keeps up to `torch._dynamo.config.recompile_limit` of them, 8 by default, then
 runs new sizes eager). A padded caption alone (CFG's empty negative) is one masked attention
-call inside the graph. A list of latent sizes runs attention row by row over each row's real
-tokens. Whether a padded batch goes row by row, and the rows' lengths, are decided eager
+call inside the graph; in inference that is decided in the graph too, so the block stays one
+graph. A list of latent sizes runs attention row by row over each row's real tokens. Whether a
+padded batch goes row by row, and the rows' lengths, are otherwise decided eager
 (`attention._attend_by_rows` is excluded from tracing): the block's graph splits there, but no
 length becomes a guard, so a training batch whose caption lengths change every step reuses one
 graph (were the lengths guards, each new one would recompile the block until torch's limit and

@@ -210,7 +210,7 @@ def prepack_model(model: ModelT, *, min_rows: int = DEFAULT_MIN_ROWS) -> ModelT:
     """A clone of `model` (sharing every submodule and weight) whose fp32 CPU linears run on
     MKL-packed weights, packed at their first call (see the module's docstring); other devices,
     dtypes, gradient-recording calls and GEMMs of fewer than `min_rows` rows run as before.
-    Not combined with `compile_model` (inductor packs weights its own way): use one or the other."""
+    For compiled blocks with packed weights use `compile_model(model, prepack=True)` instead."""
     if not isinstance(model, nn.Module):
         raise LuminaInputError(f"prepack_model needs a torch module (a Lumina model), got {type(model).__name__}")
     if is_prepacked(model):
