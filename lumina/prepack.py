@@ -105,6 +105,16 @@ class PackedWeights:
                    for _, views in self._by_base.values() for _, by_rows in views.values() for packed in by_rows.values())
 
 
+def _rows(x: Tensor) -> int:
+    """The GEMM's row count: every leading dimension of the input flattened."""
+    return x.numel() // x.shape[-1] if x.dim() and x.shape[-1] else 0
+
+
+def _packed_gemm(cache: PackedWeights, x: Tensor, weight: Tensor, bias: Tensor | None, rows: int) -> Tensor:
+    """F.linear(x, weight, bias) on `weight` packed for `rows` rows (the packing found in `cache`)."""
+    return torch.ops.mkl._mkl_linear(x, cache.packed(weight, rows), weight.contiguous(), bias, rows)
+
+
 class _PackedLinears(TorchFunctionMode):
     def __init__(self, cache: PackedWeights, min_rows: int) -> None:
         super().__init__()
@@ -115,13 +125,12 @@ class _PackedLinears(TorchFunctionMode):
         if func is F.linear:
             x, weight = args[0], args[1]
             bias = args[2] if len(args) > 2 else kwargs.get("bias")
-            rows = x.numel() // x.shape[-1] if x.dim() and x.shape[-1] else 0
+            rows = _rows(x)
             if (rows >= self.min_rows and x.device.type == "cpu" and weight.device.type == "cpu"
                     and x.dtype == weight.dtype == torch.float32 and weight.dim() == 2
                     and (bias is None or bias.dtype == torch.float32)
                     and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))):
-                packed = self.cache.packed(weight, rows)
-                return torch.ops.mkl._mkl_linear(x, packed, weight.contiguous(), bias, rows)
+                return _packed_gemm(self.cache, x, weight, bias, rows)
         return func(*args, **kwargs)
 
 
@@ -131,10 +140,8 @@ _COMPILED_PACKS = PackedWeights()  # the packings of compiled blocks' weights (s
 
 
 def _packed_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    rows = x.numel() // x.shape[-1] if x.dim() and x.shape[-1] else 0
-    if rows < DEFAULT_MIN_ROWS:
-        return F.linear(x, weight, bias)
-    return torch.ops.mkl._mkl_linear(x, _COMPILED_PACKS.packed(weight, rows), weight.contiguous(), bias, rows)
+    rows = _rows(x)
+    return F.linear(x, weight, bias) if rows < DEFAULT_MIN_ROWS else _packed_gemm(_COMPILED_PACKS, x, weight, bias, rows)
 
 
 def packed_linear_op():

@@ -153,8 +153,9 @@ def _masked_keys_traced(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor, scale
     decision splits a compiled block's graph at every masked call; in training it stays, so
     compiled training runs keep their bits (tests/train: the demos' retraces)."""
     out = _sdpa(q, k, v, key_mask, scale)
-    has_keys = key_mask.any(dim=1) if key_mask.dtype == torch.bool else torch.ones_like(key_mask[:, 0], dtype=torch.bool)
-    return torch.where(has_keys[:, None, None, None], out, torch.zeros((), dtype=out.dtype, device=out.device))
+    if key_mask.dtype != torch.bool:  # a logit bias masks no row out entirely
+        return out
+    return torch.where(key_mask.any(dim=1)[:, None, None, None], out, torch.zeros((), dtype=out.dtype, device=out.device))
 
 
 @torch.compiler.disable  # the row lengths are host ints: traced, every new caption length would recompile the block
