@@ -53,6 +53,27 @@ def pooled_caption(cap_feats: Tensor, cap_mask: Tensor | None) -> Tensor:
     return ((cap_feats * weights).sum(dim=1) / weights.sum(dim=1)).to(cap_feats.dtype)
 
 
+# On CPU a buffer larger than glibc's mmap threshold (32 MiB at most) is fresh memory at every
+# allocation: the kernel faults in and zeroes each page at its first touch. A video's SwiGLU
+# activations ((tokens, hidden) twice, 50 MB each at 6144 tokens × 2048) paid that at every layer,
+# so inference runs the FFN over row chunks whose activations stay under this size: 3 % off the
+# compiled Lumina-Video forward (benchmarks/lumina_video_forward.py), less memory held at once.
+CPU_FFN_CHUNK_BYTES = 16 * 2**20
+
+
+def ffn_chunk_rows(x: Tensor, hidden: int) -> int | None:
+    """Rows per chunk for a SwiGLU over x (..., dim) with `hidden` units, or None for one pass: a
+    CPU inference call whose (rows, hidden) activation exceeds CPU_FFN_CHUNK_BYTES. Training keeps
+    one pass (autograd would keep every chunk's activations anyway)."""
+    if x.device.type != "cpu" or torch.is_grad_enabled():
+        return None
+    rows = x.numel() // x.shape[-1]
+    per_row = hidden * x.element_size()
+    if rows * per_row <= CPU_FFN_CHUNK_BYTES:
+        return None
+    return max(1, CPU_FFN_CHUNK_BYTES // per_row)
+
+
 class FeedForward(nn.Module):
     """SwiGLU: w2(silu(w1 x) · w3 x)."""
 
@@ -63,7 +84,12 @@ class FeedForward(nn.Module):
         self.w3 = nn.Linear(dim, hidden, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        chunk = ffn_chunk_rows(x, self.w1.weight.shape[0])
+        if chunk is None:
+            return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        flat = x.reshape(-1, x.shape[-1])  # no gradients here: the activations are updated in place
+        parts = [self.w2(F.silu(self.w1(part), inplace=True).mul_(self.w3(part))) for part in flat.split(chunk)]
+        return torch.cat(parts).view(*x.shape[:-1], -1)
 
 
 def adaln_modulation(width: int, out: int) -> nn.Sequential:

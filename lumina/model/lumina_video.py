@@ -96,7 +96,6 @@ def unpatchify_video(
     return x.reshape(channels, f * pf, h * p, w * p)[:, :frames]
 
 
-# -- CPU block ---------------------------------------------------------------------------------
 # -- guided call -------------------------------------------------------------------------------
 TimeAware = float | int | str | Sequence  # v0, or (v0, (t1, v1), (t2, v2), ...)
 

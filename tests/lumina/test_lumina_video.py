@@ -116,6 +116,26 @@ def test_forward_matches_official(vmodel, video_key):
     assert _diff(out, T[video_key]) <= 1e-5
 
 
+def test_forward_with_the_ffn_in_row_chunks_matches_official(vmodel, monkeypatch):
+    """A long video's SwiGLU runs over row chunks on CPU (layers.CPU_FFN_CHUNK_BYTES); forced here
+    at the tiny model's size: 7 rows of activations per chunk, the last chunk shorter."""
+    from lumina.model import layers
+
+    hidden = vmodel.layers[0].feed_forward.w1.weight.shape[0]
+    monkeypatch.setattr(layers, "CPU_FFN_CHUNK_BYTES", 7 * hidden * 4)
+    key = "fwd.p2f2.out"
+    p, f = ENTRY[key.split(".")[1]]
+    calls = []
+    handle = vmodel.layers[0].feed_forward.w1.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    try:
+        with torch.no_grad():
+            out = vmodel(T["in.x"], T["in.t"], T["in.cap_feats"], T["in.cap_mask"], T["in.motion_score"], p, f)
+    finally:
+        handle.remove()
+    assert len(calls) > 1 and set(calls[:-1]) == {7}
+    assert _diff(out, T[key]) <= 1e-5
+
+
 @pytest.mark.parametrize("entry", ["p2f2", "p4f2"])
 def test_list_forward_matches_official(vmodel, entry):
     p, f = ENTRY[entry]
