@@ -13,17 +13,32 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def interleaved_rounds(ours: Callable[[], object], peer: Callable[[], object], repeats: int) -> tuple[list[float], list[float]]:
+def interleaved_rounds(
+    ours: Callable[[], object], peer: Callable[[], object], repeats: int, min_seconds: float = 0.0
+) -> tuple[list[float], list[float]]:
     """(our times, the peer's times), one call each per round, the order alternating (ours first in
-    even rounds, the peer first in odd ones) so that neither always runs second."""
-    mine, theirs = [], []
-    for i in range(repeats):
+    even rounds, the peer first in odd ones) so that neither always runs second. At least `repeats`
+    rounds, and more (an even count) until the rounds took `min_seconds`: a cheap case gets the
+    rounds it needs for a steady median on a shared machine."""
+    mine: list[float] = []
+    theirs: list[float] = []
+    start = time.perf_counter()
+
+    def another(i: int) -> bool:
+        if i < repeats:
+            return True
+        short = time.perf_counter() - start < min_seconds
+        return short if i == repeats else short or i % 2 == 1  # extra rounds come in pairs
+
+    i = 0
+    while another(i):
         if i % 2:
             theirs.append(timed(peer))
             mine.append(timed(ours))
         else:
             mine.append(timed(ours))
             theirs.append(timed(peer))
+        i += 1
     return mine, theirs
 
 
