@@ -18,19 +18,22 @@ What is left eager, and why:
   view) instead of complex numbers, which inductor cannot generate code for; the result is the
   same to the bit (tests/lumina/test_compile.py).
 
-Recompilation: t reaches the blocks only as the adaLN input tensor, so the sampling steps reuse
-one graph. With `dynamic=None` (torch's default) the first size compiles a static graph and the
-first different size a dynamic one that every later size reuses; `dynamic=False` compiles each
-size once (torch keeps up to `torch._dynamo.config.recompile_limit` of them, 8 by default, then
-runs new sizes eager). A padded caption alone (CFG's empty negative) is one masked attention
-call inside the graph; in inference that is decided in the graph too, so the block stays one
-graph. A list of latent sizes runs attention row by row over each row's real tokens. Whether a
-padded batch goes row by row, and the rows' lengths, are otherwise decided eager
-(`attention._attend_by_rows` is excluded from tracing): the block's graph splits there, but no
-length becomes a guard, so a training batch whose caption lengths change every step reuses one
-graph (were the lengths guards, each new one would recompile the block until torch's limit and
-then run it eager). Grad mode and inference tensors are part of torch's guards too: calls under
-`torch.inference_mode` (lumina.sample, ComfyUI) and under `torch.no_grad` compile separately.
+Recompilation: t reaches the blocks only as the adaLN input tensor, so the sampling steps reuse one
+graph. With `dynamic=None` (torch's default) the first size compiles a static graph and the first
+different size a dynamic one that every later size reuses; `dynamic=False` compiles each size once
+(torch keeps up to `torch._dynamo.config.recompile_limit` of them, 8 by default, then runs new
+sizes eager). One exception to "every later size": on CPU, inference whose SwiGLU activations pass
+16 MiB runs the FFN over row chunks (`lumina.model.layers.ffn_chunk_rows`), and the chunk count is
+part of the graph, so a dynamic graph serves the sizes with its count (a band of 2048 rows for a
+hidden width of 2048) and a size with another count compiles its own. A padded caption alone (CFG's
+empty negative) is one masked attention call inside the graph; in inference that is decided in the
+graph too, so the block stays one graph. A list of latent sizes runs attention row by row over each
+row's real tokens. Whether a padded batch goes row by row, and the rows' lengths, are otherwise
+decided eager (`attention._attend_by_rows` is excluded from tracing): the block's graph splits
+there, but no length becomes a guard, so a training batch whose caption lengths change every step
+reuses one graph (were the lengths guards, each new one would recompile the block until torch's
+limit and then run it eager). Grad mode and inference tensors are part of torch's guards too: calls
+under `torch.inference_mode` (lumina.sample, ComfyUI) and under `torch.no_grad` compile separately.
 
 Nothing is set on the model passed in: `compile_model` returns a shallow clone whose blocks are
 copies (their own class, `Compiled<Block>`) sharing every parameter and submodule with the

@@ -72,3 +72,18 @@ def test_compiled_chunks_equal_eager_and_a_repeated_size_is_not_recompiled(ffn, 
             x = torch.randn(2, rows, 32)
             torch.testing.assert_close(compiled(x), ffn(x), rtol=1e-6, atol=1e-6)
     assert counter.frame_count == 1
+
+
+def test_a_dynamic_graph_serves_every_size_with_its_chunk_count(ffn, monkeypatch):
+    """lumina/compile.py's docstring: the chunk count is part of the graph, the row count is not."""
+    from torch._dynamo.testing import CompileCounter
+
+    monkeypatch.setattr(layers, "CPU_FFN_CHUNK_BYTES", 10 * 96 * 4)
+    counter = CompileCounter()
+    compiled = torch.compile(ffn.forward, backend=counter, dynamic=True)
+    seen = []
+    with torch.inference_mode():
+        for rows in (25, 27, 29, 35, 26):  # 3, 3, 3, 4, 3 chunks
+            compiled(torch.randn(1, rows, 32))
+            seen.append(counter.frame_count)
+    assert seen == [1, 1, 1, 2, 2]
