@@ -23,7 +23,6 @@ Quirks of the official forward, reproduced:
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass, fields, replace
@@ -34,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import LuminaCheckpointError, LuminaInputError
+from ..finite import all_finite
 from ..widths import ffn_hidden_dim
 from .attention import LayerContext, LuminaAttention, attend
 from .flag_dit import FlagDiTBlock
@@ -406,7 +406,7 @@ class AudioDiT(nn.Module):
         if x.shape[1] != c.in_channels:
             raise LuminaInputError(f"x has {x.shape[1]} channels but this model takes {c.in_channels}-channel latents")
         check_audio_frames(x.shape[2], c.max_len, "x")
-        if not _all_finite(x):
+        if not all_finite(x):
             raise LuminaInputError("x contains NaN or infinite values")
 
     def _check_caption(self, batch: int, cap_feats: Tensor, cap_mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
@@ -418,7 +418,7 @@ class AudioDiT(nn.Module):
                 f"cap_feats width {cap_feats.shape[-1]} does not match this model's caption width {c.cap_feat_dim} "
                 "(FLAN-T5-large / CLAP+T5-large give 1024); use the model's own text encoder"
             )
-        if not _all_finite(cap_feats):
+        if not all_finite(cap_feats):
             raise LuminaInputError("cap_feats contains NaN or infinite values")
         if cap_mask is not None:
             if tuple(cap_mask.shape) != tuple(cap_feats.shape[:2]):
@@ -427,12 +427,6 @@ class AudioDiT(nn.Module):
             if not bool(cap_mask.any(dim=1).all()):
                 raise LuminaInputError("a cap_mask row marks no tokens; keep at least one caption token per row")
         return cap_feats, cap_mask
-
-
-def _all_finite(x: Tensor) -> bool:
-    """No NaN or inf, at the cost of one reduction: a finite sum proves every element finite (a
-    non-finite sum of huge finite values is confirmed element-wise)."""
-    return math.isfinite(float(x.sum())) or bool(torch.isfinite(x).all())
 
 
 def check_audio_frames(frames: int, max_len: int, where: str = "the latent") -> None:

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from ..config import FAMILY_NAMES, LuminaConfig
 from ..errors import LuminaInputError
+from ..finite import all_finite
 from ..tokens import TokenLayout, pack, pad_positions, pad_sequences, patchify, unpack, unpatchify
 from .attention import LayerContext, proportional_scale
 from .hooks import ForwardInfo, single_rows
@@ -245,7 +246,7 @@ class LuminaDiT(nn.Module):
 
 def _check_finite(name: str, value: Tensor) -> None:
     """One reduction per input: NaN or inf in would come out as a black image, reported as success."""
-    if not bool(torch.isfinite(value).all()):
+    if not all_finite(value):
         raise LuminaInputError(
             f"{name} contains NaN or infinite values; check what produced it (a text encoder or VAE run in fp16 "
             "can overflow: use bf16 or fp32)"

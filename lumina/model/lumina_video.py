@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import LuminaInputError
+from ..finite import all_finite
 from ..video_config import LuminaVideoConfig
 from .attention import LayerContext
 from .hooks import ForwardInfo, single_rows
@@ -73,27 +74,40 @@ def video_rope_grid(frames: int, rows: int, cols: int, head_dim: int, theta: flo
 
 
 # -- patches -----------------------------------------------------------------------------------
-def patchify_video(video: Tensor, patch_size: int, f_patch_size: int) -> tuple[Tensor, tuple[int, int, int]]:
-    """(C, F, H, W) → ((F'·H'·W', pF·p·p·C) tokens, (F', H', W') token grid). A one-frame video is
-    repeated pF times first (the official image path)."""
-    c, f, h, w = video.shape
+def patchify_videos(videos: Tensor, patch_size: int, f_patch_size: int) -> tuple[Tensor, tuple[int, int, int]]:
+    """(B, C, F, H, W) → ((B, F'·H'·W', pF·p·p·C) tokens, (F', H', W') token grid), one copy for the
+    whole batch. One-frame videos are repeated pF times first (the official image path)."""
+    b, c, f, h, w = videos.shape
     p, pf = patch_size, f_patch_size
     if f == 1 and pf > 1:
-        video = video.repeat(1, pf, 1, 1)
+        videos = videos.expand(b, c, pf, h, w)  # read pF times by the one copy below
         f = pf
     grid = (f // pf, h // p, w // p)
-    tokens = video.reshape(c, grid[0], pf, grid[1], p, grid[2], p).permute(1, 3, 5, 2, 4, 6, 0)
-    return tokens.reshape(-1, pf * p * p * c), grid
+    tokens = videos.reshape(b, c, grid[0], pf, grid[1], p, grid[2], p).permute(0, 2, 4, 6, 3, 5, 7, 1)
+    return tokens.reshape(b, -1, pf * p * p * c), grid
+
+
+def unpatchify_videos(
+    tokens: Tensor, grid: tuple[int, int, int], patch_size: int, f_patch_size: int, channels: int, frames: int
+) -> Tensor:
+    """Inverse of `patchify_videos`: (B, L, pF·p·p·C) → (B, C, frames, H, W) (frame 0 of a repeated image)."""
+    p, pf = patch_size, f_patch_size
+    f, h, w = grid
+    x = tokens.reshape(-1, f, h, w, pf, p, p, channels).permute(0, 7, 1, 4, 2, 5, 3, 6)
+    return x.reshape(x.shape[0], channels, f * pf, h * p, w * p)[:, :, :frames].contiguous()  # a copy only for an image's frame 0
+
+
+def patchify_video(video: Tensor, patch_size: int, f_patch_size: int) -> tuple[Tensor, tuple[int, int, int]]:
+    """(C, F, H, W) → ((F'·H'·W', pF·p·p·C) tokens, (F', H', W') token grid): `patchify_videos` of one."""
+    tokens, grid = patchify_videos(video[None], patch_size, f_patch_size)
+    return tokens[0], grid
 
 
 def unpatchify_video(
     tokens: Tensor, grid: tuple[int, int, int], patch_size: int, f_patch_size: int, channels: int, frames: int
 ) -> Tensor:
-    """Inverse of `patchify_video`: (L, pF·p·p·C) → (C, frames, H, W) (frame 0 of a repeated image)."""
-    p, pf = patch_size, f_patch_size
-    f, h, w = grid
-    x = tokens.reshape(f, h, w, pf, p, p, channels).permute(6, 0, 3, 1, 4, 2, 5)
-    return x.reshape(channels, f * pf, h * p, w * p)[:, :frames]
+    """Inverse of `patchify_video`: (L, pF·p·p·C) → (C, frames, H, W)."""
+    return unpatchify_videos(tokens[None], grid, patch_size, f_patch_size, channels, frames)[0]
 
 
 # -- guided call -------------------------------------------------------------------------------
@@ -255,22 +269,25 @@ class LuminaVideo(nn.Module):
             return out  # type: ignore[return-value]
         dtype, device = self.dtype, items[0].device
 
-        token_lists, grids = [], []
-        for video in items:
-            tokens, grid = patchify_video(video.to(dtype), patch_size, f_patch_size)
-            token_lists.append(tokens)
-            grids.append(grid)
-        lengths = [len(tk) for tk in token_lists]
-        embedded = self.all_x_embedder[key](torch.cat(token_lists)).split(lengths)
-        rotations = [self._rotations(g, device) for g in grids]
-        longest = max(lengths)
-        if all(n == longest for n in lengths):
-            h, x_mask = torch.stack(embedded), None
-            rot = rotations[0][None] if all(g == grids[0] for g in grids) else torch.stack(rotations)
-        else:  # one masked block per item: padded slots are never attended to
+        if len(sizes) == 1:  # one size: the batch is patchified, embedded and unpatchified at once
+            tokens, grid = patchify_videos((x if isinstance(x, Tensor) else torch.stack(items)).to(dtype), patch_size, f_patch_size)
+            grids, lengths = [grid] * batch, [tokens.shape[1]] * batch
+            h, x_mask, rot = self.all_x_embedder[key](tokens), None, self._rotations(grid, device)[None]
+        else:  # sizes differ (with features): padded to one length, each item masked to its own tokens
+            token_lists, grids = [], []
+            for video in items:
+                tokens, grid = patchify_video(video.to(dtype), patch_size, f_patch_size)
+                token_lists.append(tokens)
+                grids.append(grid)
+            lengths = [len(tk) for tk in token_lists]
+            embedded = self.all_x_embedder[key](torch.cat(token_lists)).split(lengths)
+            rotations = [self._rotations(g, device) for g in grids]
+            longest = max(lengths)
             h = torch.stack([F.pad(e, (0, 0, 0, longest - len(e))) for e in embedded])
             rot = torch.stack([F.pad(r, (0, 0, 0, longest - len(r)), value=1.0) for r in rotations])
-            x_mask = torch.arange(longest, device=device)[None] < torch.tensor(lengths, device=device)[:, None]
+            x_mask = None  # sizes whose token counts agree (8×32×48 and 8×48×32) need no mask
+            if any(n != longest for n in lengths):
+                x_mask = torch.arange(longest, device=device)[None] < torch.tensor(lengths, device=device)[:, None]
 
         cap_feats = cap_feats.to(dtype)
         adaln_input = self.conditioning(t, cap_feats, cap_mask, motion_score).to(dtype)
@@ -293,11 +310,13 @@ class LuminaVideo(nn.Module):
                 hook.before_block(i)
             h = layer(h, ctx, i)
         out = self.all_final_layer[key](h, adaln_input)
-        videos = [
+        if len(sizes) == 1:
+            videos = unpatchify_videos(out, grids[0], patch_size, f_patch_size, c.out_channels, items[0].shape[1])
+            return list(videos) if list_input else videos
+        return [
             unpatchify_video(out[i, : lengths[i]], grids[i], patch_size, f_patch_size, c.out_channels, items[i].shape[1])
             for i in range(batch)
         ]
-        return videos if list_input else torch.stack(videos)
 
     # -- guided call ------------------------------------------------------------------------
     def forward_with_multi_cfg(
@@ -341,7 +360,7 @@ class LuminaVideo(nn.Module):
                 raise LuminaInputError(
                     f"{name}: {f} latent frames is not 1 or a multiple of the temporal patch size {f_patch_size}"
                 )
-            if not bool(torch.isfinite(item).all()):
+            if not all_finite(item):
                 raise LuminaInputError(f"{name} contains NaN or infinite values")
         return items
 
@@ -370,12 +389,12 @@ class LuminaVideo(nn.Module):
         if not bool(cap_mask.any(dim=1).all()):
             raise LuminaInputError("every cap_mask row must mark at least one token")
         for name, value in (("t", t), ("motion_score", motion), ("cap_feats", cap_feats)):
-            if not bool(torch.isfinite(value).all()):
+            if not all_finite(value):
                 raise LuminaInputError(f"{name} contains NaN or infinite values")
         return t, cap_feats.to(device), cap_mask, motion
 
 
 __all__ = [
     "LuminaVideo", "video_rope_angles", "video_rope_table", "video_rope_grid", "grid_positions",
-    "patchify_video", "unpatchify_video", "time_aware_value", "parse_patch_comb", "guided_velocity",
+    "patchify_video", "unpatchify_video", "patchify_videos", "unpatchify_videos", "time_aware_value", "parse_patch_comb", "guided_velocity",
 ]

@@ -30,6 +30,23 @@ def test_non_finite_model_inputs_are_named(name, bad):
         model(x, t, cap)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_all_finite_sees_every_nan_and_inf_and_no_false_alarm(dtype):
+    from lumina.finite import all_finite
+
+    x = torch.randn(3, 50, dtype=dtype)
+    assert all_finite(x) and all_finite(torch.empty(0, dtype=dtype)) and all_finite(torch.arange(4))
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        y = x.clone()
+        y[2, 7] = bad
+        assert not all_finite(y), bad
+    both = x.clone()
+    both[0, 0], both[1, 1] = float("inf"), float("-inf")  # their sum is NaN: still caught
+    assert not all_finite(both)
+    big = torch.full((4,), torch.finfo(dtype).max, dtype=dtype)  # the sum overflows, every value is finite
+    assert all_finite(big)
+
+
 def test_non_finite_item_of_a_list_is_named():
     model = tiny_random_model("next_dit")
     x, t, cap = _inputs()
