@@ -334,7 +334,9 @@ def _estimate(r: _Request) -> MemoryEstimate:
     # Alive through the whole forward (each entry one tensor: the allocator model needs sizes):
     # the embedded sequence, the current block's input (another tensor from layer 1 on), the
     # caption cast to the model dtype (a copy only when fp32 text features meet a half model).
-    persistent = [X] + ([X] if c.n_layers > 1 else []) + ([Y] if half else [])
+    # Lumina-Video keeps no reference to its embedded sequence: it is the first block's input only.
+    keeps_embedded = c.n_layers > 1 and not isinstance(c, LuminaVideoConfig)
+    persistent = [X] + ([X] if keeps_embedded else []) + ([Y] if half else [])
     if isinstance(c, LuminaVideoConfig):  # the patchified items (pF·p²·C wide at the finest entry) stay alive
         _, f0, h0, w0 = r.items[0]
         p, pf = max(c.patches, key=lambda e_: max(1, f0 // e_[1]) * (h0 // e_[0]) * (w0 // e_[0]))
