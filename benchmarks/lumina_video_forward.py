@@ -27,7 +27,8 @@ and the list path with two differently sized videos at '2x2'. Rounds are interle
 warm-up call each, the order alternating (ours then official, then official then ours, ...), so
 drifting machine load hits both, and a case gets more rounds until they took --min-seconds; prints
 each case's medians, their ratio ours/official, the paired ratio (the median over rounds of
-ours/official within a round), the ratio of the fastest calls and the outputs' max abs difference.
+ours/official within a round), the ratio of the fastest calls and the outputs' max abs difference
+(in bf16: ours and the official's, each against the official fp32 output).
 """
 
 from __future__ import annotations
