@@ -229,6 +229,11 @@ def cast_case(case: tuple, dtype: torch.dtype) -> tuple:
     return x, t, cap.to(dtype), mask, motion, p, pf
 
 
+def token_count(x: torch.Tensor | list[torch.Tensor], p: int, pf: int) -> int:
+    """Tokens of a case's latents at patch size p, temporal patch pf (a one-frame item is repeated pF times)."""
+    return sum((max(v.shape[1], pf) // pf) * (v.shape[2] // p) * (v.shape[3] // p) for v in list(x))
+
+
 def as_list(out: torch.Tensor | list[torch.Tensor]) -> list[torch.Tensor]:
     return [out] if isinstance(out, torch.Tensor) else list(out)
 
@@ -267,7 +272,7 @@ def time_cases(
         paired = paired_ratio(mine, theirs)
         ratios.append(t_ours / t_theirs)
         paired_ratios.append(paired)
-        tokens = sum((max(v.shape[1], pf) // pf) * (v.shape[2] // p) * (v.shape[3] // p) for v in list(x))
+        tokens = token_count(x, p, pf)
         print(f"{label:<5} {name:<12} {tokens:>7} {t_ours * 1000:>9.1f} {t_theirs * 1000:>12.1f} {t_ours / t_theirs:>7.3f} "
               f"{paired:>13.3f} {min(mine) / min(theirs):>14.3f} {shown:>13} {scale:>10.2f}", flush=True)
     return ratios, paired_ratios
@@ -346,7 +351,7 @@ def main() -> None:
 
     cases = inputs(args, torch.Generator().manual_seed(args.seed + 1))
     for name, (x, t, cap, mask, motion, p, pf) in cases.items():
-        tokens = sum((max(v.shape[1], pf) // pf) * (v.shape[2] // p) * (v.shape[3] // p) for v in list(x))
+        tokens = token_count(x, p, pf)
         if isinstance(x, torch.Tensor) and tokens < pf * p * p * 16:
             sys.exit(f"{name}: {tokens} tokens < {pf * p * p * 16}: the official tensor path cannot unpatchify "
                      "(its x[:, :L] slice, see the golden manifest's notes); use a larger latent")
