@@ -195,12 +195,29 @@ def _read_json_file(path: Path, hint: str, family: str | None = None) -> dict[st
     return _parse_json(text, path.name, str(path), hint, family)
 
 
+# Bytes of cast tensors read through one mapping of a safetensors file before it is reopened: a
+# mapping's pages stay in the process's resident memory until it is closed, so a file read whole
+# through one mapping (an fp32 checkpoint cast to bf16 or fp8) would count the whole file on top of
+# the cast weights. Tensors kept as stored are views of their mapping and keep it alive either way.
+MAPPED_READ_BYTES = 64 << 20
+
+
 def _read_safetensors(path: Path, intake: _Intake) -> tuple[StateDict, dict[str, str]]:
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
-            metadata = f.metadata() or {}
-            # one tensor at a time: cast and checked as it is read, never two full copies in memory
-            tensors = {key: intake.take(key, f.get_tensor(key)) for key in f.keys()}
+            metadata, keys = f.metadata() or {}, list(f.keys())
+        tensors: StateDict = {}
+        while len(tensors) < len(keys):
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                read = 0
+                # one tensor at a time: cast and checked as it is read, never two full copies in memory
+                for key in keys[len(tensors):]:
+                    stored = f.get_tensor(key)
+                    tensors[key] = intake.take(key, stored)
+                    read += stored.numel() * stored.element_size() if tensors[key] is not stored else 0
+                    del stored  # a view of the mapping, which is released with the last one
+                    if read >= MAPPED_READ_BYTES:
+                        break
         return tensors, metadata
     except (SafetensorError, OSError, RuntimeError, ValueError) as err:
         size = f"{path.stat().st_size} bytes; " if path.is_file() else ""

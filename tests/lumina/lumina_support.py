@@ -50,3 +50,21 @@ def assert_checkpoint_message(msg: str, *parts: str, family: str | None, fix: bo
     assert f"Model family guessed: {label}." in msg, msg
     if fix:
         assert "Fix: " in msg, msg
+
+
+def profiled_peak(fn) -> int:
+    """Peak bytes torch allocated during fn() above the start, from the profiler's memory events."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    try:
+        events = [ev for ev in prof.profiler.kineto_results.events() if ev.name() == "[memory]"]
+        deltas = [(ev.start_ns(), ev.nbytes()) for ev in events]
+    except AttributeError:  # the profiler's raw event API moved: nothing to compare with
+        pytest.skip("this torch's profiler does not expose raw memory events")
+    level = peak = 0
+    for _, delta in sorted(deltas):
+        level += delta
+        peak = max(peak, level)
+    return peak

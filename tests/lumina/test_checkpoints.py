@@ -214,6 +214,53 @@ def test_dtype_casts_parameters(ref: Ref, dtype: torch.dtype, source: str) -> No
     assert (out.float() - ref.tensors["fwd.sq.out"]).abs().max() <= {torch.bfloat16: 5e-2, torch.float16: 1e-2}[dtype]
 
 
+def _mapped_file_bytes() -> int | None:
+    """Bytes of files mapped into this process and resident (Linux; tmpfs files count as shmem)."""
+    try:
+        with open("/proc/self/status") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return sum(int(fields[k].split()[0]) * 1024 for k in ("RssFile", "RssShmem"))
+    except (OSError, KeyError):
+        return None
+
+
+def test_a_cast_load_maps_the_file_one_window_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading an fp32 file as bf16 keeps at most MAPPED_READ_BYTES of it (plus one tensor) mapped,
+    not the whole file beside the cast weights; the weights are those of one whole-file read."""
+    import lumina.checkpoints as checkpoints
+
+    if _mapped_file_bytes() is None:
+        pytest.skip("needs Linux's /proc/self/status")
+    torch.manual_seed(0)
+    config = lumina.LuminaConfig("next_dit", dim=512, n_layers=4, n_heads=8, n_kv_heads=8, cap_feat_dim=64)
+    model = lumina.build_model(config)
+    largest = max(p.numel() * 4 for p in model.parameters())
+    path = lumina.save_official(model, tmp_path / "model.safetensors")
+    size = path.stat().st_size
+    peaks = []
+    take = checkpoints._Intake.take
+
+    def sampled_take(self, key: str, tensor: torch.Tensor) -> torch.Tensor:
+        out = take(self, key, tensor)
+        peaks[-1] = max(peaks[-1], _mapped_file_bytes() - start)
+        return out
+
+    monkeypatch.setattr(checkpoints._Intake, "take", sampled_take)
+    loaded = {}
+    # the whole file through one mapping first (the old way): it also brings the code the load
+    # runs into memory, whose pages count as mapped files too; then four MiB at a time
+    for window in (1 << 40, 4 << 20):
+        monkeypatch.setattr(checkpoints, "MAPPED_READ_BYTES", window)
+        peaks.append(0)
+        start = _mapped_file_bytes()
+        loaded[window] = lumina.load_model(path, dtype=torch.bfloat16).state_dict()
+    assert size > 40 << 20
+    assert peaks[0] > 0.8 * size, (peaks, size)  # the sampling sees the whole file when it is mapped whole
+    assert peaks[1] < (4 << 20) + largest + (1 << 20), (peaks, size)
+    for key, value in loaded[4 << 20].items():
+        assert torch.equal(value, loaded[1 << 40][key]), key
+
+
 # -- round trips ----------------------------------------------------------------------------
 @pytest.mark.parametrize("target", ["file.safetensors", "folder"])
 def test_official_round_trip_is_exact(tmp_path: Path, ref: Ref, target: str) -> None:
