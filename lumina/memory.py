@@ -15,6 +15,8 @@ alive at one moment inside one block:
   bf16 on CPU; 2.25 × the B·H·Lq·Lk scores for the math path);
 - cross-attention to the caption: all of the above plus the self-attention output and a second fold;
 - the SwiGLU FFN: silu(w1 x), w3 x and their product (3 × the hidden width) beside the residuals;
+  in CPU inference over row chunks once they pass 16 MiB (`lumina.model.layers.ffn_chunk_rows`):
+  one chunk's two intermediates beside the earlier chunks' outputs, then their concatenation;
 - apply_rope's fp32 copies of Q and K (only a copy when the model runs in half precision);
 - the RoPE tables (fp32 angles and complex64 rotations, per row for padded list batches);
 - the solver's latents (state, noise, k's) and the velocity call's input and patches, all fp32.
@@ -22,7 +24,8 @@ alive at one moment inside one block:
 The per-forward peak is the largest of those phases; weights come on top when they are not yet
 resident on the device, and an allocator allowance on top of the tensors (glibc's heap on the CPU,
 block rounding on CUDA). Against torch's own allocation record (profiler) the tensor part is within
-±3 % for both families, fp32 and bf16, GQA and MHA, padded list batches and the math path;
+±3 % for both families, fp32 and bf16, GQA and MHA, padded list batches, the math path and
+the chunked FFN;
 `benchmarks/sampling_memory.py` compares the whole estimate with the process's measured peak.
 Not counted: Region-Adaptive Sampling's key/value cache, feature hooks' own tensors, the text
 encoder and the VAE, and `trajectory=True` stacks.
@@ -43,6 +46,7 @@ from typing import Sequence
 import torch
 
 from .config import LuminaConfig
+from .model import layers
 from .errors import LuminaInputError
 from .video_config import LuminaVideoConfig
 
@@ -383,6 +387,15 @@ def _estimate(r: _Request) -> MemoryEstimate:
         # SwiGLU: the residual after attention, the FFN input, silu(w1 x), w3 x and their product
         "ffn": (attn_out + [X, X, Xf, Xf, Xf], []),
     }
+    chunk = layers.cpu_ffn_chunk_rows(rows * L, F, e) if r.device.type == "cpu" else None
+    if chunk is not None:  # CPU inference runs the SwiGLU over row chunks (lumina.model.layers)
+        full, rest = divmod(rows * L, chunk)
+        parts = [chunk * D * e] * full + ([rest * D * e] if rest else [])
+        Xfc = chunk * F * e
+        # the last chunk: silu(w1 x) (in place) and w3 x beside the earlier chunks' outputs; then
+        # the outputs and their concatenation
+        phases["ffn"] = (attn_out + [X, X] + parts[:-1] + [Xfc, Xfc], [])
+        phases["ffn concat"] = (attn_out + [X, X] + parts + [X], [])
     around = persistent + rope + latents
     phase, (live, kernel) = max(phases.items(), key=lambda kv: sum(kv[1][0]) + sum(kv[1][1]))
 

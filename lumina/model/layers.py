@@ -68,8 +68,12 @@ def ffn_chunk_rows(x: Tensor, hidden: int) -> int | None:
     one pass (autograd would keep every chunk's activations anyway)."""
     if x.device.type != "cpu" or torch.is_grad_enabled():
         return None
-    rows = x.numel() // x.shape[-1]
-    per_row = hidden * x.element_size()
+    return cpu_ffn_chunk_rows(x.numel() // x.shape[-1], hidden, x.element_size())
+
+
+def cpu_ffn_chunk_rows(rows: int, hidden: int, element_size: int) -> int | None:
+    """The chunk rule of CPU inference on sizes alone (lumina.memory estimates with it)."""
+    per_row = hidden * element_size
     if rows * per_row <= CPU_FFN_CHUNK_BYTES:
         return None
     return max(1, CPU_FFN_CHUNK_BYTES // per_row)

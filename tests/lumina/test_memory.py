@@ -25,6 +25,8 @@ from lumina.memory import (
     largest_square_side,
 )
 
+from lumina_support import profiled_peak
+
 NEXT_2B = lumina.PRESETS["lumina-next-2b"]
 FLAG_5B = lumina.PRESETS["lumina-t2i-5b"]
 TINY = LuminaConfig("next_dit", dim=64, n_layers=2, n_heads=4, n_kv_heads=2, cap_feat_dim=32, multiple_of=16)
@@ -46,12 +48,13 @@ def test_monotone_in_size_and_batch(config: LuminaConfig) -> None:
 
 
 def test_cfg_doubles_the_batch_terms() -> None:
-    plain, guided = estimate(cfg_batch=False), estimate(cfg_batch=True)
+    # on a GPU: CPU inference runs the SwiGLU over row chunks of a fixed size, whatever the batch
+    plain, guided = estimate(cfg_batch=False, device="cuda"), estimate(cfg_batch=True, device="cuda")
     assert guided.rows == 2 * plain.rows
     assert guided.phase == plain.phase == "ffn"
     assert guided.activations == 2 * plain.activations  # every activation term is per model row
     # one guided image and two unguided ones make the same model batch
-    assert estimate(batch=2, cfg_batch=False).activations == guided.activations
+    assert estimate(batch=2, cfg_batch=False, device="cuda").activations == guided.activations
     assert guided.weights == plain.weights and guided.rope == plain.rope  # shared: no batch axis
 
 
@@ -171,29 +174,16 @@ def test_available_memory_is_positive_and_bounded() -> None:
 
 
 # -- against a real forward --------------------------------------------------------------------------
-def _profiled_peak(fn) -> int:
-    """Peak bytes torch allocated during fn() above the start, from the profiler's memory events."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    try:
-        events = [ev for ev in prof.profiler.kineto_results.events() if ev.name() == "[memory]"]
-        deltas = [(ev.start_ns(), ev.nbytes()) for ev in events]
-    except AttributeError:  # the profiler's raw event API moved: nothing to compare with
-        pytest.skip("this torch's profiler does not expose raw memory events")
-    level = peak = 0
-    for _, delta in sorted(deltas):
-        level += delta
-        peak = max(peak, level)
-    return peak
-
-
 @pytest.mark.parametrize(
     "family,dim,heads,kv_heads,dtype,ffn_hidden,phase",
     [
         ("next_dit", 128, 4, 2, torch.float32, None, "ffn"),
         ("flag_dit", 128, 4, 4, torch.float32, None, "ffn"),
+        # CPU inference runs a large SwiGLU over row chunks (lumina.model.layers.CPU_FFN_CHUNK_BYTES,
+        # lowered here to 300 rows): the intermediates are a chunk's, the outputs are concatenated
+        ("next_dit", 128, 4, 2, torch.float32, "1500 rows", "ffn"),
+        ("next_dit", 128, 4, 2, torch.float32, "300 rows", "cross-attention"),
+        ("flag_dit", 128, 4, 4, torch.bfloat16, "300 rows", "self-attention"),
         # a narrow FFN moves the peak into attention: the GQA fold copies, the gated sum of the
         # two attention outputs, for bf16 on the CPU the kernel's repacked K and V, and apply_rope's
         # fp32 copies of K beside both versions of Q
@@ -204,13 +194,20 @@ def _profiled_peak(fn) -> int:
     ],
 )
 def test_forward_estimate_matches_torch_allocations(
-    family: str, dim: int, heads: int, kv_heads: int, dtype: torch.dtype, ffn_hidden: int | None, phase: str
+    family: str, dim: int, heads: int, kv_heads: int, dtype: torch.dtype, ffn_hidden: int | str | None, phase: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """One CFG forward (prompt and negative prompt of different lengths, so a masked
     cross-attention) of a small model: the estimate's forward part within 5 % of the peak torch
     allocated (the tensors the estimate leaves out, a few kB, and per-thread kernel buffers)."""
+    from lumina.model import layers
+
+    chunk_rows = int(ffn_hidden.split()[0]) if isinstance(ffn_hidden, str) else None
     config = LuminaConfig(family, dim=dim, n_layers=3, n_heads=heads, n_kv_heads=kv_heads, cap_feat_dim=256,
-                          multiple_of=32, ffn_hidden=ffn_hidden)
+                          multiple_of=32, ffn_hidden=None if chunk_rows else ffn_hidden)
+    if chunk_rows:
+        element = torch.empty(0, dtype=dtype).element_size()
+        monkeypatch.setattr(layers, "CPU_FFN_CHUNK_BYTES", chunk_rows * config.hidden_dim * element)
     torch.manual_seed(0)
     model = lumina.build_model(config).to(dtype).eval()
     x = torch.randn(2, 4, 64, 64)
@@ -219,7 +216,7 @@ def test_forward_estimate_matches_torch_allocations(
     mask[1, 12:] = False
     with torch.inference_mode():
         model(x[:, :, :8, :8], torch.rand(2), feats, mask)  # warm-up
-        measured = _profiled_peak(lambda: model(x, torch.rand(2), feats, mask))
+        measured = profiled_peak(lambda: model(x, torch.rand(2), feats, mask))
     e = estimate_sampling_memory(model, (1, 4, 64, 64), cfg_batch=True, caption_tokens=24, device="cpu")
     forward = e.activations + e.attention + e.rope
     assert e.phase == phase
@@ -250,7 +247,7 @@ def test_lumina_video_forward_estimate_matches_torch_allocations(
     motion = torch.tensor([6.0, 2.0])
     with torch.inference_mode():
         model(x[..., :8, :8], torch.rand(2), feats, mask, motion, 2, 1)  # warm-up
-        measured = _profiled_peak(lambda: model(x, torch.rand(2), feats, mask, motion, 2, 1))
+        measured = profiled_peak(lambda: model(x, torch.rand(2), feats, mask, motion, 2, 1))
     e = estimate_sampling_memory(model, (1, 16, 4, 32, 32), cfg_batch=True, caption_tokens=24, device="cpu")
     forward = e.activations + e.attention + e.rope
     assert e.tokens == 4 * 16 * 16 and e.phase == phase
