@@ -35,7 +35,6 @@ import argparse
 import gc
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -48,6 +47,9 @@ sys.path.insert(0, str(ROOT))
 import lumina  # noqa: E402
 from lumina.config import LuminaConfig  # noqa: E402
 from lumina.memory import estimate_sampling_memory  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from resident import NO_RETENTION, peak_rss, reset_peak, rss  # noqa: E402
 
 MiB = 1024**2
 TOLERANCE = 0.25
@@ -88,30 +90,6 @@ def captions(cap_dim: int) -> tuple[lumina.Conditioning, lumina.Conditioning]:
 
 
 # -- one measurement, in its own process ---------------------------------------------------------
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _reset_peak() -> bool:
-    """Reset the kernel's peak-RSS counter (Linux ≥ 4.0); False where that is not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_rss(reset: bool) -> int:
-    if reset:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-
-
 def measure(model_name: str, h: int, w: int, device: str) -> dict:
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     model = random_model(model_name, dtype, device)
@@ -132,10 +110,10 @@ def measure(model_name: str, h: int, w: int, device: str) -> dict:
         torch.cuda.synchronize()
         measured, method = torch.cuda.max_memory_allocated() - before, "max_memory_allocated"
     else:
-        before = _rss()
-        reset = _reset_peak()
+        before = rss()
+        reset = reset_peak()
         lumina.sample(model, cond, uncond, shape, **settings)
-        measured, method = _peak_rss(reset) - before, "VmHWM" if reset else "ru_maxrss"
+        measured, method = peak_rss(reset) - before, "VmHWM" if reset else "ru_maxrss"
     seconds = time.perf_counter() - start
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     return {
@@ -144,9 +122,6 @@ def measure(model_name: str, h: int, w: int, device: str) -> dict:
         "method": method, "seconds": seconds,
         "parts": {k: getattr(estimate, k) for k in ("activations", "attention", "rope", "latents", "allocator")},
     }
-
-
-NO_RETENTION = {"MALLOC_MMAP_THRESHOLD_": "131072"}  # glibc: map blocks ≥ 128 KiB, unmap them on free
 
 
 def run_case(model_name: str, h: int, w: int, device: str, env: dict[str, str] | None = None) -> dict:
