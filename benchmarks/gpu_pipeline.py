@@ -9,7 +9,8 @@ Both runs sample the same uniform grid with Euler and the official CFG (channels
 resolution extrapolation, so their latents agree up to bf16 rounding; the PSNR says how closely.
 MFU = the FLOPs of the model calls (torch's FlopCounterMode on one forward, × calls) per second,
 over the GPU's dense bf16 peak (`--peak-tflops`, default the H100/H200 SXM's 989).
-Runs alternate (ours, diffusers, ours, …); medians are printed with ours/diffusers.
+Interleaved rounds (benchmarks/rounds.py: the order alternates); medians, ours/diffusers and the
+paired ratio (the median of the rounds' own ratios) are printed.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -28,11 +29,22 @@ sys.path.insert(0, str(ROOT))
 import lumina  # noqa: E402
 from lumina.config import LuminaConfig  # noqa: E402
 from peers import diffusers_sampler  # noqa: E402
+from rounds import interleaved_rounds, paired_ratio  # noqa: E402
 
 SHAPES = {  # dim, layers, heads, kv heads, caption width, latent side
     "2b": (2304, 24, 32, 8, 2048, 128),
     "tiny": (128, 2, 4, 2, 64, 16),
 }
+
+
+def synced(fn: Callable[[], torch.Tensor], sync: Callable[[], None]) -> Callable[[], torch.Tensor]:
+    """fn, returning once the device has finished its work (CUDA runs asynchronously)."""
+    def call() -> torch.Tensor:
+        out = fn()
+        sync()
+        return out
+
+    return call
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -92,19 +104,14 @@ def main() -> None:
             model(x, torch.full((2,), 0.5, device=device), feats, feats_mask)
         flops = counter.get_total_flops() * args.steps  # one CFG-batched call per Euler step
         out_ours, out_theirs = ours(), run_theirs()  # warm-up, and the outputs compared
-        times: dict[str, list[float]] = {"ours": [], "diffusers": []}
-        for _ in range(args.repeats):
-            for name, fn in (("ours", ours), ("diffusers", run_theirs)):
-                sync()
-                start = time.perf_counter()
-                fn()
-                sync()
-                times[name].append(time.perf_counter() - start)
-    t_ours, t_theirs = (statistics.median(times[k]) for k in ("ours", "diffusers"))
+        sync()
+        mine, theirs = interleaved_rounds(synced(ours, sync), synced(run_theirs, sync), args.repeats)
+    t_ours, t_theirs = statistics.median(mine), statistics.median(theirs)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"[pipeline] {'checkpoint ' + args.ckpt if args.ckpt else args.shape + ' shape, random weights'}, "
           f"{(side // 2) ** 2} tokens, {args.steps} Euler steps, CFG 4, {str(dtype)[6:]} on {where}")
-    print(f"ours {t_ours:.2f} s, diffusers {t_theirs:.2f} s: ours/diffusers = {t_ours / t_theirs:.3f}")
+    print(f"ours {t_ours:.2f} s, diffusers {t_theirs:.2f} s: ours/diffusers = {t_ours / t_theirs:.3f} "
+          f"(paired {paired_ratio(mine, theirs):.3f}, {len(mine)} rounds)")
     if device.type == "cuda":
         print(f"MFU: ours {flops / t_ours / (args.peak_tflops * 1e12) * 100:.1f} %, diffusers "
               f"{flops / t_theirs / (args.peak_tflops * 1e12) * 100:.1f} % (model FLOPs {flops / 1e12:.1f} TFLOP)")
