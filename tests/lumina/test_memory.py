@@ -180,7 +180,8 @@ def test_available_memory_is_positive_and_bounded() -> None:
         ("next_dit", 128, 4, 2, torch.float32, None, "ffn"),
         ("flag_dit", 128, 4, 4, torch.float32, None, "ffn"),
         # CPU inference runs a large SwiGLU over row chunks (lumina.model.layers.CPU_FFN_CHUNK_BYTES,
-        # lowered here to 300 rows): the intermediates are a chunk's, the outputs are concatenated
+        # lowered here to "N rows" in the ffn_hidden slot): the intermediates are a chunk's, the
+        # outputs are concatenated; small chunks move the peak out of the FFN
         ("next_dit", 128, 4, 2, torch.float32, "1500 rows", "ffn"),
         ("next_dit", 128, 4, 2, torch.float32, "300 rows", "cross-attention"),
         ("flag_dit", 128, 4, 4, torch.bfloat16, "300 rows", "self-attention"),
