@@ -11,13 +11,17 @@ Every floating-point tensor is checked for NaN/inf as it is read (one reduction 
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import json
 import math
+import mmap as mmap_module
 import os
 import re
+import sys
 import zipfile
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -264,7 +268,58 @@ def _read_torch(path: Path, intake: _Intake, ema: bool = True) -> StateDict:
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
         raise LuminaCheckpointError("the file holds no state dict of tensors", source=str(path))
     # popped one by one: an old-format file is in memory, and each stored tensor is dropped once cast
-    return {key: intake.take(key, obj.pop(key)) for key in list(obj)}
+    release = mmap and _native_byte_order(path)
+    out: StateDict = {}
+    for key in list(obj):
+        stored = obj.pop(key)
+        out[key] = intake.take(key, stored)
+        if release and out[key] is not stored:
+            _release_mapped_pages(stored)
+    return out
+
+
+def _native_byte_order(path: Path) -> bool:
+    """Whether torch.load used the archive's bytes as they are: a file of the other byte order is
+    swapped in place in the private mapping, and swapped pages must not be dropped (a re-read would
+    bring back the unswapped bytes)."""
+    with zipfile.ZipFile(path) as archive:
+        names = [n for n in archive.namelist() if n.endswith("/byteorder")]
+        order = archive.read(names[0]).decode().strip() if names else "little"  # torch's older files: little
+    return order == sys.byteorder
+
+
+_MADV_DONTNEED = 4  # Linux
+
+
+@functools.cache
+def _madvise() -> Callable | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return None
+    function.argtypes, function.restype = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int), ctypes.c_int
+    return function
+
+
+def _release_mapped_pages(tensor: Tensor) -> None:
+    """Drop the resident pages of a tensor read through torch.load(mmap=True) once it has been cast.
+
+    All tensors of such a file share one private, read-only-in-practice mapping, which stays
+    alive until the last of them is freed, so every page read would stay resident beside the
+    cast weights until the whole file was read (the whole checkpoint on top of the model). Pages
+    of a private file mapping that were never written are only dropped from this process: a later
+    read of the same bytes (another tensor sharing the page) reads them from the file again."""
+    madvise = _madvise()
+    if madvise is None or not tensor.is_contiguous():
+        return
+    page = mmap_module.PAGESIZE
+    start = tensor.data_ptr()
+    end = start + tensor.numel() * tensor.element_size()
+    first, last = -(-start // page) * page, end // page * page  # whole pages inside the tensor's bytes
+    if last > first:
+        madvise(first, last - first, _MADV_DONTNEED)
 
 
 def _read_diffusers_index(path: Path, intake: _Intake) -> tuple[StateDict, dict[str, str]]:

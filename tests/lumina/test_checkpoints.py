@@ -261,6 +261,45 @@ def test_a_cast_load_maps_the_file_one_window_at_a_time(tmp_path: Path, monkeypa
         assert torch.equal(value, loaded[1 << 40][key]), key
 
 
+def test_a_cast_load_of_a_pth_releases_each_tensors_pages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A .pth read through torch.load(mmap=True) and cast to bf16: each tensor's pages leave the
+    process once it is cast (the whole file stayed resident before), and the weights equal those
+    of a plain torch.load, also for two tensors saved as overlapping views of one storage (the
+    second is read after the first one's pages were dropped)."""
+    import lumina.checkpoints as checkpoints
+
+    if _mapped_file_bytes() is None or checkpoints._madvise() is None:
+        pytest.skip("needs Linux")
+    torch.manual_seed(0)
+    config = lumina.LuminaConfig("next_dit", dim=512, n_layers=4, n_heads=8, n_kv_heads=8, cap_feat_dim=64)
+    sd = lumina.build_model(config).state_dict()
+    largest = max(v.numel() * 4 for v in sd.values())
+    path = tmp_path / "consolidated.00-of-01.pth"
+    torch.save(sd, path)
+    shared = torch.randn(3 << 20)
+    views = tmp_path / "views.pth"
+    torch.save({"a": shared[: 2 << 20], "b": shared[1 << 20:]}, views)
+    peak = [0]
+    take = checkpoints._Intake.take
+
+    def sampled_take(self, key: str, tensor: torch.Tensor) -> torch.Tensor:
+        out = take(self, key, tensor)
+        peak[0] = max(peak[0], _mapped_file_bytes() - start)
+        return out
+
+    monkeypatch.setattr(checkpoints._Intake, "take", sampled_take)
+    start = _mapped_file_bytes()
+    checkpoints.read_state_dict(path, torch.bfloat16)  # brings the code it runs into memory first
+    peak[0], start = 0, _mapped_file_bytes()
+    loaded, _, _ = checkpoints.read_state_dict(path, torch.bfloat16)
+    assert path.stat().st_size > 40 << 20
+    assert peak[0] < largest + (1 << 20), (peak, path.stat().st_size)
+    for key, value in sd.items():
+        assert torch.equal(loaded[key], value.to(torch.bfloat16)), key
+    pair, _, _ = checkpoints.read_state_dict(views, torch.bfloat16)
+    assert torch.equal(pair["a"], shared[: 2 << 20].bfloat16()) and torch.equal(pair["b"], shared[1 << 20:].bfloat16())
+
+
 # -- round trips ----------------------------------------------------------------------------
 @pytest.mark.parametrize("target", ["file.safetensors", "folder"])
 def test_official_round_trip_is_exact(tmp_path: Path, ref: Ref, target: str) -> None:
