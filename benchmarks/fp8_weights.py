@@ -41,6 +41,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from resident import NO_RETENTION, peak_rss, reset_peak, rss  # noqa: E402
 
+from lumina.fp8 import weight_bytes  # noqa: E402
+
 
 GEMMA_2B = dict(hidden_size=2048, intermediate_size=16384, num_hidden_layers=18, num_attention_heads=8,
                 num_key_value_heads=1, head_dim=256, vocab_size=256000, hidden_act="gelu_pytorch_tanh")
@@ -71,12 +73,6 @@ def run_text_encoder(path: str, mode: str, side: int):
         store_fp8(encoder.model, torch.bfloat16, "fp8_e4m3fn")
     cond = encoder.encode(PROMPTS)
     return (cond.cap_feats * cond.cap_mask[..., None]).float(), weight_bytes(encoder.model)  # the real tokens' features
-
-
-def weight_bytes(model) -> int:
-    from lumina.fp8 import weight_bytes as held
-
-    return held(model)
 
 
 def child(kind: str, path: str, mode: str, side: int, out: str) -> None:
